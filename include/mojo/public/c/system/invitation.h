@@ -1,0 +1,208 @@
+/*
+ * cmojo public API: invitations, which connect a new process to this
+ * process's IPC graph (types, options and callback signatures).
+ *
+ * An invitation carries named message pipe endpoints over an OS transport (on
+ * Linux, one end of a Unix socket pair); the invited process extracts them by
+ * name and from then on both processes talk through Mojo.
+ *
+ * Status: the types below are final (Mojo's names, values and layouts). The
+ * functions (MojoCreateInvitation, MojoAttachMessagePipeToInvitation,
+ * MojoSendInvitation, MojoAcceptInvitation, ...) are declared here once
+ * implemented.
+ */
+#ifndef MOJO_PUBLIC_C_SYSTEM_INVITATION_H_
+#define MOJO_PUBLIC_C_SYSTEM_INVITATION_H_
+
+#include <stdint.h>
+
+#include "mojo/public/c/system/macros.h"
+#include "mojo/public/c/system/platform_handle.h"
+#include "mojo/public/c/system/system_export.h"
+#include "mojo/public/c/system/types.h"
+
+/* Flags in MojoProcessErrorDetails. */
+typedef uint32_t MojoProcessErrorFlags;
+
+#define MOJO_PROCESS_ERROR_FLAG_NONE ((MojoProcessErrorFlags)0)
+/*
+ * The connection to the process is gone: no more error reports will come for
+ * it, and every pipe routed through it is (or is about to be) peer-closed.
+ */
+#define MOJO_PROCESS_ERROR_FLAG_DISCONNECTED ((MojoProcessErrorFlags)1)
+
+/* Why the connection to another process failed; given to error handlers. */
+struct MOJO_ALIGNAS(8) MojoProcessErrorDetails {
+    /* sizeof this structure as cmojo knows it. */
+    uint32_t struct_size;
+
+    /* Length in bytes of |error_message|. */
+    uint32_t error_message_length;
+
+    /* Human-readable reason, for logs; not NUL-terminated necessarily. */
+    MOJO_POINTER_FIELD(const char *, error_message);
+
+    /* Bitwise OR of MOJO_PROCESS_ERROR_FLAG_* values. */
+    MojoProcessErrorFlags flags;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoProcessErrorDetails) == 24,
+                   "MojoProcessErrorDetails must be 24 bytes");
+
+/* Identifies the invited process; on Linux |value| is its pid. */
+struct MOJO_ALIGNAS(8) MojoPlatformProcessHandle {
+    uint32_t struct_size;
+    uint64_t value;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoPlatformProcessHandle) == 16,
+                   "MojoPlatformProcessHandle must be 16 bytes");
+
+/* The kind of OS transport an invitation travels over. */
+typedef uint32_t MojoInvitationTransportType;
+
+/* A connected channel; on Linux one end of a Unix stream socket pair. */
+#define MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL ((MojoInvitationTransportType)0)
+/*
+ * A listening endpoint (a bound, listening Unix socket) that must first
+ * accept a connection; the other side connects and uses a CHANNEL endpoint.
+ */
+#define MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL_SERVER ((MojoInvitationTransportType)1)
+/*
+ * Like CHANNEL, but the invited side never blocks while accepting: it makes
+ * its own synchronisation channel instead of waiting for one.
+ */
+#define MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL_ASYNC ((MojoInvitationTransportType)2)
+
+/* The transport an invitation is sent or accepted on. */
+struct MOJO_ALIGNAS(8) MojoInvitationTransportEndpoint {
+    /* sizeof this structure as the caller knows it. */
+    uint32_t struct_size;
+
+    /* One of MOJO_INVITATION_TRANSPORT_TYPE_*. */
+    MojoInvitationTransportType type;
+
+    /* Number of entries in |platform_handles|. */
+    uint32_t num_platform_handles;
+
+    /* The OS objects behind the endpoint; on Linux one socket descriptor. */
+    MOJO_POINTER_FIELD(const struct MojoPlatformHandle *, platform_handles);
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoInvitationTransportEndpoint) == 24,
+                   "MojoInvitationTransportEndpoint must be 24 bytes");
+
+/* MojoCreateInvitation() flags and options. */
+typedef uint32_t MojoCreateInvitationFlags;
+#define MOJO_CREATE_INVITATION_FLAG_NONE ((MojoCreateInvitationFlags)0)
+
+struct MOJO_ALIGNAS(8) MojoCreateInvitationOptions {
+    uint32_t struct_size;
+    MojoCreateInvitationFlags flags;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoCreateInvitationOptions) == 8,
+                   "MojoCreateInvitationOptions must be 8 bytes");
+
+/* MojoAttachMessagePipeToInvitation() flags and options. */
+typedef uint32_t MojoAttachMessagePipeToInvitationFlags;
+#define MOJO_ATTACH_MESSAGE_PIPE_TO_INVITATION_FLAG_NONE ((MojoAttachMessagePipeToInvitationFlags)0)
+
+struct MOJO_ALIGNAS(8) MojoAttachMessagePipeToInvitationOptions {
+    uint32_t struct_size;
+    MojoAttachMessagePipeToInvitationFlags flags;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoAttachMessagePipeToInvitationOptions) == 8,
+                   "MojoAttachMessagePipeToInvitationOptions must be 8 bytes");
+
+/* MojoExtractMessagePipeFromInvitation() flags and options. */
+typedef uint32_t MojoExtractMessagePipeFromInvitationFlags;
+#define MOJO_EXTRACT_MESSAGE_PIPE_FROM_INVITATION_FLAG_NONE                                        \
+    ((MojoExtractMessagePipeFromInvitationFlags)0)
+
+struct MOJO_ALIGNAS(8) MojoExtractMessagePipeFromInvitationOptions {
+    uint32_t struct_size;
+    MojoExtractMessagePipeFromInvitationFlags flags;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoExtractMessagePipeFromInvitationOptions) == 8,
+                   "MojoExtractMessagePipeFromInvitationOptions must be 8 bytes");
+
+/* MojoSendInvitation() flags and options. */
+typedef uint32_t MojoSendInvitationFlags;
+#define MOJO_SEND_INVITATION_FLAG_NONE ((MojoSendInvitationFlags)0)
+/*
+ * Connect only the sender and the receiver, not their process graphs. The
+ * receiver must accept with MOJO_ACCEPT_INVITATION_FLAG_ISOLATED, and the
+ * invitation carries exactly one pipe, named by four zero bytes.
+ */
+#define MOJO_SEND_INVITATION_FLAG_ISOLATED ((MojoSendInvitationFlags)1)
+/* The receiving process is not trusted; limits what may be sent to it. */
+#define MOJO_SEND_INVITATION_FLAG_UNTRUSTED_PROCESS ((MojoSendInvitationFlags)2)
+
+struct MOJO_ALIGNAS(8) MojoSendInvitationOptions {
+    /* sizeof this structure as the caller knows it. */
+    uint32_t struct_size;
+
+    /* Bitwise OR of MOJO_SEND_INVITATION_FLAG_* values. */
+    MojoSendInvitationFlags flags;
+
+    /*
+     * With MOJO_SEND_INVITATION_FLAG_ISOLATED: an optional name for the
+     * connection. A non-empty name allows at most one live isolated
+     * connection under that name at a time.
+     */
+    MOJO_POINTER_FIELD(const char *, isolated_connection_name);
+    uint32_t isolated_connection_name_length;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoSendInvitationOptions) == 24,
+                   "MojoSendInvitationOptions must be 24 bytes");
+
+/* MojoAcceptInvitation() flags and options. */
+typedef uint32_t MojoAcceptInvitationFlags;
+#define MOJO_ACCEPT_INVITATION_FLAG_NONE ((MojoAcceptInvitationFlags)0)
+/* Accept an invitation sent with MOJO_SEND_INVITATION_FLAG_ISOLATED. */
+#define MOJO_ACCEPT_INVITATION_FLAG_ISOLATED ((MojoAcceptInvitationFlags)1)
+/*
+ * Never close the transport endpoint (it closes when the process exits), so
+ * the peer can treat a broken connection as "this process died".
+ */
+#define MOJO_ACCEPT_INVITATION_FLAG_LEAK_TRANSPORT_ENDPOINT ((MojoAcceptInvitationFlags)2)
+
+struct MOJO_ALIGNAS(8) MojoAcceptInvitationOptions {
+    uint32_t struct_size;
+    MojoAcceptInvitationFlags flags;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoAcceptInvitationOptions) == 8,
+                   "MojoAcceptInvitationOptions must be 8 bytes");
+
+/* MojoSetDefaultProcessErrorHandler() flags and options. */
+typedef uint32_t MojoSetDefaultProcessErrorHandlerFlags;
+#define MOJO_SET_DEFAULT_PROCESS_ERROR_HANDLER_FLAG_NONE ((MojoSetDefaultProcessErrorHandlerFlags)0)
+
+struct MOJO_ALIGNAS(8) MojoSetDefaultProcessErrorHandlerOptions {
+    uint32_t struct_size;
+    MojoSetDefaultProcessErrorHandlerFlags flags;
+};
+MOJO_STATIC_ASSERT(sizeof(struct MojoSetDefaultProcessErrorHandlerOptions) == 8,
+                   "MojoSetDefaultProcessErrorHandlerOptions must be 8 bytes");
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Told when the connection to a process this process invited fails (e.g. it
+ * sent a malformed message and was disconnected). |context| is the value given
+ * to MojoSendInvitation(); |details| is valid only during the call. Runs with
+ * no cmojo lock held, on any thread.
+ */
+typedef void (*MojoProcessErrorHandler)(uintptr_t context,
+                                        const struct MojoProcessErrorDetails *details);
+
+/*
+ * Like MojoProcessErrorHandler, for processes this process did not invite;
+ * installed with MojoSetDefaultProcessErrorHandler().
+ */
+typedef void (*MojoDefaultProcessErrorHandler)(const struct MojoProcessErrorDetails *details);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MOJO_PUBLIC_C_SYSTEM_INVITATION_H_ */

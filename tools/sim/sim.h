@@ -1,0 +1,105 @@
+/*
+ * A deterministic multi-node simulator for the ports layer.
+ *
+ * A scenario builds N ports nodes in one process and connects every ordered
+ * pair of them (including a node to itself) with a FIFO link. Events that
+ * cross nodes are serialised to bytes and parsed again on delivery, exactly
+ * as a channel would; events a node sends to itself travel as pointers. One
+ * seeded PRNG chooses everything: node and port names, which link delivers
+ * next, and which user action runs (create pipes, write messages that carry
+ * other pipe ends, read, close, merge pipes, kill a node). Because nothing
+ * else is random, a seed replays a scenario exactly.
+ *
+ * A model of every pipe runs alongside. Each direction of each pipe is a
+ * stream of numbered messages; the sim checks every read against it
+ * (exactly once, in order), checks PEER_CLOSED against who really closed,
+ * and at quiescence checks that every route has collapsed back to two ports,
+ * that no pipe is left hanging, and that after closing everything no port,
+ * message or payload is left.
+ *
+ * Threads: a scenario runs entirely on the calling thread. Different threads
+ * may run different scenarios at once (no shared state).
+ */
+#ifndef CMOJO_TOOLS_SIM_H_
+#define CMOJO_TOOLS_SIM_H_
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Deliberate checker faults, to prove the checker can fail. */
+typedef enum sim_fault {
+    SIM_FAULT_NONE = 0,
+    /* Feed the first message read to the checker twice. */
+    SIM_FAULT_DUPLICATE_READ,
+    /* Hide the first message read from the checker (looks lost). */
+    SIM_FAULT_DROP_READ,
+    /* Swap the first two messages read on one end before checking. */
+    SIM_FAULT_REORDER_READ,
+} sim_fault;
+
+typedef struct sim_options {
+    int nodes;       /* 0: random in 4..6; otherwise 2..SIM_MAX_NODES */
+    int min_actions; /* 0: 200 */
+    int max_actions; /* 0: 600 */
+    int max_kills;   /* -1: random 0..2 per scenario; 0 disables kills */
+    bool no_merges;
+    bool trace;      /* print every trace line as it happens */
+    FILE *trace_out; /* where trace and failure reports go; NULL: stdout */
+    bool quiet;      /* do not print the failure report */
+    sim_fault fault;
+} sim_options;
+
+#define SIM_MAX_NODES 16
+
+/* Initialises *opt to the defaults described above. */
+void sim_options_init(sim_options *opt);
+
+typedef struct sim_result {
+    uint64_t seed;
+    int nodes;
+    uint64_t steps;            /* scheduler steps (actions + deliveries) */
+    uint64_t actions;          /* user actions */
+    uint64_t events_delivered; /* events handed to ports_node_accept_event */
+    uint64_t events_by_type[9];
+    uint64_t bytes_on_wire;    /* serialised bytes delivered */
+    uint64_t pipes;            /* pipes created */
+    uint64_t messages_sent;
+    uint64_t messages_read;
+    uint64_t transfers;        /* pipe ends carried inside messages */
+    uint64_t proxies_created;  /* ports that became proxies (transfers, merges) */
+    uint64_t proxies_collapsed;
+    uint64_t merges;
+    uint64_t kills;
+    uint64_t closes;
+    uint64_t peer_closed_seen; /* reads that returned PEER_CLOSED */
+    uint64_t lost_ends;        /* pipe ends lost to a node kill */
+    uint64_t half_broken;      /* pipes a kill broke on one side only */
+    uint64_t max_hops;         /* most transfers any one pipe end made */
+    uint64_t accept_errors;    /* benign accept_event errors (port gone) */
+    uint64_t trace_hash;       /* FNV-1a of every trace line */
+    uint64_t failed_step;      /* step of the first failure, 0 if none */
+    char failure[512];         /* first failure, empty if none */
+} sim_result;
+
+/*
+ * Runs one scenario. Returns 0 when every invariant held, -1 otherwise (the
+ * reason is in out->failure and, unless opt->quiet, a report with the last
+ * trace lines and the replay command has been printed). opt may be NULL for
+ * defaults; out may be NULL.
+ */
+int sim_run_scenario(uint64_t seed, const sim_options *opt, sim_result *out);
+
+/*
+ * Runs the narrated showcase scenario (4 nodes, about twenty scripted
+ * actions) and writes the story to out. Returns 0 when every check held.
+ */
+int sim_run_demo(FILE *out);
+
+/*
+ * Adds r into the running totals in *sum (counts are summed, max_hops is a
+ * maximum; seed, trace_hash and failure are left alone).
+ */
+void sim_result_accumulate(sim_result *sum, const sim_result *r);
+
+#endif /* CMOJO_TOOLS_SIM_H_ */
