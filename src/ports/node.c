@@ -943,10 +943,12 @@ int ports_node_send_user_message(ports_node *node, const ports_port_ref *ref, po
     if (rv == PORTS_OK)
         rv = prepare_to_forward(node, ref, PORT_RECEIVING, false, ev, &target);
     if (rv != PORTS_OK) {
-        /* A failed send loses its cargo, but never the sending port. */
-        for (uint32_t i = 0; i < ev->u.user.num_ports; i++) {
-            if (ports_name_eq(&ev->u.user.ports[i], &ref->name))
-                continue;
+        /*
+         * A message refused because its peer is gone loses its cargo (there is
+         * nowhere left to deliver it). A message refused as invalid (bad
+         * cargo, a sender that cannot send) leaves every port as it was.
+         */
+        for (uint32_t i = 0; rv == PORTS_ERROR_PORT_PEER_CLOSED && i < ev->u.user.num_ports; i++) {
             ports_port_ref carried;
             if (ports_node_get_port(node, &ev->u.user.ports[i], &carried) == PORTS_OK) {
                 ports_node_close_port(node, &carried);

@@ -140,8 +140,10 @@ int ports_node_get_message(ports_node *node, const ports_port_ref *port,
 
 /*
  * Sends a user message (ev->u.user.ports names local receiving ports to
- * transfer). Consumes ev. On failure every carried port except the sending
- * port itself has been closed, as Mojo does: a failed send loses its cargo.
+ * transfer). Consumes ev. PORTS_ERROR_PORT_PEER_CLOSED: the carried ports have
+ * been closed (nowhere left to deliver them). Any other error (the sending
+ * port itself or its peer attached, a port attached twice or not receiving, a
+ * sender that is not receiving): every port is left as it was.
  */
 int ports_node_send_user_message(ports_node *node, const ports_port_ref *port,
                                  ports_event *ev);

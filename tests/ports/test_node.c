@@ -165,12 +165,595 @@ static void test_sent_port_proxy_collapses(void **state)
     ph_free(&h);
 }
 
+/* Builds an event in memory addressed to `port`, as if from from_port@from. */
+static ports_event *event_to(ports_event_type type, const ports_port_ref *port,
+                             const ports_name *from_port, uint64_t control_seq)
+{
+    ports_event *ev = ports_event_new(type, &port->name);
+    assert_non_null(ev);
+    ev->from_port = from_port ? *from_port : PORTS_INVALID_NAME;
+    ev->control_sequence_num = control_seq;
+    return ev;
+}
+
+static ports_event *user_message_to(const ports_port_ref *port, const ports_name *from_port,
+                                    uint64_t control_seq, uint64_t seq)
+{
+    ports_event *ev = ph_message("forged", 0);
+    ev->port_name = port->name;
+    ev->from_port = *from_port;
+    ev->control_sequence_num = control_seq;
+    ev->u.user.sequence_num = seq;
+    return ev;
+}
+
+static bool peer_closed(ph_harness *h, int node, const ports_port_ref *port)
+{
+    ports_port_status st;
+    assert_int_equal(ports_node_get_status(N(h, node), port, &st), PORTS_OK);
+    return st.peer_closed;
+}
+
+static void test_event_from_non_previous_peer_is_held_not_applied(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 3);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    /* A closure notice from a port that is not b's previous peer. */
+    ports_name stranger = {0x5117, 0x5117};
+    ports_event *ev = event_to(PORTS_EVENT_OBSERVE_CLOSURE, &b, &stranger, 1);
+    assert_int_equal(ph_inject(&h, 2, 1, ev), PORTS_OK);
+    assert_false(peer_closed(&h, 1, &b));
+    /* The real peer still gets through, in order. */
+    ph_write(&h, 0, &a, "genuine", NULL, 0);
+    ph_deliver_all(&h);
+    expect_read(&h, 1, &b, "genuine");
+    assert_false(peer_closed(&h, 1, &b));
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_replayed_control_sequence_is_bad_peer(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    ph_write(&h, 0, &a, "m1", NULL, 0); /* control 1, sequence 1 */
+    ph_deliver_all(&h);
+    /* Same control number again, from the genuine previous peer. */
+    assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, 1, 2)),
+                     PORTS_ERROR_BAD_PEER);
+    /* The route is cut: the reader sees the end instead of waiting forever. */
+    assert_true(peer_closed(&h, 1, &b));
+    expect_read(&h, 1, &b, "m1");
+    expect_peer_closed(&h, 1, &b);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_stale_user_sequence_is_bad_peer(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    ph_write(&h, 0, &a, "m1", NULL, 0);
+    ph_deliver_all(&h);
+    /* Next control number, but a user sequence number already delivered. */
+    assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, 2, 1)),
+                     PORTS_ERROR_BAD_PEER);
+    assert_true(peer_closed(&h, 1, &b));
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_out_of_order_flood_is_bounded(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    /* Sequence 1 never comes; 2, 3, ... pile up until the limit. */
+    uint64_t ctl = 1;
+    for (uint64_t i = 0; i < CMOJO_MAX_OUT_OF_ORDER_MESSAGES; i++)
+        assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, ctl++, 2 + i)),
+                         PORTS_OK);
+    ports_port_status st;
+    assert_int_equal(ports_node_get_status(N(&h, 1), &b, &st), PORTS_OK);
+    assert_int_equal(st.queued_message_count, CMOJO_MAX_OUT_OF_ORDER_MESSAGES);
+    assert_false(st.has_messages);
+    assert_int_equal(
+        ph_inject(&h, 0, 1,
+                  user_message_to(&b, &a.name, ctl++, 2 + CMOJO_MAX_OUT_OF_ORDER_MESSAGES)),
+        PORTS_ERROR_BAD_PEER);
+    assert_true(peer_closed(&h, 1, &b));
+    expect_peer_closed(&h, 1, &b);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_sequence_gap_beyond_limit_is_bad_peer(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    assert_int_equal(
+        ph_inject(&h, 0, 1, user_message_to(&b, &a.name, 1, 2 + CMOJO_MAX_SEQUENCE_GAP)),
+        PORTS_ERROR_BAD_PEER);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void fill_descriptor(ph_harness *h, ports_port_descriptor *d, int referring_node)
+{
+    memset(d, 0, sizeof(*d));
+    d->peer_node = h->nodes[0].name;
+    d->peer_port = (ports_name){0x77, 0x77};
+    d->referring_node = h->nodes[referring_node].name;
+    d->referring_port = (ports_name){0x88, 0x88};
+    d->next_sequence_num_to_send = 1;
+    d->next_sequence_num_to_receive = 1;
+}
+
+static void test_descriptor_naming_receiving_port_is_rejected(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    ports_event *ev = user_message_to(&b, &a.name, 1, 1);
+    ports_event *with_port = ph_message("cargo", 1);
+    with_port->port_name = ev->port_name;
+    with_port->from_port = ev->from_port;
+    with_port->control_sequence_num = 1;
+    with_port->u.user.sequence_num = 1;
+    ports_event_destroy(ev);
+    with_port->u.user.ports[0] = b.name; /* the receiving port itself */
+    fill_descriptor(&h, &with_port->u.user.descriptors[0], 0);
+    /* On the wire this never parses. */
+    assert_int_equal(ph_inject(&h, 0, 1, with_port), PORTS_ERROR_MALFORMED);
+    assert_int_equal(ports_node_port_count(N(&h, 1)), 1);
+    assert_false(peer_closed(&h, 1, &b));
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_descriptor_naming_existing_port_is_bad_peer(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b, c, d;
+    ph_connect(&h, 0, 1, &a, &b);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 1), &c, &d), PORTS_OK);
+    ports_event *ev = ph_message("hijack", 1);
+    ev->port_name = b.name;
+    ev->from_port = a.name;
+    ev->control_sequence_num = 1;
+    ev->u.user.sequence_num = 1;
+    ev->u.user.ports[0] = c.name; /* would overwrite a live port */
+    fill_descriptor(&h, &ev->u.user.descriptors[0], 0);
+    assert_int_equal(ports_node_accept_event(N(&h, 1), &h.nodes[0].name, ev),
+                     PORTS_ERROR_BAD_PEER);
+    /* c is untouched and still talks to d. */
+    ph_write(&h, 1, &c, "still mine", NULL, 0);
+    ph_deliver_all(&h);
+    expect_read(&h, 1, &d, "still mine");
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ports_port_ref_release(&c);
+    ports_port_ref_release(&d);
+    ph_free(&h);
+}
+
+static void test_descriptor_from_forged_referrer_is_bad_peer(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 3);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    ports_event *ev = ph_message("forged cargo", 1);
+    ev->port_name = b.name;
+    ev->from_port = a.name;
+    ev->control_sequence_num = 1;
+    ev->u.user.sequence_num = 1;
+    ev->u.user.ports[0] = (ports_name){0x99, 0x99};
+    fill_descriptor(&h, &ev->u.user.descriptors[0], 2); /* claims node 2 sent it */
+    assert_int_equal(ph_inject(&h, 0, 1, ev), PORTS_ERROR_BAD_PEER);
+    assert_int_equal(ports_node_port_count(N(&h, 1)), 1);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_port_accepted_only_from_destination(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 3);
+    ports_port_ref x0, x1, a, b;
+    ph_connect(&h, 0, 1, &x0, &x1);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
+    ph_write(&h, 0, &x0, "carrying b", &b.name, 1); /* b buffers, waiting for node 1 */
+    assert_int_equal(ph_inject(&h, 2, 0, event_to(PORTS_EVENT_PORT_ACCEPTED, &b, NULL,
+                                                  PORTS_INVALID_SEQUENCE_NUM)),
+                     PORTS_ERROR_BAD_PEER);
+    /* The genuine acceptance still completes the move. */
+    ph_deliver_all(&h);
+    char buf[32];
+    ports_name moved;
+    assert_true(ph_read(&h, 1, &x1, buf, sizeof(buf), &moved, NULL));
+    ports_port_ref b1;
+    assert_int_equal(ports_node_get_port(N(&h, 1), &moved, &b1), PORTS_OK);
+    ph_write(&h, 0, &a, "hello b", NULL, 0);
+    ph_deliver_all(&h);
+    expect_read(&h, 1, &b1, "hello b");
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 2);
+    ports_port_ref_release(&x0);
+    ports_port_ref_release(&x1);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ports_port_ref_release(&b1);
+    ph_free(&h);
+}
+
+static void test_dead_proxy_notice_only_from_its_node(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 3);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    /* Node 2 claims that b (on node 1) died: it may not speak for node 1. */
+    ports_event *ev = ports_event_new(PORTS_EVENT_OBSERVE_PROXY, &PORTS_INVALID_NAME);
+    ev->u.observe_proxy.proxy_node = h.nodes[1].name;
+    ev->u.observe_proxy.proxy_port = b.name;
+    assert_int_equal(ph_inject(&h, 2, 0, ev), PORTS_ERROR_BAD_PEER);
+    assert_false(peer_closed(&h, 0, &a));
+    /* The same notice from node 1 itself is honoured. */
+    ev = ports_event_new(PORTS_EVENT_OBSERVE_PROXY, &PORTS_INVALID_NAME);
+    ev->u.observe_proxy.proxy_node = h.nodes[1].name;
+    ev->u.observe_proxy.proxy_port = b.name;
+    assert_int_equal(ph_inject(&h, 1, 0, ev), PORTS_OK);
+    assert_true(peer_closed(&h, 0, &a));
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_read_ack_for_unsent_message_is_bad_peer(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    ports_event *ev = event_to(PORTS_EVENT_USER_MESSAGE_READ_ACK, &a, &b.name, 1);
+    ev->u.read_ack.sequence_num_acknowledged = 5;
+    assert_int_equal(ph_inject(&h, 1, 0, ev), PORTS_ERROR_BAD_PEER);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_read_acks_track_unread_messages(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    assert_int_equal(ports_node_set_ack_request_interval(N(&h, 0), &a, 1), PORTS_OK);
+    for (int i = 0; i < 3; i++)
+        ph_write(&h, 0, &a, "m", NULL, 0);
+    ph_deliver_all(&h);
+    ports_port_status st;
+    assert_int_equal(ports_node_get_status(N(&h, 0), &a, &st), PORTS_OK);
+    assert_int_equal(st.unacknowledged_message_count, 3);
+    expect_read(&h, 1, &b, "m");
+    ph_deliver_all(&h);
+    assert_int_equal(ports_node_get_status(N(&h, 0), &a, &st), PORTS_OK);
+    assert_int_equal(st.unacknowledged_message_count, 2);
+    expect_read(&h, 1, &b, "m");
+    expect_read(&h, 1, &b, "m");
+    ph_deliver_all(&h);
+    assert_int_equal(ports_node_get_status(N(&h, 0), &a, &st), PORTS_OK);
+    assert_int_equal(st.unacknowledged_message_count, 0);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_merge_local_ports_joins_far_ends(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 1);
+    ports_port_ref a, b, c, d;
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &c, &d), PORTS_OK);
+    ph_write(&h, 0, &a, "queued at b", NULL, 0);
+    ph_write(&h, 0, &d, "queued at c", NULL, 0);
+    ph_deliver_all(&h);
+    assert_int_equal(ports_node_merge_local_ports(N(&h, 0), &b, &c), PORTS_OK);
+    ph_deliver_all(&h);
+    expect_read(&h, 0, &d, "queued at b");
+    expect_read(&h, 0, &a, "queued at c");
+    ph_write(&h, 0, &a, "a to d", NULL, 0);
+    ph_deliver_all(&h);
+    expect_read(&h, 0, &d, "a to d");
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 2);
+    ports_port_ref_release(&b);
+    ports_port_ref_release(&c);
+    close_and_release(&h, 0, &a);
+    ph_deliver_all(&h);
+    expect_peer_closed(&h, 0, &d);
+    close_and_release(&h, 0, &d);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    ph_free(&h);
+}
+
+static void test_merge_of_port_that_sent_is_refused(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 1);
+    ports_port_ref a, b, c, d;
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &c, &d), PORTS_OK);
+    ph_write(&h, 0, &b, "b has spoken", NULL, 0);
+    assert_int_equal(ports_node_merge_local_ports(N(&h, 0), &b, &c),
+                     PORTS_ERROR_PORT_STATE_UNEXPECTED);
+    /* Like Mojo's fuse, a failed merge closes both: their peers see it. */
+    ph_deliver_all(&h);
+    expect_read(&h, 0, &a, "b has spoken");
+    expect_peer_closed(&h, 0, &a);
+    expect_peer_closed(&h, 0, &d);
+    ports_port_ref_release(&b);
+    ports_port_ref_release(&c);
+    close_and_release(&h, 0, &a);
+    close_and_release(&h, 0, &d);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    ph_free(&h);
+}
+
+static void test_remote_merge_needs_permission(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b, c, d;
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 1), &c, &d), PORTS_OK);
+
+    /* Not allowed: node 1 refuses and reports node 0; a's pipe ends. */
+    assert_int_equal(ports_node_merge_ports(N(&h, 0), &b, &h.nodes[1].name, &c.name),
+                     PORTS_OK);
+    ph_deliver_all(&h);
+    assert_int_equal(h.bad_peer_results, 1);
+    expect_peer_closed(&h, 0, &a);
+    close_and_release(&h, 0, &a);
+    ports_port_ref_release(&b);
+    ph_deliver_all(&h);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+
+    /* Allowed: a fresh pipe on node 0 merges with c; its far end meets d. */
+    ports_port_ref e, f;
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &e, &f), PORTS_OK);
+    assert_int_equal(ports_node_allow_merge(N(&h, 1), &c), PORTS_OK);
+    assert_int_equal(ports_node_merge_ports(N(&h, 0), &f, &h.nodes[1].name, &c.name),
+                     PORTS_OK);
+    ph_deliver_all(&h);
+    ph_write(&h, 0, &e, "e to d", NULL, 0);
+    ph_write(&h, 1, &d, "d to e", NULL, 0);
+    ph_deliver_all(&h);
+    expect_read(&h, 1, &d, "e to d");
+    expect_read(&h, 0, &e, "d to e");
+    /* Both merged ports are gone: each route is two ports. */
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 1);
+    assert_int_equal(ports_node_port_count(N(&h, 1)), 1);
+    ports_port_ref_release(&c);
+    ports_port_ref_release(&f);
+    close_and_release(&h, 0, &e);
+    close_and_release(&h, 1, &d);
+    ph_deliver_all(&h);
+    assert_int_equal(total_ports(&h), 0);
+    ph_free(&h);
+}
+
+static void test_lost_node_closes_routes_but_keeps_what_arrived(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    ph_write(&h, 1, &b, "arrived before the crash", NULL, 0);
+    ph_deliver_all(&h);
+    ph_write(&h, 1, &b, "lost in the crash", NULL, 0);
+    ph_drop_links(&h, 1);
+    assert_int_equal(ports_node_lost_connection_to_node(N(&h, 0), &h.nodes[1].name), PORTS_OK);
+    assert_true(peer_closed(&h, 0, &a));
+    expect_read(&h, 0, &a, "arrived before the crash");
+    expect_peer_closed(&h, 0, &a);
+    close_and_release(&h, 0, &a);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+/*
+ * An end travels 0 -> 1 -> 2 and node 1 dies while it is still a proxy: the
+ * route through it is broken, so both surviving ends must see peer-closed.
+ */
+static void test_lost_proxy_node_closes_both_ends(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 3);
+    ports_port_ref x0, x1, y1, y2, a, b;
+    ph_connect(&h, 0, 1, &x0, &x1);
+    ph_connect(&h, 1, 2, &y1, &y2);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
+    ph_write(&h, 0, &x0, "b to node 1", &b.name, 1);
+    ph_deliver_all(&h);
+    char buf[32];
+    ports_name on1, on2;
+    assert_true(ph_read(&h, 1, &x1, buf, sizeof(buf), &on1, NULL));
+    ph_write(&h, 1, &y1, "b to node 2", &on1, 1);
+    /* Deliver only node 1's own events, then node 1 crashes. */
+    while (ph_deliver_one(&h, 1, 2) || ph_deliver_one(&h, 1, 0))
+        ;
+    ph_drop_links(&h, 1);
+    assert_true(ph_read(&h, 2, &y2, buf, sizeof(buf), &on2, NULL));
+    ports_port_ref b2;
+    assert_int_equal(ports_node_get_port(N(&h, 2), &on2, &b2), PORTS_OK);
+    ports_node_lost_connection_to_node(N(&h, 0), &h.nodes[1].name);
+    ports_node_lost_connection_to_node(N(&h, 2), &h.nodes[1].name);
+    for (size_t moved = 1; moved;) {
+        moved = 0;
+        for (int i = 0; i < 3; i += 2)
+            for (int j = 0; j < 3; j += 2)
+                while (ph_deliver_one(&h, i, j))
+                    moved++;
+    }
+    expect_peer_closed(&h, 0, &a);
+    expect_peer_closed(&h, 2, &b2);
+    close_and_release(&h, 0, &a);
+    close_and_release(&h, 2, &b2);
+    close_and_release(&h, 2, &y2);
+    close_and_release(&h, 0, &x0);
+    for (size_t moved = 1; moved;) {
+        moved = 0;
+        for (int i = 0; i < 3; i += 2)
+            for (int j = 0; j < 3; j += 2)
+                while (ph_deliver_one(&h, i, j))
+                    moved++;
+    }
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    assert_int_equal(ports_node_port_count(N(&h, 2)), 0);
+    ports_port_ref_release(&x1);
+    ports_port_ref_release(&y1);
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
+static void test_uninitialized_port_holds_early_events(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref u0, u1;
+    assert_int_equal(ports_node_create_uninitialized_port(N(&h, 0), &u0), PORTS_OK);
+    assert_int_equal(ports_node_create_uninitialized_port(N(&h, 1), &u1), PORTS_OK);
+    assert_int_equal(ports_node_initialize_port(N(&h, 1), &u1, &h.nodes[0].name, &u0.name,
+                                                &h.nodes[0].name, &u0.name),
+                     PORTS_OK);
+    ph_write(&h, 1, &u1, "early", NULL, 0);
+    ph_deliver_all(&h);
+    assert_int_equal(ports_node_initialize_port(N(&h, 0), &u0, &h.nodes[1].name, &u1.name,
+                                                &h.nodes[1].name, &u1.name),
+                     PORTS_OK);
+    expect_read(&h, 0, &u0, "early");
+    ports_port_ref_release(&u0);
+    ports_port_ref_release(&u1);
+    ph_free(&h);
+}
+
+static void test_closing_port_closes_ports_in_unread_messages(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 1);
+    ports_port_ref a, b, c, d;
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &c, &d), PORTS_OK);
+    ph_write(&h, 0, &a, "carrying d", &d.name, 1);
+    close_and_release(&h, 0, &b); /* never read */
+    ph_deliver_all(&h);
+    expect_peer_closed(&h, 0, &c);
+    close_and_release(&h, 0, &a);
+    close_and_release(&h, 0, &c);
+    ph_deliver_all(&h);
+    ports_port_ref_release(&d);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    ph_free(&h);
+}
+
+static void test_send_rejects_self_and_peer(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 1);
+    ports_port_ref a, b, c, d;
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &c, &d), PORTS_OK);
+    ports_event *ev = ph_message("self", 1);
+    ev->u.user.ports[0] = a.name;
+    assert_int_equal(ports_node_send_user_message(N(&h, 0), &a, ev),
+                     PORTS_ERROR_PORT_CANNOT_SEND_SELF);
+    ev = ph_message("peer", 1);
+    ev->u.user.ports[0] = b.name;
+    assert_int_equal(ports_node_send_user_message(N(&h, 0), &a, ev),
+                     PORTS_ERROR_PORT_CANNOT_SEND_PEER);
+    ev = ph_message("twice", 2);
+    ev->u.user.ports[0] = c.name;
+    ev->u.user.ports[1] = c.name;
+    assert_int_equal(ports_node_send_user_message(N(&h, 0), &a, ev),
+                     PORTS_ERROR_PORT_STATE_UNEXPECTED);
+    /* The sender survives every refusal. */
+    ph_write(&h, 0, &a, "still works", NULL, 0);
+    ph_deliver_all(&h);
+    expect_read(&h, 0, &b, "still works");
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ports_port_ref_release(&c);
+    ports_port_ref_release(&d);
+    ph_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_pipe_delivers_in_order),
         cmocka_unit_test(test_close_reports_peer_closed_after_last_message),
         cmocka_unit_test(test_sent_port_proxy_collapses),
+        cmocka_unit_test(test_event_from_non_previous_peer_is_held_not_applied),
+        cmocka_unit_test(test_replayed_control_sequence_is_bad_peer),
+        cmocka_unit_test(test_stale_user_sequence_is_bad_peer),
+        cmocka_unit_test(test_out_of_order_flood_is_bounded),
+        cmocka_unit_test(test_sequence_gap_beyond_limit_is_bad_peer),
+        cmocka_unit_test(test_descriptor_naming_receiving_port_is_rejected),
+        cmocka_unit_test(test_descriptor_naming_existing_port_is_bad_peer),
+        cmocka_unit_test(test_descriptor_from_forged_referrer_is_bad_peer),
+        cmocka_unit_test(test_port_accepted_only_from_destination),
+        cmocka_unit_test(test_dead_proxy_notice_only_from_its_node),
+        cmocka_unit_test(test_read_ack_for_unsent_message_is_bad_peer),
+        cmocka_unit_test(test_read_acks_track_unread_messages),
+        cmocka_unit_test(test_merge_local_ports_joins_far_ends),
+        cmocka_unit_test(test_merge_of_port_that_sent_is_refused),
+        cmocka_unit_test(test_remote_merge_needs_permission),
+        cmocka_unit_test(test_lost_node_closes_routes_but_keeps_what_arrived),
+        cmocka_unit_test(test_lost_proxy_node_closes_both_ends),
+        cmocka_unit_test(test_uninitialized_port_holds_early_events),
+        cmocka_unit_test(test_closing_port_closes_ports_in_unread_messages),
+        cmocka_unit_test(test_send_rejects_self_and_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
