@@ -44,14 +44,6 @@
 #define CMOJO_MAX_PENDING_SENDERS_PER_PORT 16u
 
 /*
- * How far behind the newest held event of a sender an early event may be.
- * Events of one sender reach us nearly in order (threads may swap a few), so
- * this keeps insertion into a sender's queue O(1) in practice and bounded for
- * a hostile one.
- */
-#define CMOJO_MAX_PENDING_REORDER 64u
-
-/*
  * Largest serialised ports event, payload included. Matches the channel's
  * frame limit (issue 4) so that nothing the ports layer accepts can be
  * impossible to send.

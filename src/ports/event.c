@@ -12,6 +12,9 @@
  *  - only canonical encodings are accepted (reserved bytes zero, booleans 0/1,
  *    fixed-size events exactly their size), so parse followed by serialize
  *    reproduces the input byte for byte — the fuzzer checks exactly that;
+ *  - sequenced events carry a control sequence number; unsequenced ones carry
+ *    none and name no sender; a user message has a sequence number and its
+ *    ports are real, distinct names, none of them the port it is sent to;
  *  - nothing is allocated until the sizes it depends on have been validated.
  */
 #include "ports/event.h"
@@ -336,9 +339,9 @@ static int name_qsort_cmp(const void *a, const void *b) {
 }
 
 /*
- * A message that carries the same port twice (or the port it is addressed
- * to) would make the receiving node create two ports from one descriptor, or
- * route a port into itself. Sorting a copy keeps the check O(n log n).
+ * A message that carries the same port twice would make the receiving node
+ * create two ports under one name. Sorting a copy keeps the check O(n log n)
+ * and leaves the event's order, which is the wire order, alone.
  */
 static int check_names_distinct(const ports_name *names, uint32_t n) {
     if (n < 2)
@@ -401,6 +404,7 @@ static int parse_user_message(const parsed_header *h, const uint8_t *body, size_
     for (uint32_t i = 0; i < num_ports; i++) {
         if (!descriptor_is_canonical(descs + (size_t)i * PORTS_DESCRIPTOR_SIZE))
             return PORTS_ERROR_MALFORMED;
+        /* A carried port has a real name and is not the port it is sent to. */
         ports_name name = load_name(names + (size_t)i * NAME_WIRE_SIZE);
         if (!ports_name_is_valid(&name) || ports_name_eq(&name, &h->port_name))
             return PORTS_ERROR_MALFORMED;

@@ -147,8 +147,8 @@ struct ports_event {
     } u;
     /* Private to the ports layer: queue linkage while a port holds the event. */
     ports_event *next_;
-    ports_event *prev_;
     ports_name from_node_;
+    bool ports_accepted_; /* carried ports already recreated on this node */
 };
 
 /*

@@ -66,13 +66,17 @@ typedef struct pending_update {
     ports_name new_prev_port;
 } pending_update;
 
+static _Noreturn void die_oom(void)
+{
+    fputs("cmojo: out of memory inside a ports protocol step\n", stderr);
+    abort();
+}
+
 static void *xmalloc(size_t n)
 {
     void *p = calloc(1, n);
-    if (!p) {
-        fputs("cmojo: out of memory inside a ports protocol step\n", stderr);
-        abort();
-    }
+    if (!p)
+        die_oom();
     return p;
 }
 
@@ -80,10 +84,8 @@ static ports_event *new_event(ports_event_type type, const ports_name *port_name
                               const ports_name *from_port, uint64_t control_seq)
 {
     ports_event *ev = ports_event_new(type, port_name);
-    if (!ev) {
-        fputs("cmojo: out of memory inside a ports protocol step\n", stderr);
-        abort();
-    }
+    if (!ev)
+        die_oom();
     ev->from_port = from_port ? *from_port : PORTS_INVALID_NAME;
     ev->control_sequence_num = control_seq;
     return ev;
@@ -127,20 +129,27 @@ static void destroy_event_list(ports_event *list)
     }
 }
 
-/* Moves every event a port still holds onto *list. Port lock held. */
-static void take_all_held_events(ports_port *p, ports_event **list)
+/* Moves every early event a port holds onto *list. Port lock held. */
+static void take_pending_events(ports_port *p, ports_event **list)
 {
-    mq_take_all(&p->mq, list);
     for (size_t i = 0; i < p->pending_senders; i++) {
-        for (ports_event *ev = p->pending[i].head, *next; ev; ev = next) {
-            next = ev->next_;
-            ev->next_ = *list;
-            *list = ev;
+        pending_queue *q = &p->pending[i];
+        for (size_t k = 0; k < q->count; k++) {
+            q->heap[k]->next_ = *list;
+            *list = q->heap[k];
         }
+        free(q->heap);
     }
     memset(p->pending, 0, sizeof(p->pending));
     p->pending_senders = 0;
     p->pending_total = 0;
+}
+
+/* Moves every event a port still holds onto *list. Port lock held. */
+static void take_all_held_events(ports_port *p, ports_event **list)
+{
+    mq_take_all(&p->mq, list);
+    take_pending_events(p, list);
     for (ports_event *ev = p->control_head, *next; ev; ev = next) {
         next = ev->next_;
         ev->next_ = *list;
@@ -267,19 +276,19 @@ static void peer_map_add(ports_node *node, const ports_name *peer_node,
         by_port = xmalloc(sizeof(*by_port));
         name_map_init(by_port, node->hash_k1, node->hash_k0);
         if (name_map_put(&node->peer_nodes, peer_node, by_port) < 0)
-            xmalloc(SIZE_MAX); /* aborts */
+            die_oom();
     }
     peer_set *set = name_map_get(by_port, peer_port);
     if (!set) {
         set = xmalloc(sizeof(*set));
         if (name_map_put(by_port, peer_port, set) < 0)
-            xmalloc(SIZE_MAX);
+            die_oom();
     }
     if (set->count == set->cap) {
         size_t cap = set->cap ? set->cap * 2 : 2;
         void *items = realloc(set->items, cap * sizeof(*set->items));
         if (!items)
-            xmalloc(SIZE_MAX);
+            die_oom();
         set->items = items;
         set->cap = cap;
     }
@@ -563,8 +572,47 @@ static bool is_next_event(const ports_port *p, const ports_name *from, const por
            ev->control_sequence_num == p->next_control_sequence_num_to_receive;
 }
 
+static void heap_swap(ports_event **h, size_t i, size_t j)
+{
+    ports_event *t = h[i];
+    h[i] = h[j];
+    h[j] = t;
+}
+
+static void heap_push(pending_queue *q, ports_event *ev)
+{
+    size_t i = q->count++;
+    q->heap[i] = ev;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (q->heap[parent]->control_sequence_num <= q->heap[i]->control_sequence_num)
+            break;
+        heap_swap(q->heap, parent, i);
+        i = parent;
+    }
+}
+
+static ports_event *heap_pop(pending_queue *q)
+{
+    ports_event *top = q->heap[0];
+    q->heap[0] = q->heap[--q->count];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < q->count && q->heap[l]->control_sequence_num < q->heap[m]->control_sequence_num)
+            m = l;
+        if (r < q->count && q->heap[r]->control_sequence_num < q->heap[m]->control_sequence_num)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(q->heap, i, m);
+        i = m;
+    }
+    return top;
+}
+
 /*
- * Holds an event that is not next (wrong sender or early). Port lock held.
+ * Holds an event that is not next (wrong sender, or early: threads of the
+ * sender may hand events to the transport in any order). Port lock held.
  * PORTS_ERROR_BAD_PEER if holding it would pass a limit or it can never
  * become valid.
  */
@@ -592,55 +640,50 @@ static int buffer_event(ports_port *p, const ports_name *from, ports_event *ev)
         q->from_node = *from;
         q->from_port = ev->from_port;
     }
-
-    /* Walk back from the newest; events of one sender are nearly in order. */
-    ports_event *after = q->tail;
-    unsigned steps = 0;
-    while (after && after->control_sequence_num > ev->control_sequence_num) {
-        if (++steps > CMOJO_MAX_PENDING_REORDER)
-            return PORTS_ERROR_BAD_PEER;
-        after = after->prev_;
+    if (q->count == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 4;
+        ports_event **heap = realloc(q->heap, cap * sizeof(*heap));
+        if (!heap)
+            die_oom();
+        q->heap = heap;
+        q->cap = cap;
     }
-    if (after && after->control_sequence_num == ev->control_sequence_num)
-        return PORTS_ERROR_BAD_PEER; /* duplicate */
-
     ev->from_node_ = *from;
-    ev->prev_ = after;
-    ev->next_ = after ? after->next_ : q->head;
-    if (ev->next_)
-        ev->next_->prev_ = ev;
-    else
-        q->tail = ev;
-    if (after)
-        after->next_ = ev;
-    else
-        q->head = ev;
-    q->count++;
+    heap_push(q, ev);
     p->pending_total++;
     return PORTS_OK;
 }
 
-/* Takes the held event that is next from the previous peer, if any. */
-static ports_event *take_next_pending(ports_port *p)
+/*
+ * Takes the held event that is next from the previous peer, if any. Held
+ * events numbered below the next one are duplicates a correct sender never
+ * makes; they are dropped onto *dropped.
+ */
+static ports_event *take_next_pending(ports_port *p, ports_event **dropped)
 {
     for (size_t i = 0; i < p->pending_senders; i++) {
         pending_queue *q = &p->pending[i];
         if (!ports_name_eq(&q->from_node, &p->prev_node) ||
             !ports_name_eq(&q->from_port, &p->prev_port))
             continue;
-        ports_event *ev = q->head;
-        if (!ev || ev->control_sequence_num != p->next_control_sequence_num_to_receive)
-            return NULL;
-        q->head = ev->next_;
-        if (q->head)
-            q->head->prev_ = NULL;
-        else
-            q->tail = NULL;
-        q->count--;
-        p->pending_total--;
-        if (q->count == 0)
+        ports_event *ev = NULL;
+        while (q->count &&
+               q->heap[0]->control_sequence_num <= p->next_control_sequence_num_to_receive) {
+            ports_event *top = heap_pop(q);
+            p->pending_total--;
+            if (!ev && top->control_sequence_num == p->next_control_sequence_num_to_receive) {
+                ev = top;
+            } else {
+                top->next_ = *dropped;
+                *dropped = top;
+            }
+        }
+        if (q->count == 0) {
+            free(q->heap);
             p->pending[i] = p->pending[--p->pending_senders];
-        ev->next_ = ev->prev_ = NULL;
+        }
+        if (ev)
+            ev->next_ = NULL;
         return ev;
     }
     return NULL;
@@ -658,8 +701,27 @@ static void try_remove_proxy(ports_node *node, const ports_port_ref *ref);
 static void initiate_proxy_removal(ports_node *node, const ports_port_ref *ref);
 static void destroy_all_ports_with_peer(ports_node *node, const ports_name *peer_node,
                                         const ports_name *peer_port);
+static int accept_carried_ports(ports_node *node, const ports_name *from, ports_event *ev);
 static int merge_ports_internal(ports_node *node, const ports_port_ref *a,
                                 const ports_port_ref *b, bool allow_close_on_bad_state);
+
+/*
+ * The route is broken (a node died, or a peer misbehaved): nothing more will
+ * arrive beyond what is already contiguous. Recording that as an ordinary
+ * last sequence number keeps it true if the port moves on. Port lock held.
+ * Returns true if this changed the port.
+ */
+static bool mark_peer_lost(ports_port *p)
+{
+    if (p->peer_closed && p->peer_lost_unexpectedly)
+        return false;
+    uint64_t contiguous_end = p->mq.next_seq + p->mq.ready_count - 1;
+    if (!p->peer_closed || p->last_sequence_num_to_receive > contiguous_end)
+        p->last_sequence_num_to_receive = contiguous_end;
+    p->peer_closed = true;
+    p->peer_lost_unexpectedly = true;
+    return true;
+}
 
 /*
  * The sender broke the protocol in a way that touches this port: treat the
@@ -670,13 +732,8 @@ static void cut_off(ports_node *node, const ports_port_ref *ref)
 {
     if (!ref->port)
         return;
-    bool notify = false;
     lock_port(ref->port);
-    if (!ref->port->peer_closed) {
-        ref->port->peer_closed = true;
-        ref->port->peer_lost_unexpectedly = true;
-        notify = ref->port->state == PORT_RECEIVING;
-    }
+    bool notify = mark_peer_lost(ref->port) && ref->port->state == PORT_RECEIVING;
     unlock_port(ref->port);
     if (notify)
         status_changed(node, ref);
@@ -698,33 +755,47 @@ static int dispatch(ports_node *node, const ports_port_ref *ref, const ports_nam
             int rv = buffer_event(p, from, ev);
             unlock_port(p);
             if (rv != PORTS_OK) {
-                ports_event_destroy(ev);
+                ev->next_ = NULL;
+                close_carried_ports(node, ev);
                 cut_off(node, ref);
             }
             return rv;
         }
         sender = *from;
     } else {
-        if (p->dispatching || !(ev = take_next_pending(p))) {
-            unlock_port(p);
-            return PORTS_OK;
+        ports_event *dropped = NULL;
+        if (!p->dispatching)
+            ev = take_next_pending(p, &dropped);
+        if (ev) {
+            sender = ev->from_node_;
+            p->dispatching = true;
         }
-        sender = ev->from_node_;
+        unlock_port(p);
+        bool had_dropped = dropped != NULL;
+        close_carried_ports(node, dropped);
+        if (!ev)
+            return had_dropped ? PORTS_ERROR_BAD_PEER : PORTS_OK;
     }
-    p->dispatching = true;
-    unlock_port(p);
+    if (from) {
+        p->dispatching = true;
+        unlock_port(p);
+    }
 
     int rv = accept_internal(node, ref, &sender, ev);
     for (;;) {
+        ports_event *dropped = NULL;
         lock_port(p);
         p->next_control_sequence_num_to_receive++;
-        ev = take_next_pending(p);
-        if (!ev) {
+        ev = take_next_pending(p, &dropped);
+        if (!ev)
             p->dispatching = false;
-            unlock_port(p);
-            break;
-        }
         unlock_port(p);
+        if (dropped) {
+            close_carried_ports(node, dropped);
+            rv = PORTS_ERROR_BAD_PEER;
+        }
+        if (!ev)
+            break;
         sender = ev->from_node_;
         int r = accept_internal(node, ref, &sender, ev);
         if (r == PORTS_ERROR_BAD_PEER)
@@ -743,6 +814,20 @@ int ports_node_accept_event(ports_node *node, const ports_name *from, ports_even
     }
     ports_port_ref ref = {PORTS_INVALID_NAME, NULL};
     ports_node_get_port(node, &ev->port_name, &ref);
+    /*
+     * Ports in a message from another node are recreated as soon as it
+     * arrives, even if the message must wait for its turn or can never be
+     * delivered (then they are closed, so their peers learn of it): held
+     * cargo must always be something that can be closed.
+     */
+    if (ev->type == PORTS_EVENT_USER_MESSAGE && !is_self(node, from) && !ev->ports_accepted_) {
+        int arv = accept_carried_ports(node, from, ev);
+        if (arv != PORTS_OK) {
+            cut_off(node, &ref);
+            ports_port_ref_release(&ref);
+            return arv;
+        }
+    }
     int rv;
     if (ref.port && ports_event_is_sequenced(ev))
         rv = dispatch(node, &ref, from, ev);
@@ -1045,6 +1130,22 @@ static int accept_port(ports_node *node, const ports_name *from, const ports_nam
     return PORTS_OK;
 }
 
+/* Recreates every port a remote user message carries; consumes ev on failure. */
+static int accept_carried_ports(ports_node *node, const ports_name *from, ports_event *ev)
+{
+    for (uint32_t i = 0; i < ev->u.user.num_ports; i++) {
+        int rv = accept_port(node, from, &ev->u.user.ports[i], &ev->u.user.descriptors[i]);
+        if (rv != PORTS_OK) {
+            ev->u.user.num_ports = i; /* close only the ones we made */
+            ev->next_ = NULL;
+            close_carried_ports(node, ev);
+            return rv;
+        }
+    }
+    ev->ports_accepted_ = true;
+    return PORTS_OK;
+}
+
 static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
                               port_state expected_state, bool ignore_closed_peer,
                               ports_event *ev, ports_name *target)
@@ -1134,6 +1235,7 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
         ev->port_name = p->peer_port;
         ev->from_port = ref->name;
         ev->control_sequence_num = p->next_control_sequence_num_to_send++;
+        ev->ports_accepted_ = false; /* the next node recreates them */
         *target = target_node;
         unlock_ports(lock_set, n + 1);
         pthread_mutex_unlock(&node->lock);
@@ -1306,24 +1408,7 @@ static void try_remove_proxy(ports_node *node, const ports_port_ref *ref)
 static int on_user_message(ports_node *node, const ports_port_ref *ref, const ports_name *from,
                            ports_event *ev)
 {
-    /*
-     * Ports in a message from another node are recreated here even if the
-     * message cannot be delivered: then they are simply closed, so their
-     * peers learn of it.
-     */
-    if (!is_self(node, from)) {
-        for (uint32_t i = 0; i < ev->u.user.num_ports; i++) {
-            int rv = accept_port(node, from, &ev->u.user.ports[i], &ev->u.user.descriptors[i]);
-            if (rv != PORTS_OK) {
-                ev->u.user.num_ports = i; /* close only the ones we made */
-                ev->next_ = NULL;
-                close_carried_ports(node, ev);
-                cut_off(node, ref);
-                return rv;
-            }
-        }
-    }
-
+    (void)from; /* carried ports were recreated on arrival */
     bool accepted = false, has_next = false, should_forward = false;
     int rv = PORTS_OK;
     if (ref->port) {
@@ -1507,8 +1592,9 @@ static int on_observe_proxy_ack(ports_node *node, const ports_port_ref *ref, por
     bool remove_now;
     lock_port(ref->port);
     if (ref->port->state != PORT_PROXYING) {
+        /* Removed meanwhile (closing); nothing left to do. */
         unlock_port(ref->port);
-        return PORTS_ERROR_BAD_PEER;
+        return PORTS_ERROR_PORT_STATE_UNEXPECTED;
     }
     /* An invalid number means "try again": the acknowledger was a proxy. */
     remove_now = last != PORTS_INVALID_SEQUENCE_NUM;
@@ -1614,11 +1700,15 @@ static int on_read_ack_request(ports_node *node, const ports_port_ref *ref, port
 
     lock_port(p);
     to = p->peer_node;
-    if (p->state == PORT_PROXYING) {
+    if (p->state == PORT_PROXYING || p->state == PORT_BUFFERING) {
+        /* Not ours to answer: the port that reads lives past us. */
         ev->port_name = p->peer_port;
         ev->from_port = ref->name;
         ev->control_sequence_num = p->next_control_sequence_num_to_send++;
-        to_send = ev;
+        if (p->state == PORT_BUFFERING)
+            control_queue_push(p, ev, &to);
+        else
+            to_send = ev;
         ev = NULL;
     } else {
         uint64_t current = p->mq.next_seq - 1;
@@ -1627,10 +1717,6 @@ static int on_read_ack_request(ports_node *node, const ports_port_ref *ref, port
             to_send = new_event(PORTS_EVENT_USER_MESSAGE_READ_ACK, &p->peer_port, &ref->name,
                                 p->next_control_sequence_num_to_send++);
             to_send->u.read_ack.sequence_num_acknowledged = current;
-            if (p->state == PORT_BUFFERING) {
-                control_queue_push(p, to_send, &to);
-                to_send = NULL;
-            }
             if (current > p->sequence_num_to_acknowledge)
                 p->sequence_num_to_acknowledge = current;
         } else {
@@ -1739,7 +1825,7 @@ static void ref_vec_push(ref_vec *v, const ports_name *name, ports_port *p)
         v->cap = v->cap ? v->cap * 2 : 8;
         v->items = realloc(v->items, v->cap * sizeof(*v->items));
         if (!v->items)
-            xmalloc(SIZE_MAX);
+            die_oom();
     }
     port_addref(p);
     v->items[v->count].name = *name;
@@ -1755,12 +1841,8 @@ static void mark_set_dead(peer_set *set, ref_vec *notify, ref_vec *dead, ports_e
         lock_port(p);
         if (p->state != PORT_CLOSED) {
             /* A broken route: unlike a closure, messages in flight are lost. */
-            if (!p->peer_closed) {
-                p->peer_closed = true;
-                p->peer_lost_unexpectedly = true;
-                if (p->state == PORT_RECEIVING)
-                    ref_vec_push(notify, &set->items[i].name, p);
-            }
+            if (mark_peer_lost(p) && p->state == PORT_RECEIVING)
+                ref_vec_push(notify, &set->items[i].name, p);
             /*
              * A proxy with no live peer cannot be removed the normal way:
              * it will announce its own death instead.
@@ -1848,24 +1930,14 @@ static void end_routes_from_lost_node(ports_node *node, const ports_name *lost)
         }
         to = p->peer_node;
         if (p->state == PORT_RECEIVING) {
-            if (!p->peer_closed) {
-                p->peer_closed = true;
-                p->peer_lost_unexpectedly = true;
+            if (mark_peer_lost(p)) {
                 notify = true;
                 closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i].name,
                                     p->next_control_sequence_num_to_send++);
                 closure->u.observe_closure.last_sequence_num = p->next_sequence_num_to_send - 1;
             }
             /* Early events from others can no longer become valid. */
-            for (size_t s = 0; s < p->pending_senders; s++)
-                for (ports_event *ev = p->pending[s].head, *next; ev; ev = next) {
-                    next = ev->next_;
-                    ev->next_ = undelivered;
-                    undelivered = ev;
-                }
-            memset(p->pending, 0, sizeof(p->pending));
-            p->pending_senders = 0;
-            p->pending_total = 0;
+            take_pending_events(p, &undelivered);
         } else {
             /* A proxy upstream of nothing: flush what it owes, then close. */
             queued = p->control_head;

@@ -45,12 +45,12 @@ ports_event *mq_take_next(message_queue *q); /* NULL if none ready */
 void mq_take_all(message_queue *q, ports_event **list);
 size_t mq_count(const message_queue *q);
 
-/* Early events from one sender, kept in control-sequence order. */
+/* Early events from one sender: a min-heap on control sequence number. */
 typedef struct pending_queue {
     ports_name from_node;
     ports_name from_port;
-    ports_event *head, *tail; /* doubly linked via next_/prev_ */
-    size_t count;
+    ports_event **heap;
+    size_t count, cap;
 } pending_queue;
 
 struct ports_port {

@@ -35,14 +35,19 @@ done
     "$cc" $extra -Wall -Wextra -Werror -o "$tmp/hello_shared" "$hello" $cflags $libs
     "$cc" $extra -Wall -Wextra -Werror -o "$tmp/hello_static" "$hello" $cflags $static_libs
 }
-if ldd "$tmp/hello_static" | grep -q libcmojo; then
+# (ldd's output is captured first: `ldd | grep -q` would let grep's early exit
+# SIGPIPE ldd, and pipefail would then turn a match into a failure at random.)
+static_deps=$(ldd "$tmp/hello_static")
+if grep -q libcmojo <<<"$static_deps"; then
+    echo "$static_deps"
     echo "FAIL: hello_static is linked against the shared libcmojo"
     exit 1
 fi
 
 # The shared build must resolve libcmojo from the installed prefix, not the build tree.
-if ! LD_LIBRARY_PATH=$libdir ldd "$tmp/hello_shared" | grep -q "$libdir/libcmojo.so"; then
-    LD_LIBRARY_PATH=$libdir ldd "$tmp/hello_shared"
+shared_deps=$(LD_LIBRARY_PATH=$libdir ldd "$tmp/hello_shared")
+if ! grep -qF "$libdir/libcmojo.so" <<<"$shared_deps"; then
+    echo "$shared_deps"
     echo "FAIL: hello_shared does not load libcmojo.so from $libdir"
     exit 1
 fi

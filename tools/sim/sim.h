@@ -4,11 +4,14 @@
  * A scenario builds N ports nodes in one process and connects every ordered
  * pair of them (including a node to itself) with a FIFO link. Events that
  * cross nodes are serialised to bytes and parsed again on delivery, exactly
- * as a channel would; events a node sends to itself travel as pointers. One
- * seeded PRNG chooses everything: node and port names, which link delivers
- * next, and which user action runs (create pipes, write messages that carry
- * other pipe ends, read, close, merge pipes, kill a node). Because nothing
- * else is random, a seed replays a scenario exactly.
+ * as a channel would; events a node sends to itself travel as pointers. The
+ * scenario's seed chooses everything: which link delivers next, which user
+ * action runs (create pipes, write messages that carry other pipe ends, read,
+ * close, merge pipes, ask for read acks, kill a node) and, through one
+ * derived stream per node, every node and port name. Because nothing else is
+ * random, a seed replays a scenario exactly. (Names have their own streams so
+ * that a ports layer drawing more or fewer names does not change the actions
+ * a seed makes.)
  *
  * A model of every pipe runs alongside. Each direction of each pipe is a
  * stream of numbered messages; the sim checks every read against it
@@ -44,6 +47,7 @@ typedef struct sim_options {
     int max_actions; /* 0: 600 */
     int max_kills;   /* -1: random 0..2 per scenario; 0 disables kills */
     bool no_merges;
+    bool no_acks;    /* never call ports_node_set_ack_request_interval */
     bool trace;      /* print every trace line as it happens */
     FILE *trace_out; /* where trace and failure reports go; NULL: stdout */
     bool quiet;      /* do not print the failure report */
@@ -77,6 +81,7 @@ typedef struct sim_result {
     uint64_t half_broken;      /* pipes a kill broke on one side only */
     uint64_t max_hops;         /* most transfers any one pipe end made */
     uint64_t accept_errors;    /* benign accept_event errors (port gone) */
+    uint64_t dead_node_events; /* events a node sent while being destroyed */
     uint64_t trace_hash;       /* FNV-1a of every trace line */
     uint64_t failed_step;      /* step of the first failure, 0 if none */
     char failure[512];         /* first failure, empty if none */
