@@ -44,8 +44,18 @@ struct ports_node {
     pthread_mutex_t lock;
     name_map ports;      /* port name -> ports_port* (holds one ref) */
     name_map peer_nodes; /* peer node -> name_map* (peer port -> peer_set*) */
+    /*
+     * Nodes we lost and proxies announced dead. Routes can learn of them
+     * after the announcement (a descriptor, an UpdatePreviousPeer, a merge
+     * naming them); such a route is broken the moment it is set up.
+     */
+    name_map lost_nodes; /* node name -> LOST_MARK */
+    name_map dead_ports; /* port name -> ports_name* of its node */
     uint64_t hash_k0, hash_k1;
 };
+
+static char lost_mark;
+#define LOST_MARK ((void *)&lost_mark)
 
 /* Local ports that share one peer. Almost always exactly one. */
 typedef struct peer_set {
@@ -449,6 +459,8 @@ int ports_node_create(const ports_name *name, const ports_delegate *delegate,
     node->hash_k1 = keys[1];
     name_map_init(&node->ports, keys[0], keys[1]);
     name_map_init(&node->peer_nodes, keys[1] ^ keys[0], keys[0] + keys[1]);
+    name_map_init(&node->lost_nodes, keys[0] + 1, keys[1] + 1);
+    name_map_init(&node->dead_ports, keys[0] + 2, keys[1] + 2);
     *out = node;
     return PORTS_OK;
 }
@@ -464,6 +476,10 @@ void ports_node_destroy(ports_node *node)
     release_refs(refs, n);
     name_map_free(&node->ports);
     name_map_free(&node->peer_nodes);
+    name_map_free(&node->lost_nodes);
+    for (size_t i = 0; i < node->dead_ports.cap; i++)
+        free(node->dead_ports.slots[i].value);
+    name_map_free(&node->dead_ports);
     pthread_mutex_destroy(&node->lock);
     free(node);
 }
@@ -702,6 +718,10 @@ static void initiate_proxy_removal(ports_node *node, const ports_port_ref *ref);
 static void destroy_all_ports_with_peer(ports_node *node, const ports_name *peer_node,
                                         const ports_name *peer_port);
 static int accept_carried_ports(ports_node *node, const ports_name *from, ports_event *ev);
+static void remember_dead_port(ports_node *node, const ports_name *port_node,
+                               const ports_name *port);
+static void reconcile_with_losses(ports_node *node, const ports_name *port_name);
+static void end_routes_from_lost_node(ports_node *node, const ports_name *lost);
 static int merge_ports_internal(ports_node *node, const ports_port_ref *a,
                                 const ports_port_ref *b, bool allow_close_on_bad_state);
 
@@ -1127,6 +1147,7 @@ static int accept_port(ports_node *node, const ports_name *from, const ports_nam
     forward(node, &desc->referring_node,
             new_event(PORTS_EVENT_PORT_ACCEPTED, &desc->referring_port, NULL,
                       PORTS_INVALID_SEQUENCE_NUM));
+    reconcile_with_losses(node, name);
     return PORTS_OK;
 }
 
@@ -1514,6 +1535,7 @@ static int on_observe_proxy(ports_node *node, const ports_port_ref *ref, const p
         ports_event_destroy(ev);
         if (!ok)
             return PORTS_ERROR_BAD_PEER;
+        remember_dead_port(node, &proxy_node, &proxy_port);
         destroy_all_ports_with_peer(node, &proxy_node, &proxy_port);
         return PORTS_OK;
     }
@@ -1579,6 +1601,7 @@ static int on_observe_proxy(ports_node *node, const ports_port_ref *ref, const p
         maybe_resend_ack(node, ref);
         maybe_resend_ack_request(node, ref);
         status_changed(node, ref);
+        reconcile_with_losses(node, &ref->name);
     }
     return PORTS_OK;
 }
@@ -1744,6 +1767,11 @@ static int on_read_ack(ports_node *node, const ports_port_ref *ref, ports_event 
     ports_name to;
 
     lock_port(p);
+    if (p->state != PORT_RECEIVING) {
+        /* Reached a proxy; the receiving port asks again when its peer changes. */
+        unlock_port(p);
+        return PORTS_OK;
+    }
     if (acked >= p->next_sequence_num_to_send) {
         unlock_port(p);
         return PORTS_ERROR_BAD_PEER; /* acknowledges a message never sent */
@@ -1767,7 +1795,7 @@ static int on_read_ack(ports_node *node, const ports_port_ref *ref, ports_event 
     return PORTS_OK;
 }
 
-static int on_update_previous_peer(const ports_port_ref *ref, ports_event *ev)
+static int on_update_previous_peer(ports_node *node, const ports_port_ref *ref, ports_event *ev)
 {
     ports_name new_node = ev->u.update_previous_peer.new_node;
     ports_name new_port = ev->u.update_previous_peer.new_port;
@@ -1782,6 +1810,7 @@ static int on_update_previous_peer(const ports_port_ref *ref, ports_event *ev)
     /* dispatch() increments once this event is done, landing on the first. */
     ref->port->next_control_sequence_num_to_receive = PORTS_INITIAL_SEQUENCE_NUM - 1;
     unlock_port(ref->port);
+    reconcile_with_losses(node, &ref->name);
     return PORTS_OK;
 }
 
@@ -1806,7 +1835,7 @@ static int accept_internal(ports_node *node, const ports_port_ref *ref, const po
     case PORTS_EVENT_USER_MESSAGE_READ_ACK:
         return on_read_ack(node, ref, ev);
     case PORTS_EVENT_UPDATE_PREVIOUS_PEER:
-        return on_update_previous_peer(ref, ev);
+        return on_update_previous_peer(node, ref, ev);
     }
     ports_event_destroy(ev);
     return PORTS_ERROR_MALFORMED;
@@ -1887,6 +1916,7 @@ static void destroy_all_ports_with_peer(ports_node *node, const ports_name *peer
     for (size_t i = 0; i < notify.count; i++)
         status_changed(node, &notify.items[i]);
     for (size_t i = 0; i < dead.count; i++) {
+        remember_dead_port(node, &node->name, &dead.items[i].name);
         ports_event *ev = new_event(PORTS_EVENT_OBSERVE_PROXY, &PORTS_INVALID_NAME, NULL,
                                     PORTS_INVALID_SEQUENCE_NUM);
         ev->u.observe_proxy.proxy_node = node->name;
@@ -1972,9 +2002,64 @@ int ports_node_lost_connection_to_node(ports_node *node, const ports_name *lost)
 {
     if (!node || !lost || !ports_name_is_valid(lost) || is_self(node, lost))
         return PORTS_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&node->lock);
+    if (name_map_put(&node->lost_nodes, lost, LOST_MARK) < 0)
+        die_oom();
+    pthread_mutex_unlock(&node->lock);
     destroy_all_ports_with_peer(node, lost, &PORTS_INVALID_NAME);
     end_routes_from_lost_node(node, lost);
     return PORTS_OK;
+}
+
+/*
+ * Bounded: a dead proxy is remembered only so routes that learn of it late
+ * still break. Past the bound such a route is left to the lost-node check
+ * (its node is usually lost too) or to its user closing it.
+ */
+#define DEAD_PORT_MEMORY 65536u
+
+static void remember_dead_port(ports_node *node, const ports_name *port_node,
+                               const ports_name *port)
+{
+    pthread_mutex_lock(&node->lock);
+    if (node->dead_ports.count < DEAD_PORT_MEMORY && !name_map_get(&node->dead_ports, port)) {
+        ports_name *owner = xmalloc(sizeof(*owner));
+        *owner = *port_node;
+        if (name_map_put(&node->dead_ports, port, owner) < 0)
+            die_oom();
+    }
+    pthread_mutex_unlock(&node->lock);
+}
+
+/*
+ * Called after a port's peer or previous peer was set from something a
+ * message told us: if that names a node we lost or a proxy announced dead,
+ * the route is broken already, so break it now rather than wait forever.
+ */
+static void reconcile_with_losses(ports_node *node, const ports_name *port_name)
+{
+    ports_port_ref ref;
+    if (ports_node_get_port(node, port_name, &ref) != PORTS_OK)
+        return;
+    lock_port(ref.port);
+    ports_name peer_node = ref.port->peer_node, peer_port = ref.port->peer_port;
+    ports_name prev_node = ref.port->prev_node;
+    unlock_port(ref.port);
+    ports_port_ref_release(&ref);
+
+    pthread_mutex_lock(&node->lock);
+    bool peer_lost = name_map_get(&node->lost_nodes, &peer_node) != NULL;
+    bool prev_lost = name_map_get(&node->lost_nodes, &prev_node) != NULL;
+    ports_name *dead_owner = name_map_get(&node->dead_ports, &peer_port);
+    bool peer_dead = dead_owner && ports_name_eq(dead_owner, &peer_node);
+    pthread_mutex_unlock(&node->lock);
+
+    if (peer_lost)
+        destroy_all_ports_with_peer(node, &peer_node, &PORTS_INVALID_NAME);
+    else if (peer_dead)
+        destroy_all_ports_with_peer(node, &peer_node, &peer_port);
+    if (prev_lost)
+        end_routes_from_lost_node(node, &prev_node);
 }
 
 /* ---------------------------------------------------------------- acks */
@@ -2152,6 +2237,8 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a,
         forward_user_messages_from_proxy(node, b) == PORTS_OK) {
         for (int i = 0; i < 2; i++)
             send_update(node, &updates[i]);
+        for (int i = 0; i < 2; i++)
+            reconcile_with_losses(node, &refs[i]->name);
         for (int i = 0; i < 2; i++) {
             ports_port *p = refs[i]->port;
             ports_event *closure = NULL;
