@@ -2279,3 +2279,47 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a,
     ports_node_close_port(node, b);
     return PORTS_ERROR_PORT_STATE_UNEXPECTED;
 }
+
+/* ---------------------------------------------------------------- debug */
+
+static const char *state_name(port_state st)
+{
+    switch (st) {
+    case PORT_UNINITIALIZED:
+        return "uninitialized";
+    case PORT_RECEIVING:
+        return "receiving";
+    case PORT_BUFFERING:
+        return "buffering";
+    case PORT_PROXYING:
+        return "proxying";
+    case PORT_CLOSED:
+        return "closed";
+    }
+    return "?";
+}
+
+void ports_node_dump(ports_node *node, FILE *out)
+{
+    size_t n;
+    ports_port_ref *refs = snapshot_ports(node, &n);
+    char a[PORTS_NAME_STRLEN], b[PORTS_NAME_STRLEN], c[PORTS_NAME_STRLEN], d[PORTS_NAME_STRLEN],
+        e[PORTS_NAME_STRLEN];
+    for (size_t i = 0; i < n; i++) {
+        ports_port *p = refs[i].port;
+        lock_port(p);
+        fprintf(out,
+                "  %s %s peer=%s@%s prev=%s@%s send=%llu recv_next=%llu last_recv=%llu "
+                "queued=%zu pending=%zu closed=%d lost=%d remove_on_last=%d fwd=%u\n",
+                ports_name_str(&refs[i].name, a), state_name(p->state),
+                ports_name_str(&p->peer_port, b), ports_name_str(&p->peer_node, c),
+                ports_name_str(&p->prev_port, d), ports_name_str(&p->prev_node, e),
+                (unsigned long long)p->next_sequence_num_to_send,
+                (unsigned long long)p->mq.next_seq,
+                (unsigned long long)p->last_sequence_num_to_receive, mq_count(&p->mq),
+                p->pending_total, p->peer_closed, p->peer_lost_unexpectedly,
+                p->remove_proxy_on_last_message, p->forwarding);
+        unlock_port(p);
+    }
+    release_refs(refs, n);
+}

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ports/common.h"
 #include "ports/event.h"
@@ -192,5 +193,8 @@ int ports_node_accept_event(ports_node *node, const ports_name *from,
  */
 int ports_node_lost_connection_to_node(ports_node *node,
                                        const ports_name *lost);
+
+/* Debugging aid: one line per port (state, peer, previous peer, counters). */
+void ports_node_dump(ports_node *node, FILE *out);
 
 #endif /* CMOJO_PORTS_PORTS_H_ */
