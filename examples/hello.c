@@ -15,7 +15,8 @@
 
 #include "mojo/public/c/system/core.h"
 
-int main(void) {
+int main(void)
+{
     const struct timespec ten_ms = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
     MojoTimeTicks first = MojoGetTimeTicksNow();
     MojoTimeTicks prev = first;

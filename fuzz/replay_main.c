@@ -29,7 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 __attribute__((weak)) int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* Reads all of |path| into a fresh exact-size heap block. Returns 0 or -1. */
-static int read_input(const char *path, uint8_t **out, size_t *out_size) {
+static int read_input(const char *path, uint8_t **out, size_t *out_size)
+{
     struct stat st;
     uint8_t *data = NULL;
     size_t size, got = 0;
@@ -71,7 +72,8 @@ fail:
     return -1;
 }
 
-static int run_file(const char *path) {
+static int run_file(const char *path)
+{
     uint8_t *data;
     size_t size;
 
@@ -85,12 +87,14 @@ static int run_file(const char *path) {
     return 0;
 }
 
-static int skip_hidden(const struct dirent *entry) {
+static int skip_hidden(const struct dirent *entry)
+{
     return entry->d_name[0] != '.';
 }
 
 /* Runs every regular file in |dir| in name order. Returns inputs run, or -1. */
-static long run_dir(const char *dir) {
+static long run_dir(const char *dir)
+{
     struct dirent **entries;
     long ran = 0;
     int n = scandir(dir, &entries, skip_hidden, alphasort);
@@ -119,7 +123,8 @@ static long run_dir(const char *dir) {
     return ran;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     long total = 0;
     int failed = 0;
 

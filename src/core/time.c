@@ -12,7 +12,8 @@
 #define CMOJO_USEC_PER_SEC INT64_C(1000000)
 #define CMOJO_NSEC_PER_USEC 1000
 
-MojoTimeTicks MojoGetTimeTicksNow(void) {
+MojoTimeTicks MojoGetTimeTicksNow(void)
+{
     struct timespec now;
 
     /*

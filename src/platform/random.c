@@ -11,7 +11,8 @@
 
 ssize_t (*plat_random_getrandom)(void *buf, size_t len, unsigned int flags) = getrandom;
 
-int plat_random_bytes(void *buf, size_t len) {
+int plat_random_bytes(void *buf, size_t len)
+{
     unsigned char *out = buf;
     size_t filled = 0;
 

@@ -6,7 +6,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-const char *ports_name_str(const ports_name *n, char buf[PORTS_NAME_STRLEN]) {
+const char *ports_name_str(const ports_name *n, char buf[PORTS_NAME_STRLEN])
+{
     if (n == NULL) {
         snprintf(buf, PORTS_NAME_STRLEN, "(null)");
         return buf;
@@ -17,7 +18,8 @@ const char *ports_name_str(const ports_name *n, char buf[PORTS_NAME_STRLEN]) {
     return buf;
 }
 
-const char *ports_strerror(int result) {
+const char *ports_strerror(int result)
+{
     switch (result) {
     case PORTS_OK:
         return "ok";

@@ -88,32 +88,38 @@ _Static_assert((uint64_t)CMOJO_MAX_EVENT_SIZE <= (uint64_t)SIZE_MAX / 2, "event 
 
 /* ---- little-endian access ---- */
 
-static uint32_t load_u32(const uint8_t *p) {
+static uint32_t load_u32(const uint8_t *p)
+{
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static uint64_t load_u64(const uint8_t *p) {
+static uint64_t load_u64(const uint8_t *p)
+{
     return (uint64_t)load_u32(p) | (uint64_t)load_u32(p + 4) << 32;
 }
 
-static void store_u32(uint8_t *p, uint32_t v) {
+static void store_u32(uint8_t *p, uint32_t v)
+{
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
 
-static void store_u64(uint8_t *p, uint64_t v) {
+static void store_u64(uint8_t *p, uint64_t v)
+{
     store_u32(p, (uint32_t)v);
     store_u32(p + 4, (uint32_t)(v >> 32));
 }
 
-static ports_name load_name(const uint8_t *p) {
+static ports_name load_name(const uint8_t *p)
+{
     ports_name n = {load_u64(p), load_u64(p + 8)};
     return n;
 }
 
-static void store_name(uint8_t *p, const ports_name *n) {
+static void store_name(uint8_t *p, const ports_name *n)
+{
     store_u64(p, n->v1);
     store_u64(p + 8, n->v2);
 }
@@ -125,7 +131,8 @@ typedef struct bytes_payload {
     uint8_t data[];
 } bytes_payload;
 
-static void bytes_payload_destroy(ports_payload *payload) {
+static void bytes_payload_destroy(ports_payload *payload)
+{
     free(payload);
 }
 
@@ -134,7 +141,8 @@ static const ports_payload_ops bytes_payload_ops = {
     .will_be_routed_externally = NULL,
 };
 
-ports_payload *ports_payload_bytes_new(const void *data, size_t len) {
+ports_payload *ports_payload_bytes_new(const void *data, size_t len)
+{
     if (len > SIZE_MAX - sizeof(bytes_payload))
         return NULL;
     bytes_payload *bp = malloc(sizeof(*bp) + len);
@@ -147,24 +155,28 @@ ports_payload *ports_payload_bytes_new(const void *data, size_t len) {
     return (ports_payload *)bp;
 }
 
-bool ports_payload_is_bytes(const ports_payload *payload) {
+bool ports_payload_is_bytes(const ports_payload *payload)
+{
     return payload != NULL && payload->ops == &bytes_payload_ops;
 }
 
-const uint8_t *ports_payload_bytes_data(const ports_payload *payload) {
+const uint8_t *ports_payload_bytes_data(const ports_payload *payload)
+{
     if (!ports_payload_is_bytes(payload))
         return NULL;
     return ((const bytes_payload *)payload)->data;
 }
 
-void ports_payload_destroy(ports_payload *payload) {
+void ports_payload_destroy(ports_payload *payload)
+{
     if (payload != NULL)
         payload->ops->destroy(payload);
 }
 
 /* ---- events ---- */
 
-ports_event *ports_event_new(ports_event_type type, const ports_name *port_name) {
+ports_event *ports_event_new(ports_event_type type, const ports_name *port_name)
+{
     if ((unsigned)type >= PORTS_EVENT_TYPE_COUNT)
         return NULL;
     ports_event *ev = calloc(1, sizeof(*ev));
@@ -177,7 +189,8 @@ ports_event *ports_event_new(ports_event_type type, const ports_name *port_name)
     return ev;
 }
 
-ports_event *ports_user_message_new(uint32_t num_ports, ports_payload *payload) {
+ports_event *ports_user_message_new(uint32_t num_ports, ports_payload *payload)
+{
     if (num_ports > CMOJO_MAX_PORTS_PER_MESSAGE) {
         ports_payload_destroy(payload);
         return NULL;
@@ -200,7 +213,8 @@ ports_event *ports_user_message_new(uint32_t num_ports, ports_payload *payload) 
     return ev;
 }
 
-void ports_event_destroy(ports_event *ev) {
+void ports_event_destroy(ports_event *ev)
+{
     if (ev == NULL)
         return;
     if (ev->type == PORTS_EVENT_USER_MESSAGE)
@@ -208,7 +222,8 @@ void ports_event_destroy(ports_event *ev) {
     free(ev);
 }
 
-static bool type_is_sequenced(uint32_t type, const ports_name *port_name) {
+static bool type_is_sequenced(uint32_t type, const ports_name *port_name)
+{
     switch (type) {
     case PORTS_EVENT_PORT_ACCEPTED:
     case PORTS_EVENT_MERGE_PORT:
@@ -221,11 +236,13 @@ static bool type_is_sequenced(uint32_t type, const ports_name *port_name) {
     }
 }
 
-bool ports_event_is_sequenced(const ports_event *ev) {
+bool ports_event_is_sequenced(const ports_event *ev)
+{
     return type_is_sequenced(ev->type, &ev->port_name);
 }
 
-const char *ports_event_type_name(ports_event_type type) {
+const char *ports_event_type_name(ports_event_type type)
+{
     if ((unsigned)type >= PORTS_EVENT_TYPE_COUNT)
         return "Unknown";
     return type_names[type];
@@ -233,7 +250,8 @@ const char *ports_event_type_name(ports_event_type type) {
 
 /* ---- serialisation ---- */
 
-size_t ports_event_serialized_size(const ports_event *ev) {
+size_t ports_event_serialized_size(const ports_event *ev)
+{
     assert((unsigned)ev->type < PORTS_EVENT_TYPE_COUNT);
     size_t size = PORTS_EVENT_HEADER_SIZE + body_size[ev->type];
     if (ev->type == PORTS_EVENT_USER_MESSAGE) {
@@ -243,7 +261,8 @@ size_t ports_event_serialized_size(const ports_event *ev) {
     return size;
 }
 
-static void store_descriptor(uint8_t *p, const ports_port_descriptor *d) {
+static void store_descriptor(uint8_t *p, const ports_port_descriptor *d)
+{
     store_name(p + DESC_OFF_PEER_NODE, &d->peer_node);
     store_name(p + DESC_OFF_PEER_PORT, &d->peer_port);
     store_name(p + DESC_OFF_REFERRING_NODE, &d->referring_node);
@@ -255,7 +274,8 @@ static void store_descriptor(uint8_t *p, const ports_port_descriptor *d) {
     memset(p + DESC_OFF_RESERVED, 0, PORTS_DESCRIPTOR_SIZE - DESC_OFF_RESERVED);
 }
 
-void ports_event_serialize(const ports_event *ev, uint8_t *buf) {
+void ports_event_serialize(const ports_event *ev, uint8_t *buf)
+{
     assert((unsigned)ev->type < PORTS_EVENT_TYPE_COUNT);
     store_u32(buf + OFF_TYPE, (uint32_t)ev->type);
     store_u32(buf + OFF_RESERVED, 0);
@@ -313,7 +333,8 @@ void ports_event_serialize(const ports_event *ev, uint8_t *buf) {
 /* ---- parsing ---- */
 
 /* The caller has checked that PORTS_DESCRIPTOR_SIZE bytes are present at p. */
-static bool descriptor_is_canonical(const uint8_t *p) {
+static bool descriptor_is_canonical(const uint8_t *p)
+{
     if (p[DESC_OFF_PEER_CLOSED] > 1)
         return false;
     for (unsigned i = DESC_OFF_RESERVED; i < PORTS_DESCRIPTOR_SIZE; i++) {
@@ -323,7 +344,8 @@ static bool descriptor_is_canonical(const uint8_t *p) {
     return true;
 }
 
-static void load_descriptor(const uint8_t *p, ports_port_descriptor *d) {
+static void load_descriptor(const uint8_t *p, ports_port_descriptor *d)
+{
     d->peer_node = load_name(p + DESC_OFF_PEER_NODE);
     d->peer_port = load_name(p + DESC_OFF_PEER_PORT);
     d->referring_node = load_name(p + DESC_OFF_REFERRING_NODE);
@@ -334,7 +356,8 @@ static void load_descriptor(const uint8_t *p, ports_port_descriptor *d) {
     d->peer_closed = p[DESC_OFF_PEER_CLOSED] != 0;
 }
 
-static int name_qsort_cmp(const void *a, const void *b) {
+static int name_qsort_cmp(const void *a, const void *b)
+{
     return ports_name_cmp(a, b);
 }
 
@@ -343,7 +366,8 @@ static int name_qsort_cmp(const void *a, const void *b) {
  * create two ports under one name. Sorting a copy keeps the check O(n log n)
  * and leaves the event's order, which is the wire order, alone.
  */
-static int check_names_distinct(const ports_name *names, uint32_t n) {
+static int check_names_distinct(const ports_name *names, uint32_t n)
+{
     if (n < 2)
         return PORTS_OK;
     ports_name *sorted = malloc((size_t)n * sizeof(*sorted));
@@ -369,14 +393,16 @@ typedef struct parsed_header {
     uint64_t control_sequence_num;
 } parsed_header;
 
-static void apply_header(ports_event *ev, const parsed_header *h) {
+static void apply_header(ports_event *ev, const parsed_header *h)
+{
     ev->port_name = h->port_name;
     ev->from_port = h->from_port;
     ev->control_sequence_num = h->control_sequence_num;
 }
 
 static int parse_user_message(const parsed_header *h, const uint8_t *body, size_t body_len,
-                              ports_event **out) {
+                              ports_event **out)
+{
     if (body_len < PORTS_USER_MESSAGE_FIXED_SIZE)
         return PORTS_ERROR_MALFORMED;
     uint64_t sequence_num = load_u64(body);
@@ -436,7 +462,8 @@ fail:
     return rc;
 }
 
-int ports_event_parse(const void *buf, size_t len, ports_event **out) {
+int ports_event_parse(const void *buf, size_t len, ports_event **out)
+{
     const uint8_t *p = buf;
     if (len < PORTS_EVENT_HEADER_SIZE || len > CMOJO_MAX_EVENT_SIZE)
         return PORTS_ERROR_MALFORMED;

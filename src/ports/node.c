@@ -63,7 +63,7 @@ typedef struct peer_set {
     struct {
         ports_name name;
         ports_port *port;
-    } *items;
+    } * items;
 } peer_set;
 
 /* An UpdatePreviousPeer to send once locks are dropped. */
@@ -275,9 +275,8 @@ static ports_name generate_name(ports_node *node)
 /* ------------------------------------------------------------- peer map */
 
 /* Node lock held. */
-static void peer_map_add(ports_node *node, const ports_name *peer_node,
-                         const ports_name *peer_port, const ports_name *local_name,
-                         ports_port *local)
+static void peer_map_add(ports_node *node, const ports_name *peer_node, const ports_name *peer_port,
+                         const ports_name *local_name, ports_port *local)
 {
     if (!ports_name_is_valid(peer_port))
         return;
@@ -440,12 +439,10 @@ static void release_refs(ports_port_ref *refs, size_t n)
 
 /* ------------------------------------------------------------------ node */
 
-int ports_node_create(const ports_name *name, const ports_delegate *delegate,
-                      ports_node **out)
+int ports_node_create(const ports_name *name, const ports_delegate *delegate, ports_node **out)
 {
-    if (!name || !ports_name_is_valid(name) || !delegate || !out ||
-        !delegate->forward_event || !delegate->broadcast_event ||
-        !delegate->port_status_changed)
+    if (!name || !ports_name_is_valid(name) || !delegate || !out || !delegate->forward_event ||
+        !delegate->broadcast_event || !delegate->port_status_changed)
         return PORTS_ERROR_INVALID_ARGUMENT;
     ports_node *node = calloc(1, sizeof(*node));
     if (!node)
@@ -523,8 +520,8 @@ static void status_changed(ports_node *node, const ports_port_ref *ref)
 
 static void send_update(ports_node *node, const pending_update *u)
 {
-    ports_event *ev = new_event(PORTS_EVENT_UPDATE_PREVIOUS_PEER, &u->receiver_port,
-                                &u->from_port, u->sequence_num);
+    ports_event *ev = new_event(PORTS_EVENT_UPDATE_PREVIOUS_PEER, &u->receiver_port, &u->from_port,
+                                u->sequence_num);
     ev->u.update_previous_peer.new_node = u->new_prev_node;
     ev->u.update_previous_peer.new_port = u->new_prev_port;
     forward(node, &u->receiver_node, ev);
@@ -710,8 +707,8 @@ static ports_event *take_next_pending(ports_port *p, ports_event **dropped)
 static int accept_internal(ports_node *node, const ports_port_ref *ref, const ports_name *from,
                            ports_event *ev);
 static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
-                              port_state expected_state, bool ignore_closed_peer,
-                              ports_event *ev, ports_name *target);
+                              port_state expected_state, bool ignore_closed_peer, ports_event *ev,
+                              ports_name *target);
 static int forward_user_messages_from_proxy(ports_node *node, const ports_port_ref *ref);
 static void try_remove_proxy(ports_node *node, const ports_port_ref *ref);
 static void initiate_proxy_removal(ports_node *node, const ports_port_ref *ref);
@@ -722,8 +719,8 @@ static void remember_dead_port(ports_node *node, const ports_name *port_node,
                                const ports_name *port);
 static void reconcile_with_losses(ports_node *node, const ports_name *port_name);
 static void end_routes_from_lost_node(ports_node *node, const ports_name *lost);
-static int merge_ports_internal(ports_node *node, const ports_port_ref *a,
-                                const ports_port_ref *b, bool allow_close_on_bad_state);
+static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const ports_port_ref *b,
+                                bool allow_close_on_bad_state);
 
 /*
  * The route is broken (a node died, or a peer misbehaved): nothing more will
@@ -1168,8 +1165,8 @@ static int accept_carried_ports(ports_node *node, const ports_name *from, ports_
 }
 
 static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
-                              port_state expected_state, bool ignore_closed_peer,
-                              ports_event *ev, ports_name *target)
+                              port_state expected_state, bool ignore_closed_peer, ports_event *ev,
+                              ports_name *target)
 {
     ports_port *p = ref->port;
     uint32_t n = ev->u.user.num_ports;
@@ -1569,9 +1566,9 @@ static int on_observe_proxy(ports_node *node, const ports_port_ref *ref, const p
              * We are a proxy too and cannot say which message will be the
              * last: once we are gone, ask the other proxy to try again.
              */
-            ports_event *retry = new_event(PORTS_EVENT_OBSERVE_PROXY_ACK,
-                                           &ev->u.observe_proxy.proxy_port, &ref->name,
-                                           PORTS_INVALID_SEQUENCE_NUM);
+            ports_event *retry =
+                new_event(PORTS_EVENT_OBSERVE_PROXY_ACK, &ev->u.observe_proxy.proxy_port,
+                          &ref->name, PORTS_INVALID_SEQUENCE_NUM);
             retry->u.observe_proxy_ack.last_sequence_num = PORTS_INVALID_SEQUENCE_NUM;
             if (p->send_on_proxy_removal)
                 ports_event_destroy(p->send_on_proxy_removal);
@@ -2114,8 +2111,8 @@ static bool mergeable(const ports_port *p)
            p->mq.next_seq == PORTS_INITIAL_SEQUENCE_NUM;
 }
 
-int ports_node_merge_ports(ports_node *node, const ports_port_ref *ref,
-                           const ports_name *dest_node, const ports_name *dest_port)
+int ports_node_merge_ports(ports_node *node, const ports_port_ref *ref, const ports_name *dest_node,
+                           const ports_name *dest_port)
 {
     if (!node || !ref || !ref->port || !dest_node || !dest_port ||
         !ports_name_is_valid(dest_node) || !ports_name_is_valid(dest_port))
@@ -2161,8 +2158,7 @@ int ports_node_merge_ports(ports_node *node, const ports_port_ref *ref,
     return PORTS_OK;
 }
 
-int ports_node_merge_local_ports(ports_node *node, const ports_port_ref *a,
-                                 const ports_port_ref *b)
+int ports_node_merge_local_ports(ports_node *node, const ports_port_ref *a, const ports_port_ref *b)
 {
     if (!node || !a || !b || !a->port || !b->port || a->port == b->port)
         return PORTS_ERROR_INVALID_ARGUMENT;
@@ -2184,8 +2180,8 @@ static void swap_port_peers(ports_node *node, const ports_port_ref *a, const por
     peer_map_add(node, &y->peer_node, &y->peer_port, &b->name, y);
 }
 
-static int merge_ports_internal(ports_node *node, const ports_port_ref *a,
-                                const ports_port_ref *b, bool allow_close_on_bad_state)
+static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const ports_port_ref *b,
+                                bool allow_close_on_bad_state)
 {
     const ports_port_ref *refs[2] = {a, b};
     ports_port *lock_set[2] = {a->port, b->port};

@@ -74,7 +74,7 @@ struct ports_port {
     bool peer_lost_unexpectedly;
     bool remove_proxy_on_last_message;
     bool pending_merge_peer;
-    bool dispatching; /* one thread is handling this port's sequenced events */
+    bool dispatching;    /* one thread is handling this port's sequenced events */
     unsigned forwarding; /* messages taken by a proxy but not yet sequenced */
 
     message_queue mq;

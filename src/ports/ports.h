@@ -77,8 +77,7 @@ typedef struct ports_port_status {
 } ports_port_status;
 
 /* Creates a node named *name. The delegate is copied. */
-int ports_node_create(const ports_name *name, const ports_delegate *delegate,
-                      ports_node **out);
+int ports_node_create(const ports_name *name, const ports_delegate *delegate, ports_node **out);
 
 /*
  * Frees the node and every port still in it, without sending any event (use
@@ -99,8 +98,7 @@ size_t ports_node_port_count(ports_node *node);
 bool ports_node_can_shutdown_cleanly(ports_node *node, bool allow_local_ports);
 
 /* A connected pair of receiving ports on this node. */
-int ports_node_create_port_pair(ports_node *node, ports_port_ref *a,
-                                ports_port_ref *b);
+int ports_node_create_port_pair(ports_node *node, ports_port_ref *a, ports_port_ref *b);
 
 /*
  * Two-step creation for ports whose peer is not known yet (invitations): the
@@ -108,14 +106,11 @@ int ports_node_create_port_pair(ports_node *node, ports_port_ref *a,
  */
 int ports_node_create_uninitialized_port(ports_node *node, ports_port_ref *out);
 int ports_node_initialize_port(ports_node *node, const ports_port_ref *port,
-                               const ports_name *peer_node,
-                               const ports_name *peer_port,
-                               const ports_name *prev_node,
-                               const ports_name *prev_port);
+                               const ports_name *peer_node, const ports_name *peer_port,
+                               const ports_name *prev_node, const ports_name *prev_port);
 
 /* Looks up a port by name. PORTS_ERROR_PORT_UNKNOWN if absent. */
-int ports_node_get_port(ports_node *node, const ports_name *name,
-                        ports_port_ref *out);
+int ports_node_get_port(ports_node *node, const ports_name *name, ports_port_ref *out);
 
 /* Embedder data attached to a port (not owned, not freed by the layer). */
 void ports_port_set_user_data(const ports_port_ref *port, void *data);
@@ -127,8 +122,7 @@ void *ports_port_get_user_data(const ports_port_ref *port);
  */
 int ports_node_close_port(ports_node *node, const ports_port_ref *port);
 
-int ports_node_get_status(ports_node *node, const ports_port_ref *port,
-                          ports_port_status *out);
+int ports_node_get_status(ports_node *node, const ports_port_ref *port, ports_port_status *out);
 
 /*
  * Takes the next in-order user message, or sets *out to NULL when none is
@@ -136,8 +130,7 @@ int ports_node_get_status(ports_node *node, const ports_port_ref *port,
  * message it sent has been read. Ports carried by the message are now
  * receiving ports on this node, named in (*out)->u.user.ports.
  */
-int ports_node_get_message(ports_node *node, const ports_port_ref *port,
-                           ports_event **out);
+int ports_node_get_message(ports_node *node, const ports_port_ref *port, ports_event **out);
 
 /*
  * Sends a user message (ev->u.user.ports names local receiving ports to
@@ -146,15 +139,13 @@ int ports_node_get_message(ports_node *node, const ports_port_ref *port,
  * port itself or its peer attached, a port attached twice or not receiving, a
  * sender that is not receiving): every port is left as it was.
  */
-int ports_node_send_user_message(ports_node *node, const ports_port_ref *port,
-                                 ports_event *ev);
+int ports_node_send_user_message(ports_node *node, const ports_port_ref *port, ports_event *ev);
 
 /*
  * Asks the peer to acknowledge reads every `interval` messages (0 stops):
  * the basis of the unread-message-count quota.
  */
-int ports_node_set_ack_request_interval(ports_node *node,
-                                        const ports_port_ref *port,
+int ports_node_set_ack_request_interval(ports_node *node, const ports_port_ref *port,
                                         uint64_t interval);
 
 /*
@@ -169,8 +160,7 @@ int ports_node_allow_merge(ports_node *node, const ports_port_ref *port);
  * Neither port may have sent a message.
  */
 int ports_node_merge_ports(ports_node *node, const ports_port_ref *port,
-                           const ports_name *dest_node,
-                           const ports_name *dest_port);
+                           const ports_name *dest_node, const ports_name *dest_port);
 
 /* Same, for two receiving ports of this node (MojoFuseMessagePipes). */
 int ports_node_merge_local_ports(ports_node *node, const ports_port_ref *a,
@@ -182,8 +172,7 @@ int ports_node_merge_local_ports(ports_node *node, const ports_port_ref *a,
  * event was dropped, affected ports were closed, and the embedder should
  * disconnect that node. Other errors are benign (e.g. the port is gone).
  */
-int ports_node_accept_event(ports_node *node, const ports_name *from,
-                            ports_event *ev);
+int ports_node_accept_event(ports_node *node, const ports_name *from, ports_event *ev);
 
 /*
  * The connection to `lost` is gone: every port whose route runs through it
@@ -191,8 +180,7 @@ int ports_node_accept_event(ports_node *node, const ports_name *from,
  * pointed at it announce their death with a broadcast so other nodes clean
  * up too.
  */
-int ports_node_lost_connection_to_node(ports_node *node,
-                                       const ports_name *lost);
+int ports_node_lost_connection_to_node(ports_node *node, const ports_name *lost);
 
 /* Debugging aid: one line per port (state, peer, previous peer, counters). */
 void ports_node_dump(ports_node *node, FILE *out);

@@ -9,7 +9,8 @@
 
 #include "mojo/public/c/system/core.h"
 
-static void test_result_codes_have_mojo_values(void **state) {
+static void test_result_codes_have_mojo_values(void **state)
+{
     (void)state;
     const MojoResult codes[] = {
         MOJO_RESULT_OK,
@@ -38,7 +39,8 @@ static void test_result_codes_have_mojo_values(void **state) {
     assert_int_equal(sizeof(MojoResult), 4);
 }
 
-static void test_handle_signals_have_mojo_bits(void **state) {
+static void test_handle_signals_have_mojo_bits(void **state)
+{
     (void)state;
     assert_int_equal(MOJO_HANDLE_SIGNAL_NONE, 0);
     assert_int_equal(MOJO_HANDLE_SIGNAL_READABLE, 1);
@@ -52,7 +54,8 @@ static void test_handle_signals_have_mojo_bits(void **state) {
     assert_int_equal(all, 33);
 }
 
-static void test_scalar_types_and_sentinels(void **state) {
+static void test_scalar_types_and_sentinels(void **state)
+{
     (void)state;
     assert_int_equal(sizeof(MojoHandle), sizeof(uintptr_t));
     assert_int_equal(MOJO_HANDLE_INVALID, 0);
@@ -63,7 +66,8 @@ static void test_scalar_types_and_sentinels(void **state) {
     assert_true(MOJO_QUOTA_LIMIT_NONE == UINT64_MAX);
 }
 
-static void test_flag_and_enum_values(void **state) {
+static void test_flag_and_enum_values(void **state)
+{
     (void)state;
     assert_int_equal(MOJO_INITIALIZE_FLAG_AS_BROKER, 1);
     assert_int_equal(MOJO_INITIALIZE_FLAG_FORCE_DIRECT_SHARED_MEMORY_ALLOCATION, 2);
@@ -93,7 +97,8 @@ static void test_flag_and_enum_values(void **state) {
 }
 
 /* Field offsets of the structures with more than two members. */
-static void test_struct_layouts(void **state) {
+static void test_struct_layouts(void **state)
+{
     (void)state;
     assert_int_equal(offsetof(struct MojoInitializeOptions, mojo_core_path), 8);
     assert_int_equal(offsetof(struct MojoInitializeOptions, mojo_core_path_length), 16);
@@ -120,7 +125,8 @@ static void test_struct_layouts(void **state) {
     assert_int_equal(MOJO_ALIGNOF(struct MojoMapBufferOptions), 4);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_result_codes_have_mojo_values),
         cmocka_unit_test(test_handle_signals_have_mojo_bits),

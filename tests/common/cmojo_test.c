@@ -6,7 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int cmojo_test_count_open_fds(void) {
+int cmojo_test_count_open_fds(void)
+{
     DIR *dir = opendir("/proc/self/fd");
     struct dirent *entry;
     int count = 0;
@@ -25,7 +26,8 @@ int cmojo_test_count_open_fds(void) {
 
 static int fd_baseline = -1;
 
-int cmojo_test_fd_setup(void **state) {
+int cmojo_test_fd_setup(void **state)
+{
     (void)state;
     fd_baseline = cmojo_test_count_open_fds();
     if (fd_baseline < 0) {
@@ -35,7 +37,8 @@ int cmojo_test_fd_setup(void **state) {
     return 0;
 }
 
-int cmojo_test_fd_teardown(void **state) {
+int cmojo_test_fd_teardown(void **state)
+{
     int now = cmojo_test_count_open_fds();
 
     (void)state;

@@ -5,18 +5,18 @@
 
 #include <stdio.h>
 
-#define PH_CHECK(x)                                                                   \
-    do {                                                                              \
-        if (!(x)) {                                                                   \
-            fprintf(stderr, "%s:%d: harness check failed: %s\n", __FILE__, __LINE__, #x); \
-            abort();                                                                  \
-        }                                                                             \
+#define PH_CHECK(x)                                                                                \
+    do {                                                                                           \
+        if (!(x)) {                                                                                \
+            fprintf(stderr, "%s:%d: harness check failed: %s\n", __FILE__, __LINE__, #x);          \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 struct ph_item {
     ph_item *next;
-    ports_event *ev;   /* same-node events travel as objects */
-    uint8_t *bytes;    /* cross-node events travel as bytes */
+    ports_event *ev; /* same-node events travel as objects */
+    uint8_t *bytes;  /* cross-node events travel as bytes */
     size_t len;
 };
 
@@ -266,12 +266,10 @@ void ph_connect(ph_harness *h, int i, int j, ports_port_ref *on_i, ports_port_re
     }
     PH_CHECK(ports_node_create_uninitialized_port(h->nodes[i].node, on_i) == PORTS_OK);
     PH_CHECK(ports_node_create_uninitialized_port(h->nodes[j].node, on_j) == PORTS_OK);
-    PH_CHECK(ports_node_initialize_port(h->nodes[i].node, on_i, &h->nodes[j].name,
-                                           &on_j->name, &h->nodes[j].name,
-                                           &on_j->name) == PORTS_OK);
-    PH_CHECK(ports_node_initialize_port(h->nodes[j].node, on_j, &h->nodes[i].name,
-                                           &on_i->name, &h->nodes[i].name,
-                                           &on_i->name) == PORTS_OK);
+    PH_CHECK(ports_node_initialize_port(h->nodes[i].node, on_i, &h->nodes[j].name, &on_j->name,
+                                        &h->nodes[j].name, &on_j->name) == PORTS_OK);
+    PH_CHECK(ports_node_initialize_port(h->nodes[j].node, on_j, &h->nodes[i].name, &on_i->name,
+                                        &h->nodes[i].name, &on_i->name) == PORTS_OK);
 }
 
 ports_event *ph_message(const char *text, uint32_t num_ports)

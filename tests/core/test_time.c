@@ -7,14 +7,16 @@
 
 #include "mojo/public/c/system/functions.h"
 
-static int64_t monotonic_usec(void) {
+static int64_t monotonic_usec(void)
+{
     struct timespec ts;
 
     assert_int_equal(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void sleep_usec(int64_t usec) {
+static void sleep_usec(int64_t usec)
+{
     struct timespec left = {.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
 
     while (nanosleep(&left, &left) != 0)
@@ -22,7 +24,8 @@ static void sleep_usec(int64_t usec) {
 }
 
 /* The value is CLOCK_MONOTONIC in microseconds: bracketed by two readings. */
-static void test_ticks_are_monotonic_clock_in_microseconds(void **state) {
+static void test_ticks_are_monotonic_clock_in_microseconds(void **state)
+{
     (void)state;
     int64_t before = monotonic_usec();
     MojoTimeTicks now = MojoGetTimeTicksNow();
@@ -33,7 +36,8 @@ static void test_ticks_are_monotonic_clock_in_microseconds(void **state) {
     assert_true(now <= after);
 }
 
-static void test_ticks_never_go_backwards(void **state) {
+static void test_ticks_never_go_backwards(void **state)
+{
     (void)state;
     MojoTimeTicks prev = MojoGetTimeTicksNow();
 
@@ -45,7 +49,8 @@ static void test_ticks_never_go_backwards(void **state) {
 }
 
 /* A 20 ms sleep advances the clock by at least 20000 ticks, not 20 or 20e6. */
-static void test_ticks_advance_by_elapsed_microseconds(void **state) {
+static void test_ticks_advance_by_elapsed_microseconds(void **state)
+{
     (void)state;
     MojoTimeTicks start = MojoGetTimeTicksNow();
 
@@ -58,7 +63,8 @@ static void test_ticks_advance_by_elapsed_microseconds(void **state) {
 
 #define CLOCK_THREADS 4
 
-static void *read_clock_repeatedly(void *arg) {
+static void *read_clock_repeatedly(void *arg)
+{
     (void)arg;
     MojoTimeTicks prev = MojoGetTimeTicksNow();
 
@@ -72,7 +78,8 @@ static void *read_clock_repeatedly(void *arg) {
 }
 
 /* Callable from any thread at once; each thread sees its own readings rise. */
-static void test_ticks_are_monotonic_on_every_thread(void **state) {
+static void test_ticks_are_monotonic_on_every_thread(void **state)
+{
     (void)state;
     pthread_t threads[CLOCK_THREADS];
 
@@ -85,7 +92,8 @@ static void test_ticks_are_monotonic_on_every_thread(void **state) {
     }
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ticks_are_monotonic_clock_in_microseconds),
         cmocka_unit_test(test_ticks_never_go_backwards),

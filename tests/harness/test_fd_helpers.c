@@ -3,7 +3,8 @@
 
 #include <unistd.h>
 
-static void test_count_follows_open_and_close(void **state) {
+static void test_count_follows_open_and_close(void **state)
+{
     (void)state;
     int fds[2];
     int before = cmojo_test_count_open_fds();
@@ -16,7 +17,8 @@ static void test_count_follows_open_and_close(void **state) {
     assert_int_equal(cmojo_test_count_open_fds(), before);
 }
 
-static void test_teardown_fails_on_a_leak_and_passes_without(void **state) {
+static void test_teardown_fails_on_a_leak_and_passes_without(void **state)
+{
     int fds[2];
 
     assert_int_equal(cmojo_test_fd_setup(state), 0);
@@ -27,7 +29,8 @@ static void test_teardown_fails_on_a_leak_and_passes_without(void **state) {
     assert_int_equal(cmojo_test_fd_teardown(state), 0);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_count_follows_open_and_close),
         cmocka_unit_test(test_teardown_fails_on_a_leak_and_passes_without),

@@ -19,7 +19,8 @@ static struct {
     unsigned bad_flags;
 } fake;
 
-static ssize_t fake_getrandom(void *buf, size_t len, unsigned int flags) {
+static ssize_t fake_getrandom(void *buf, size_t len, unsigned int flags)
+{
     unsigned char *out = buf;
 
     fake.calls++;
@@ -49,18 +50,21 @@ static ssize_t fake_getrandom(void *buf, size_t len, unsigned int flags) {
 
 static ssize_t (*real_getrandom)(void *, size_t, unsigned int);
 
-static int setup(void **state) {
+static int setup(void **state)
+{
     memset(&fake, 0, sizeof(fake));
     real_getrandom = plat_random_getrandom;
     return cmojo_test_fd_setup(state);
 }
 
-static int teardown(void **state) {
+static int teardown(void **state)
+{
     plat_random_getrandom = real_getrandom;
     return cmojo_test_fd_teardown(state);
 }
 
-static void test_real_getrandom_fills_every_byte(void **state) {
+static void test_real_getrandom_fills_every_byte(void **state)
+{
     (void)state;
     static unsigned char a[4096], b[4096];
     size_t unchanged = 0;
@@ -75,7 +79,8 @@ static void test_real_getrandom_fills_every_byte(void **state) {
     assert_memory_not_equal(a, b, sizeof(a));
 }
 
-static void test_zero_length_succeeds_without_a_syscall(void **state) {
+static void test_zero_length_succeeds_without_a_syscall(void **state)
+{
     (void)state;
     plat_random_getrandom = fake_getrandom;
 
@@ -83,7 +88,8 @@ static void test_zero_length_succeeds_without_a_syscall(void **state) {
     assert_int_equal(fake.calls, 0);
 }
 
-static void test_eintr_is_retried(void **state) {
+static void test_eintr_is_retried(void **state)
+{
     (void)state;
     unsigned char buf[32];
     plat_random_getrandom = fake_getrandom;
@@ -97,7 +103,8 @@ static void test_eintr_is_retried(void **state) {
 }
 
 /* Short reads continue where the last one stopped, until the buffer is full. */
-static void test_short_reads_are_completed_in_order(void **state) {
+static void test_short_reads_are_completed_in_order(void **state)
+{
     (void)state;
     unsigned char buf[100];
     plat_random_getrandom = fake_getrandom;
@@ -109,7 +116,8 @@ static void test_short_reads_are_completed_in_order(void **state) {
         assert_int_equal(buf[i], i);
 }
 
-static void test_failure_returns_negative_errno(void **state) {
+static void test_failure_returns_negative_errno(void **state)
+{
     (void)state;
     unsigned char buf[16];
     plat_random_getrandom = fake_getrandom;
@@ -124,7 +132,8 @@ static void test_failure_returns_negative_errno(void **state) {
 }
 
 /* A zero count would spin forever and an oversized one overran the buffer. */
-static void test_impossible_counts_are_errors(void **state) {
+static void test_impossible_counts_are_errors(void **state)
+{
     (void)state;
     unsigned char buf[16];
     plat_random_getrandom = fake_getrandom;
@@ -138,7 +147,8 @@ static void test_impossible_counts_are_errors(void **state) {
     assert_int_equal(plat_random_bytes(buf, sizeof(buf)), -EIO);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_real_getrandom_fills_every_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zero_length_succeeds_without_a_syscall, setup,

@@ -18,12 +18,14 @@
 /* ---- helpers ---- */
 
 /* Every byte of a test name differs, so a swapped or truncated field shows. */
-static ports_name name_for(uint32_t k) {
+static ports_name name_for(uint32_t k)
+{
     ports_name n = {0xa1a2a3a4a5000000ull | k, 0xb1b2b3b4b5000000ull | k};
     return n;
 }
 
-static void fill_descriptor(ports_port_descriptor *d, uint32_t k) {
+static void fill_descriptor(ports_port_descriptor *d, uint32_t k)
+{
     d->peer_node = name_for(0x10000 + k);
     d->peer_port = name_for(0x20000 + k);
     d->referring_node = name_for(0x30000 + k);
@@ -35,7 +37,8 @@ static void fill_descriptor(ports_port_descriptor *d, uint32_t k) {
 }
 
 /* A user message carrying num_ports ports and a copy of payload. */
-static ports_event *make_user(uint32_t num_ports, const void *payload, size_t payload_len) {
+static ports_event *make_user(uint32_t num_ports, const void *payload, size_t payload_len)
+{
     ports_payload *p = ports_payload_bytes_new(payload, payload_len);
     assert_non_null(p);
     ports_event *ev = ports_user_message_new(num_ports, p);
@@ -52,7 +55,8 @@ static ports_event *make_user(uint32_t num_ports, const void *payload, size_t pa
 }
 
 /* A valid event of the given type with non-trivial values in every field. */
-static ports_event *make_event(ports_event_type type) {
+static ports_event *make_event(ports_event_type type)
+{
     if (type == PORTS_EVENT_USER_MESSAGE)
         return make_user(3, "hello", 5);
     ports_name port = name_for(1);
@@ -96,7 +100,8 @@ static ports_event *make_event(ports_event_type type) {
 }
 
 /* Serialises ev and appends its payload bytes, as the embedder would. */
-static uint8_t *encode(const ports_event *ev, size_t *len_out) {
+static uint8_t *encode(const ports_event *ev, size_t *len_out)
+{
     size_t size = ports_event_serialized_size(ev);
     size_t payload_len = 0;
     const ports_payload *p = NULL;
@@ -114,19 +119,22 @@ static uint8_t *encode(const ports_event *ev, size_t *len_out) {
     return buf;
 }
 
-static uint8_t *encode_type(ports_event_type type, size_t *len_out) {
+static uint8_t *encode_type(ports_event_type type, size_t *len_out)
+{
     ports_event *ev = make_event(type);
     uint8_t *buf = encode(ev, len_out);
     ports_event_destroy(ev);
     return buf;
 }
 
-static void assert_name_eq(const ports_name *a, const ports_name *b) {
+static void assert_name_eq(const ports_name *a, const ports_name *b)
+{
     assert_int_equal(a->v1, b->v1);
     assert_int_equal(a->v2, b->v2);
 }
 
-static void assert_descriptor_eq(const ports_port_descriptor *a, const ports_port_descriptor *b) {
+static void assert_descriptor_eq(const ports_port_descriptor *a, const ports_port_descriptor *b)
+{
     assert_name_eq(&a->peer_node, &b->peer_node);
     assert_name_eq(&a->peer_port, &b->peer_port);
     assert_name_eq(&a->referring_node, &b->referring_node);
@@ -137,7 +145,8 @@ static void assert_descriptor_eq(const ports_port_descriptor *a, const ports_por
     assert_int_equal(a->peer_closed, b->peer_closed);
 }
 
-static void assert_events_eq(const ports_event *a, const ports_event *b) {
+static void assert_events_eq(const ports_event *a, const ports_event *b)
+{
     assert_int_equal(a->type, b->type);
     assert_name_eq(&a->port_name, &b->port_name);
     assert_name_eq(&a->from_port, &b->from_port);
@@ -189,31 +198,36 @@ static void assert_events_eq(const ports_event *a, const ports_event *b) {
 }
 
 /* Parses, expecting rejection, and checks *out was left alone. */
-static void expect_malformed(const uint8_t *buf, size_t len) {
+static void expect_malformed(const uint8_t *buf, size_t len)
+{
     static ports_event sentinel_storage;
     ports_event *out = &sentinel_storage;
     assert_int_equal(ports_event_parse(buf, len, &out), PORTS_ERROR_MALFORMED);
     assert_ptr_equal(out, &sentinel_storage);
 }
 
-static ports_event *expect_ok(const uint8_t *buf, size_t len) {
+static ports_event *expect_ok(const uint8_t *buf, size_t len)
+{
     ports_event *out = NULL;
     assert_int_equal(ports_event_parse(buf, len, &out), PORTS_OK);
     assert_non_null(out);
     return out;
 }
 
-static void put_u32(uint8_t *p, uint32_t v) {
+static void put_u32(uint8_t *p, uint32_t v)
+{
     for (int i = 0; i < 4; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static void put_u64(uint8_t *p, uint64_t v) {
+static void put_u64(uint8_t *p, uint64_t v)
+{
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t get_u64(const uint8_t *p) {
+static uint64_t get_u64(const uint8_t *p)
+{
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
         v = v << 8 | p[i];
@@ -230,7 +244,8 @@ static const size_t fixed_sizes[PORTS_EVENT_TYPE_COUNT] = {
 
 /* ---- round trips ---- */
 
-static void round_trip(const ports_event *ev) {
+static void round_trip(const ports_event *ev)
+{
     size_t len;
     uint8_t *buf = encode(ev, &len);
     ports_event *parsed = expect_ok(buf, len);
@@ -244,7 +259,8 @@ static void round_trip(const ports_event *ev) {
     free(buf);
 }
 
-static void test_round_trip_every_type(void **state) {
+static void test_round_trip_every_type(void **state)
+{
     (void)state;
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
         ports_event *ev = make_event((ports_event_type)t);
@@ -253,7 +269,8 @@ static void test_round_trip_every_type(void **state) {
     }
 }
 
-static void test_round_trip_user_message_port_counts(void **state) {
+static void test_round_trip_user_message_port_counts(void **state)
+{
     (void)state;
     static const uint32_t counts[] = {0, 1, 2, 3, 17, CMOJO_MAX_PORTS_PER_MESSAGE};
     for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
@@ -266,7 +283,8 @@ static void test_round_trip_user_message_port_counts(void **state) {
     }
 }
 
-static void test_round_trip_extreme_values(void **state) {
+static void test_round_trip_extreme_values(void **state)
+{
     (void)state;
     ports_event *ev = make_user(1, NULL, 0);
     ev->port_name = (ports_name){UINT64_MAX, UINT64_MAX};
@@ -280,7 +298,8 @@ static void test_round_trip_extreme_values(void **state) {
     ports_event_destroy(ev);
 }
 
-static void test_round_trip_dead_proxy_broadcast(void **state) {
+static void test_round_trip_dead_proxy_broadcast(void **state)
+{
     (void)state;
     ports_event *ev = ports_event_new(PORTS_EVENT_OBSERVE_PROXY, NULL);
     assert_non_null(ev);
@@ -291,7 +310,8 @@ static void test_round_trip_dead_proxy_broadcast(void **state) {
     ports_event_destroy(ev);
 }
 
-static void test_serialized_sizes(void **state) {
+static void test_serialized_sizes(void **state)
+{
     (void)state;
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
         ports_event *ev =
@@ -305,7 +325,8 @@ static void test_serialized_sizes(void **state) {
     ports_event_destroy(ev);
 }
 
-static void test_payload_bytes_preserved(void **state) {
+static void test_payload_bytes_preserved(void **state)
+{
     (void)state;
     uint8_t payload[1000];
     for (size_t i = 0; i < sizeof(payload); i++)
@@ -324,7 +345,8 @@ static void test_payload_bytes_preserved(void **state) {
     free(buf);
 }
 
-static void test_empty_payload_parses_to_empty_bytes_payload(void **state) {
+static void test_empty_payload_parses_to_empty_bytes_payload(void **state)
+{
     (void)state;
     ports_event *ev = make_user(1, NULL, 0);
     size_t len;
@@ -338,7 +360,8 @@ static void test_empty_payload_parses_to_empty_bytes_payload(void **state) {
 }
 
 /* Loads must not assume alignment: parse from every offset within a word. */
-static void test_parse_unaligned_input(void **state) {
+static void test_parse_unaligned_input(void **state)
+{
     (void)state;
     ports_event *ev = make_user(3, "abc", 3);
     size_t len;
@@ -358,7 +381,8 @@ static void test_parse_unaligned_input(void **state) {
 
 /* ---- wire layout ---- */
 
-static void test_header_byte_layout(void **state) {
+static void test_header_byte_layout(void **state)
+{
     (void)state;
     ports_event *ev = ports_event_new(PORTS_EVENT_USER_MESSAGE_READ_ACK, NULL);
     assert_non_null(ev);
@@ -385,7 +409,8 @@ static void test_header_byte_layout(void **state) {
     ports_event_destroy(ev);
 }
 
-static void test_type_codes_on_wire(void **state) {
+static void test_type_codes_on_wire(void **state)
+{
     (void)state;
     for (uint32_t t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
         size_t len;
@@ -396,7 +421,8 @@ static void test_type_codes_on_wire(void **state) {
     }
 }
 
-static void test_user_message_byte_layout(void **state) {
+static void test_user_message_byte_layout(void **state)
+{
     (void)state;
     ports_event *ev = make_user(2, "\x01\x02\x03", 3);
     size_t len;
@@ -437,7 +463,8 @@ static void test_user_message_byte_layout(void **state) {
     free(buf);
 }
 
-static void test_body_layouts(void **state) {
+static void test_body_layouts(void **state)
+{
     (void)state;
     size_t len;
     uint8_t *buf = encode_type(PORTS_EVENT_OBSERVE_PROXY, &len);
@@ -478,7 +505,8 @@ static void test_body_layouts(void **state) {
 
 /* ---- rejections ---- */
 
-static void test_reject_every_truncation_of_user_message(void **state) {
+static void test_reject_every_truncation_of_user_message(void **state)
+{
     (void)state;
     ports_event *ev = make_user(2, NULL, 0);
     size_t len;
@@ -498,7 +526,8 @@ static void test_reject_every_truncation_of_user_message(void **state) {
     free(full);
 }
 
-static void test_reject_truncation_and_trailing_bytes_of_fixed_events(void **state) {
+static void test_reject_truncation_and_trailing_bytes_of_fixed_events(void **state)
+{
     (void)state;
     for (int t = 1; t < PORTS_EVENT_TYPE_COUNT; t++) {
         size_t len;
@@ -523,7 +552,8 @@ static void test_reject_truncation_and_trailing_bytes_of_fixed_events(void **sta
     }
 }
 
-static void test_reject_unknown_type(void **state) {
+static void test_reject_unknown_type(void **state)
+{
     (void)state;
     static const uint32_t bad[] = {
         PORTS_EVENT_TYPE_COUNT, 10, 0x100, 0x10000, 0x1000000, 0x80000001u, UINT32_MAX};
@@ -539,7 +569,8 @@ static void test_reject_unknown_type(void **state) {
     }
 }
 
-static void test_reject_nonzero_header_reserved(void **state) {
+static void test_reject_nonzero_header_reserved(void **state)
+{
     (void)state;
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
         size_t len;
@@ -556,7 +587,8 @@ static void test_reject_nonzero_header_reserved(void **state) {
     }
 }
 
-static void test_reject_nonzero_user_reserved(void **state) {
+static void test_reject_nonzero_user_reserved(void **state)
+{
     (void)state;
     ports_event *ev = make_user(1, "x", 1);
     size_t len;
@@ -571,7 +603,8 @@ static void test_reject_nonzero_user_reserved(void **state) {
     free(buf);
 }
 
-static void test_reject_nonzero_descriptor_padding(void **state) {
+static void test_reject_nonzero_descriptor_padding(void **state)
+{
     (void)state;
     ports_event *ev = make_user(2, NULL, 0);
     size_t len;
@@ -598,7 +631,8 @@ static void test_reject_nonzero_descriptor_padding(void **state) {
     free(buf);
 }
 
-static void test_reject_peer_closed_not_boolean(void **state) {
+static void test_reject_peer_closed_not_boolean(void **state)
+{
     (void)state;
     ports_event *ev = make_user(2, NULL, 0);
     size_t len;
@@ -625,7 +659,8 @@ static void test_reject_peer_closed_not_boolean(void **state) {
     free(buf);
 }
 
-static void test_reject_too_many_ports(void **state) {
+static void test_reject_too_many_ports(void **state)
+{
     (void)state;
     /* A message that really carries limit + 1 well-formed ports. */
     uint32_t n = CMOJO_MAX_PORTS_PER_MESSAGE + 1;
@@ -655,7 +690,8 @@ static void test_reject_too_many_ports(void **state) {
     free(buf);
 }
 
-static void test_reject_port_count_overflow_on_short_buffer(void **state) {
+static void test_reject_port_count_overflow_on_short_buffer(void **state)
+{
     (void)state;
     /*
      * Counts whose byte size wraps in 32 bits (0x2492493 * 112 == 2^32 + 80)
@@ -677,7 +713,8 @@ static void test_reject_port_count_overflow_on_short_buffer(void **state) {
     }
 }
 
-static void test_reject_oversized_event(void **state) {
+static void test_reject_oversized_event(void **state)
+{
     (void)state;
     size_t len = (size_t)CMOJO_MAX_EVENT_SIZE + 1;
     uint8_t *buf = calloc(1, len); /* pages stay untouched unless something reads them */
@@ -695,7 +732,8 @@ static void test_reject_oversized_event(void **state) {
     free(buf);
 }
 
-static void test_reject_invalid_attached_names(void **state) {
+static void test_reject_invalid_attached_names(void **state)
+{
     (void)state;
     ports_event *ev = make_user(3, NULL, 0);
     size_t len;
@@ -735,7 +773,8 @@ static void test_reject_invalid_attached_names(void **state) {
     ports_event_destroy(ev);
 }
 
-static void test_reject_duplicate_among_many_ports(void **state) {
+static void test_reject_duplicate_among_many_ports(void **state)
+{
     (void)state;
     /* First and last alike, at the smallest and largest counts too. */
     static const uint32_t counts[] = {2, 5, 64, CMOJO_MAX_PORTS_PER_MESSAGE};
@@ -750,7 +789,8 @@ static void test_reject_duplicate_among_many_ports(void **state) {
     }
 }
 
-static void test_reject_bad_control_sequence(void **state) {
+static void test_reject_bad_control_sequence(void **state)
+{
     (void)state;
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
         size_t len;
@@ -781,7 +821,8 @@ static void test_reject_bad_control_sequence(void **state) {
     }
 }
 
-static void test_reject_dead_proxy_broadcast_with_sequence(void **state) {
+static void test_reject_dead_proxy_broadcast_with_sequence(void **state)
+{
     (void)state;
     ports_event *ev = ports_event_new(PORTS_EVENT_OBSERVE_PROXY, NULL);
     size_t len;
@@ -799,7 +840,8 @@ static void test_reject_dead_proxy_broadcast_with_sequence(void **state) {
     ports_event_destroy(ev);
 }
 
-static void test_reject_user_message_sequence_zero(void **state) {
+static void test_reject_user_message_sequence_zero(void **state)
+{
     (void)state;
     ports_event *ev = make_user(1, "p", 1);
     size_t len;
@@ -821,7 +863,8 @@ typedef struct counting_payload {
     int *destroyed;
 } counting_payload;
 
-static void counting_destroy(ports_payload *p) {
+static void counting_destroy(ports_payload *p)
+{
     counting_payload *cp = (counting_payload *)p;
     (*cp->destroyed)++;
     free(cp);
@@ -829,7 +872,8 @@ static void counting_destroy(ports_payload *p) {
 
 static const ports_payload_ops counting_ops = {.destroy = counting_destroy};
 
-static ports_payload *counting_payload_new(int *destroyed) {
+static ports_payload *counting_payload_new(int *destroyed)
+{
     counting_payload *cp = calloc(1, sizeof(*cp));
     assert_non_null(cp);
     cp->base.ops = &counting_ops;
@@ -838,7 +882,8 @@ static ports_payload *counting_payload_new(int *destroyed) {
     return &cp->base;
 }
 
-static void test_user_message_new_rejects_too_many_ports(void **state) {
+static void test_user_message_new_rejects_too_many_ports(void **state)
+{
     (void)state;
     int destroyed = 0;
     assert_null(
@@ -849,7 +894,8 @@ static void test_user_message_new_rejects_too_many_ports(void **state) {
     assert_null(ports_user_message_new(UINT32_MAX, NULL));
 }
 
-static void test_user_message_new_layout_and_ownership(void **state) {
+static void test_user_message_new_layout_and_ownership(void **state)
+{
     (void)state;
     int destroyed = 0;
     ports_payload *p = counting_payload_new(&destroyed);
@@ -888,7 +934,8 @@ static void test_user_message_new_layout_and_ownership(void **state) {
     ports_payload_destroy(NULL);
 }
 
-static void test_event_new_defaults(void **state) {
+static void test_event_new_defaults(void **state)
+{
     (void)state;
     ports_name pn = name_for(5);
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
@@ -903,7 +950,8 @@ static void test_event_new_defaults(void **state) {
     assert_null(ports_event_new((ports_event_type)PORTS_EVENT_TYPE_COUNT, &pn));
 }
 
-static void test_is_sequenced(void **state) {
+static void test_is_sequenced(void **state)
+{
     (void)state;
     ports_name pn = name_for(1);
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
@@ -917,7 +965,8 @@ static void test_is_sequenced(void **state) {
     ports_event_destroy(ev);
 }
 
-static void test_bytes_payload(void **state) {
+static void test_bytes_payload(void **state)
+{
     (void)state;
     ports_payload *p = ports_payload_bytes_new(NULL, 0);
     assert_non_null(p);
@@ -936,7 +985,8 @@ static void test_bytes_payload(void **state) {
     assert_null(ports_payload_bytes_data(NULL));
 }
 
-static void test_type_names(void **state) {
+static void test_type_names(void **state)
+{
     (void)state;
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++) {
         const char *s = ports_event_type_name((ports_event_type)t);
@@ -949,7 +999,8 @@ static void test_type_names(void **state) {
     assert_string_equal(ports_event_type_name((ports_event_type)PORTS_EVENT_TYPE_COUNT), "Unknown");
 }
 
-static void test_name_str_and_strerror(void **state) {
+static void test_name_str_and_strerror(void **state)
+{
     (void)state;
     char buf[PORTS_NAME_STRLEN];
     memset(buf, 'x', sizeof(buf));
@@ -985,7 +1036,8 @@ static void test_name_str_and_strerror(void **state) {
     }
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_every_type),
         cmocka_unit_test(test_round_trip_user_message_port_counts),

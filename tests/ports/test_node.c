@@ -103,8 +103,7 @@ static void test_close_reports_peer_closed_after_last_message(void **state)
     expect_peer_closed(&h, 1, &b);
     /* Writing to a closed peer fails, and the cargo is closed with it. */
     ports_event *ev = ph_message("late", 0);
-    assert_int_equal(ports_node_send_user_message(N(&h, 1), &b, ev),
-                     PORTS_ERROR_PORT_PEER_CLOSED);
+    assert_int_equal(ports_node_send_user_message(N(&h, 1), &b, ev), PORTS_ERROR_PORT_PEER_CLOSED);
     close_and_release(&h, 1, &b);
     ph_deliver_all(&h);
     assert_int_equal(total_ports(&h), 0);
@@ -226,8 +225,7 @@ static void test_replayed_control_sequence_is_bad_peer(void **state)
     ph_write(&h, 0, &a, "m1", NULL, 0); /* control 1, sequence 1 */
     ph_deliver_all(&h);
     /* Same control number again, from the genuine previous peer. */
-    assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, 1, 2)),
-                     PORTS_ERROR_BAD_PEER);
+    assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, 1, 2)), PORTS_ERROR_BAD_PEER);
     /* The route is cut: the reader sees the end instead of waiting forever. */
     assert_true(peer_closed(&h, 1, &b));
     expect_read(&h, 1, &b, "m1");
@@ -247,8 +245,7 @@ static void test_stale_user_sequence_is_bad_peer(void **state)
     ph_write(&h, 0, &a, "m1", NULL, 0);
     ph_deliver_all(&h);
     /* Next control number, but a user sequence number already delivered. */
-    assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, 2, 1)),
-                     PORTS_ERROR_BAD_PEER);
+    assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, 2, 1)), PORTS_ERROR_BAD_PEER);
     assert_true(peer_closed(&h, 1, &b));
     ports_port_ref_release(&a);
     ports_port_ref_release(&b);
@@ -265,8 +262,7 @@ static void test_out_of_order_flood_is_bounded(void **state)
     /* Sequence 1 never comes; 2, 3, ... pile up until the limit. */
     uint64_t ctl = 1;
     for (uint64_t i = 0; i < CMOJO_MAX_OUT_OF_ORDER_MESSAGES; i++)
-        assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, ctl++, 2 + i)),
-                         PORTS_OK);
+        assert_int_equal(ph_inject(&h, 0, 1, user_message_to(&b, &a.name, ctl++, 2 + i)), PORTS_OK);
     ports_port_status st;
     assert_int_equal(ports_node_get_status(N(&h, 1), &b, &st), PORTS_OK);
     assert_int_equal(st.queued_message_count, CMOJO_MAX_OUT_OF_ORDER_MESSAGES);
@@ -348,8 +344,7 @@ static void test_descriptor_naming_existing_port_is_bad_peer(void **state)
     ev->u.user.sequence_num = 1;
     ev->u.user.ports[0] = c.name; /* would overwrite a live port */
     fill_descriptor(&h, &ev->u.user.descriptors[0], 0);
-    assert_int_equal(ports_node_accept_event(N(&h, 1), &h.nodes[0].name, ev),
-                     PORTS_ERROR_BAD_PEER);
+    assert_int_equal(ports_node_accept_event(N(&h, 1), &h.nodes[0].name, ev), PORTS_ERROR_BAD_PEER);
     /* c is untouched and still talks to d. */
     ph_write(&h, 1, &c, "still mine", NULL, 0);
     ph_deliver_all(&h);
@@ -391,9 +386,10 @@ static void test_port_accepted_only_from_destination(void **state)
     ph_connect(&h, 0, 1, &x0, &x1);
     assert_int_equal(ports_node_create_port_pair(N(&h, 0), &a, &b), PORTS_OK);
     ph_write(&h, 0, &x0, "carrying b", &b.name, 1); /* b buffers, waiting for node 1 */
-    assert_int_equal(ph_inject(&h, 2, 0, event_to(PORTS_EVENT_PORT_ACCEPTED, &b, NULL,
-                                                  PORTS_INVALID_SEQUENCE_NUM)),
-                     PORTS_ERROR_BAD_PEER);
+    assert_int_equal(
+        ph_inject(&h, 2, 0,
+                  event_to(PORTS_EVENT_PORT_ACCEPTED, &b, NULL, PORTS_INVALID_SEQUENCE_NUM)),
+        PORTS_ERROR_BAD_PEER);
     /* The genuine acceptance still completes the move. */
     ph_deliver_all(&h);
     char buf[32];
@@ -543,8 +539,7 @@ static void test_remote_merge_needs_permission(void **state)
     assert_int_equal(ports_node_create_port_pair(N(&h, 1), &c, &d), PORTS_OK);
 
     /* Not allowed: node 1 refuses and reports node 0; a's pipe ends. */
-    assert_int_equal(ports_node_merge_ports(N(&h, 0), &b, &h.nodes[1].name, &c.name),
-                     PORTS_OK);
+    assert_int_equal(ports_node_merge_ports(N(&h, 0), &b, &h.nodes[1].name, &c.name), PORTS_OK);
     ph_deliver_all(&h);
     assert_int_equal(h.bad_peer_results, 1);
     expect_peer_closed(&h, 0, &a);
@@ -557,8 +552,7 @@ static void test_remote_merge_needs_permission(void **state)
     ports_port_ref e, f;
     assert_int_equal(ports_node_create_port_pair(N(&h, 0), &e, &f), PORTS_OK);
     assert_int_equal(ports_node_allow_merge(N(&h, 1), &c), PORTS_OK);
-    assert_int_equal(ports_node_merge_ports(N(&h, 0), &f, &h.nodes[1].name, &c.name),
-                     PORTS_OK);
+    assert_int_equal(ports_node_merge_ports(N(&h, 0), &f, &h.nodes[1].name, &c.name), PORTS_OK);
     ph_deliver_all(&h);
     ph_write(&h, 0, &e, "e to d", NULL, 0);
     ph_write(&h, 1, &d, "d to e", NULL, 0);

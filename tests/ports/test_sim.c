@@ -67,8 +67,7 @@ static uint64_t run_many(uint64_t seed, uint64_t n, const sim_options *base, sim
                        (unsigned long long)(seed + i));
                 failed++;
             } else {
-                printf("known failure, seed %llu: %s\n", (unsigned long long)(seed + i),
-                       r.failure);
+                printf("known failure, seed %llu: %s\n", (unsigned long long)(seed + i), r.failure);
                 known_failures_seen++;
             }
             continue;

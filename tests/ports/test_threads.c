@@ -214,8 +214,7 @@ static void test_close_races_send_read_and_move(void **state)
 
         /* Drain what is left, then close everything that is still open. */
         ports_event *ev;
-        while (ports_node_get_message(w->h.nodes[1].node, &r.pipes[0][1], &ev) == PORTS_OK &&
-               ev)
+        while (ports_node_get_message(w->h.nodes[1].node, &r.pipes[0][1], &ev) == PORTS_OK && ev)
             close_carried(w->h.nodes[1].node, ev);
         for (int p = 0; p < 2; p++)
             for (int e = 0; e < 2; e++) {

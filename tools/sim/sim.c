@@ -773,8 +773,8 @@ static void d_forward(void *ctx, const ports_name *to, ports_event *ev)
         msg_tag tg;
         if (decode_msg(ev, &tg))
             for (uint32_t i = 0; i < ev->u.user.num_ports && (int)i < tg.ncarried; i++)
-                label_set(s, &ev->u.user.ports[i], "pipe #%d end %c",
-                          s->ends[tg.carried[i]].pipe, s->ends[tg.carried[i]].side);
+                label_set(s, &ev->u.user.ports[i], "pipe #%d end %c", s->ends[tg.carried[i]].pipe,
+                          s->ends[tg.carried[i]].side);
     }
     if (s->debug_sends) {
         char desc[160];
@@ -919,8 +919,8 @@ static void tell_event(sim *s, int f, int t, const ports_event *ev)
             if (k > 0)
                 off += (size_t)k;
         }
-        story(s, "      %-14s message %" PRIu32 " of pipe #%" PRIu32 " (%c->%c) for %s%s\n",
-              arrow, tg.index, tg.pipe, tg.side, tg.side == 'a' ? 'b' : 'a', dest, cargo);
+        story(s, "      %-14s message %" PRIu32 " of pipe #%" PRIu32 " (%c->%c) for %s%s\n", arrow,
+              tg.index, tg.pipe, tg.side, tg.side == 'a' ? 'b' : 'a', dest, cargo);
         break;
     }
     case PORTS_EVENT_PORT_ACCEPTED:
@@ -942,12 +942,15 @@ static void tell_event(sim *s, int f, int t, const ports_event *ev)
         if (ev->u.observe_proxy_ack.last_sequence_num == PORTS_INVALID_SEQUENCE_NUM)
             story(s, "      %-14s ObserveProxyAck to %s: not yet, ask again later\n", arrow, dest);
         else
-            story(s, "      %-14s ObserveProxyAck to %s: you may go once message seq %" PRIu64
-                     " is forwarded\n",
+            story(s,
+                  "      %-14s ObserveProxyAck to %s: you may go once message seq %" PRIu64
+                  " is forwarded\n",
                   arrow, dest, ev->u.observe_proxy_ack.last_sequence_num);
         break;
     case PORTS_EVENT_OBSERVE_CLOSURE:
-        story(s, "      %-14s ObserveClosure to %s: the other end closed after sending %" PRIu64 " message(s)\n",
+        story(s,
+              "      %-14s ObserveClosure to %s: the other end closed after sending %" PRIu64
+              " message(s)\n",
               arrow, dest, ev->u.observe_closure.last_sequence_num);
         break;
     case PORTS_EVENT_MERGE_PORT:
@@ -981,8 +984,8 @@ static void accept_ev(sim *s, int f, int t, ports_event *ev)
         msg_tag tg;
         if (decode_msg(ev, &tg))
             for (uint32_t i = 0; i < ev->u.user.num_ports && (int)i < tg.ncarried; i++)
-                label_set(s, &ev->u.user.ports[i], "pipe #%d end %c",
-                          s->ends[tg.carried[i]].pipe, s->ends[tg.carried[i]].side);
+                label_set(s, &ev->u.user.ports[i], "pipe #%d end %c", s->ends[tg.carried[i]].pipe,
+                          s->ends[tg.carried[i]].side);
     }
     ports_event_type type = ev->type;
     int rc = ports_node_accept_event(s->nodes[t].node, &s->nodes[f].name, ev);
@@ -992,8 +995,8 @@ static void accept_ev(sim *s, int f, int t, ports_event *ev)
     trace(s, "%c->%c %s: %s", node_label(f), node_label(t), desc,
           rc == PORTS_OK ? "ok" : ports_strerror(rc));
     if (rc == PORTS_ERROR_BAD_PEER)
-        fail(s, "%c rejected a correct event from %c as BAD_PEER: %s", node_label(t),
-             node_label(f), desc);
+        fail(s, "%c rejected a correct event from %c as BAD_PEER: %s", node_label(t), node_label(f),
+             desc);
     else if (rc != PORTS_OK)
         s->res->accept_errors++;
 }
@@ -1018,8 +1021,8 @@ static void deliver(sim *s, int f, int t)
         ports_event *ev = NULL;
         int rc = ports_event_parse(it->data, it->len, &ev);
         if (rc != PORTS_OK) {
-            fail(s, "%c->%c: %zu bytes the ports layer serialised do not parse: %s",
-                 node_label(f), node_label(t), it->len, ports_strerror(rc));
+            fail(s, "%c->%c: %zu bytes the ports layer serialised do not parse: %s", node_label(f),
+                 node_label(t), it->len, ports_strerror(rc));
             break;
         }
         s->res->bytes_on_wire += it->len;
@@ -1180,10 +1183,10 @@ static int act_write(sim *s, int e, const int *carry, int ncarry)
             y->t_stream = x->out;
             y->t_index = st->written;
             s->res->transfers++;
-            story(s, "    %c: pipe #%d end %c moved inside message %" PRIu32 " of pipe #%d;"
-                     " its old port on %c is now a proxy\n",
-                  node_label(x->node), y->pipe, y->side, tag.index, st->pipe,
-                  node_label(x->node));
+            story(s,
+                  "    %c: pipe #%d end %c moved inside message %" PRIu32 " of pipe #%d;"
+                  " its old port on %c is now a proxy\n",
+                  node_label(x->node), y->pipe, y->side, tag.index, st->pipe, node_label(x->node));
         }
         if (!ncarry)
             story(s, "    %c: pipe #%d end %c writes message %" PRIu32 "\n", node_label(x->node),
@@ -1220,8 +1223,9 @@ static void on_peer_closed(sim *s, int e)
         s->res->peer_closed_seen++;
         trace(s, "%c: %s sees PEER_CLOSED after %" PRIu32 " of %" PRIu32 " messages",
               node_label(x->node), el(s, e), st->read_next, st->written);
-        story(s, "    %c: pipe #%d end %c reports PEER_CLOSED (it has read %" PRIu32
-                 " of the %" PRIu32 " messages end %c wrote)\n",
+        story(s,
+              "    %c: pipe #%d end %c reports PEER_CLOSED (it has read %" PRIu32 " of the %" PRIu32
+              " messages end %c wrote)\n",
               node_label(x->node), x->pipe, x->side, st->read_next, st->written, st->from);
     }
     x->peer_closed_seen = true;
@@ -1231,8 +1235,8 @@ static void on_peer_closed(sim *s, int e)
         fail(s, "%s sees PEER_CLOSED but its peer %s is %s", el(s, e), el(s, st->writer),
              state_name(s->ends[st->writer].state));
     else if (st->read_next != st->written)
-        fail(s, "%s sees PEER_CLOSED after reading %" PRIu32 " of the %" PRIu32
-                " messages %s wrote",
+        fail(s,
+             "%s sees PEER_CLOSED after reading %" PRIu32 " of the %" PRIu32 " messages %s wrote",
              el(s, e), st->read_next, st->written, el(s, st->writer));
 }
 
@@ -1256,13 +1260,13 @@ static bool check_msg(sim *s, int e, const ports_event *ev, const msg_tag *t)
         return false;
     }
     if (t->index > st->read_next) {
-        fail(s, "gap or reorder: %s expected message #%" PRIu32 " of %s, got #%" PRIu32,
-             el(s, e), st->read_next, sl(s, (int)t->stream), t->index);
+        fail(s, "gap or reorder: %s expected message #%" PRIu32 " of %s, got #%" PRIu32, el(s, e),
+             st->read_next, sl(s, (int)t->stream), t->index);
         return false;
     }
     if (t->index >= st->written) {
-        fail(s, "%s read message #%" PRIu32 " of %s, which was never written", el(s, e),
-             t->index, sl(s, (int)t->stream));
+        fail(s, "%s read message #%" PRIu32 " of %s, which was never written", el(s, e), t->index,
+             sl(s, (int)t->stream));
         return false;
     }
     const sim_msg *m = &st->msgs[t->index];
@@ -1270,8 +1274,8 @@ static bool check_msg(sim *s, int e, const ports_event *ev, const msg_tag *t)
     for (int i = 0; same && i < m->ncarried; i++)
         same = m->carried[i] == t->carried[i];
     if (!same) {
-        fail(s, "%s: message #%" PRIu32 " of %s carries %" PRIu32 " ports, expected %d",
-             el(s, e), t->index, sl(s, (int)t->stream), ev->u.user.num_ports, m->ncarried);
+        fail(s, "%s: message #%" PRIu32 " of %s carries %" PRIu32 " ports, expected %d", el(s, e),
+             t->index, sl(s, (int)t->stream), ev->u.user.num_ports, m->ncarried);
         return false;
     }
     st->read_next++;
@@ -1292,8 +1296,8 @@ static void rebind_carried(sim *s, int e, const ports_event *ev, const msg_tag *
         }
         sim_end *y = &s->ends[c];
         if (y->state != END_TRANSIT || y->t_stream != (int)t->stream || y->t_index != t->index) {
-            fail(s, "%s: message #%" PRIu32 " of %s carries %s, which the model has %s",
-                 el(s, e), t->index, sl(s, (int)t->stream), el(s, c), state_name(y->state));
+            fail(s, "%s: message #%" PRIu32 " of %s carries %s, which the model has %s", el(s, e),
+                 t->index, sl(s, (int)t->stream), el(s, c), state_name(y->state));
             return;
         }
         int rc = ports_node_get_port(s->nodes[node].node, &ev->u.user.ports[i], &y->ref);
@@ -1510,8 +1514,8 @@ static bool act_merge(sim *s, int x, int y, bool remote)
     } else {
         rc = ports_node_allow_merge(s->nodes[b->node].node, &b->ref);
         if (rc == PORTS_OK)
-            rc = ports_node_merge_ports(s->nodes[a->node].node, &a->ref,
-                                        &s->nodes[b->node].name, &b->ref.name);
+            rc = ports_node_merge_ports(s->nodes[a->node].node, &a->ref, &s->nodes[b->node].name,
+                                        &b->ref.name);
         trace(s, "%c: merge %s with %s@%c: %s", node_label(a->node), el(s, x), el(s, y),
               node_label(b->node), rc == PORTS_OK ? "ok" : ports_strerror(rc));
     }
@@ -1534,8 +1538,9 @@ static void act_kill(sim *s, int k)
 {
     sim_node *nd = &s->nodes[k];
     trace(s, "KILL node %c (%zu ports)", node_label(k), ports_node_port_count(nd->node));
-    story(s, "    node %c dies, with its %zu port(s); events it already sent are still on "
-             "the wire\n",
+    story(s,
+          "    node %c dies, with its %zu port(s); events it already sent are still on "
+          "the wire\n",
           node_label(k), ports_node_port_count(nd->node));
     s->killed_any = true;
     s->res->kills++;
@@ -1759,11 +1764,10 @@ static const char *port_counts(sim *s)
     static _Thread_local char buf[160];
     size_t off = 0;
     for (int i = 0; i < s->n && off < sizeof(buf); i++) {
-        int k = s->nodes[i].alive
-                    ? snprintf(buf + off, sizeof(buf) - off, "%s%c=%zu", i ? " " : "",
-                               node_label(i), ports_node_port_count(s->nodes[i].node))
-                    : snprintf(buf + off, sizeof(buf) - off, "%s%c=dead", i ? " " : "",
-                               node_label(i));
+        int k = s->nodes[i].alive ? snprintf(buf + off, sizeof(buf) - off, "%s%c=%zu", i ? " " : "",
+                                             node_label(i), ports_node_port_count(s->nodes[i].node))
+                                  : snprintf(buf + off, sizeof(buf) - off, "%s%c=dead",
+                                             i ? " " : "", node_label(i));
         if (k > 0)
             off += (size_t)k;
     }
@@ -1790,8 +1794,9 @@ static void check_quiescent(sim *s)
             stuck++;
         } else {
             int r = s->streams[x->t_stream].reader;
-            fail(s, "%s is still inside unread message #%" PRIu32 " of %s (reader %s is %s) "
-                    "after quiescence",
+            fail(s,
+                 "%s is still inside unread message #%" PRIu32 " of %s (reader %s is %s) "
+                 "after quiescence",
                  el(s, (int)i), x->t_index, sl(s, x->t_stream), el(s, r),
                  state_name(s->ends[r].state));
         }
@@ -1836,8 +1841,8 @@ static void check_quiescent(sim *s)
             continue;
         sim_stream *st = &s->streams[x->in];
         if (st->writer != x->peer) {
-            fail(s, "model error: %s reads %s but its peer is %s", el(s, (int)i),
-                 sl(s, x->in), el(s, x->peer));
+            fail(s, "model error: %s reads %s but its peer is %s", el(s, (int)i), sl(s, x->in),
+                 el(s, x->peer));
             break;
         }
         ports_port_status status;
@@ -1857,8 +1862,7 @@ static void check_quiescent(sim *s)
         }
         if (status.unacknowledged_message_count > s->streams[x->out].written) {
             fail(s, "%s: %" PRIu64 " messages unacknowledged but it wrote only %" PRIu32,
-                 el(s, (int)i), status.unacknowledged_message_count,
-                 s->streams[x->out].written);
+                 el(s, (int)i), status.unacknowledged_message_count, s->streams[x->out].written);
             break;
         }
         if (end_dead(s, x->peer)) {
@@ -1884,9 +1888,10 @@ static void check_quiescent(sim *s)
     /* Intact pipes deliver a fresh message each way. */
     for (size_t i = 0; i < intact.n && !s->failed; i++) {
         int e = intact.v[i];
-        if (act_write(s, e, NULL, 0) != PORTS_OK || act_write(s, s->ends[e].peer, NULL, 0) != PORTS_OK)
-            fail(s, "pipe %s-%s: a write failed although neither end saw PEER_CLOSED",
-                 el(s, e), el(s, s->ends[e].peer));
+        if (act_write(s, e, NULL, 0) != PORTS_OK ||
+            act_write(s, s->ends[e].peer, NULL, 0) != PORTS_OK)
+            fail(s, "pipe %s-%s: a write failed although neither end saw PEER_CLOSED", el(s, e),
+                 el(s, s->ends[e].peer));
     }
     settle(s);
     for (size_t i = 0; i < intact.n && !s->failed; i++) {
@@ -1935,8 +1940,8 @@ static void check_teardown(sim *s, int_vec *tmp)
             continue;
         size_t left = ports_node_port_count(nd->node);
         if (left) {
-            fail(s, "after closing every pipe end, %c still holds %zu ports (%s)",
-                 node_label(i), left, port_counts(s));
+            fail(s, "after closing every pipe end, %c still holds %zu ports (%s)", node_label(i),
+                 left, port_counts(s));
             return;
         }
         if (!ports_node_can_shutdown_cleanly(nd->node, false)) {
@@ -2017,8 +2022,8 @@ static void sim_cleanup(sim *s)
 static void report_failure(sim *s, uint64_t seed)
 {
     FILE *o = s->out;
-    fprintf(o, "FAIL seed=%" PRIu64 " step=%" PRIu64 " nodes=%d: %s\n", seed,
-            s->res->failed_step, s->n, s->res->failure);
+    fprintf(o, "FAIL seed=%" PRIu64 " step=%" PRIu64 " nodes=%d: %s\n", seed, s->res->failed_step,
+            s->n, s->res->failure);
     fprintf(o, "last %u trace lines:\n", s->ring_count);
     for (unsigned i = 0; i < s->ring_count; i++) {
         unsigned j = (s->ring_next + SIM_TRACE_RING - s->ring_count + i) % SIM_TRACE_RING;
@@ -2078,7 +2083,8 @@ int sim_run_scenario(uint64_t seed, const sim_options *opt_in, sim_result *out)
         kill_at[k] = target / 5 + rng_below(&s->rng, target * 3 / 5 + 1);
     /* How eagerly this scenario delivers: low keeps many events in flight. */
     s->deliver_pct = 30 + rng_below(&s->rng, 41);
-    trace(s, "scenario seed=%" PRIu64 " nodes=%d actions=%" PRIu32 " kills=%d deliver=%" PRIu32 "%%",
+    trace(s,
+          "scenario seed=%" PRIu64 " nodes=%d actions=%" PRIu32 " kills=%d deliver=%" PRIu32 "%%",
           seed, s->n, target, kills, s->deliver_pct);
 
     int_vec live = {0};
@@ -2259,7 +2265,8 @@ int sim_run_demo(FILE *out)
     story(s, "    (message 2 is written while end b is still on the wire)\n");
     demo_counts(s);
 
-    demo_step(s, &step, "Only the A -> B link moves. B reads pipe #1 and at once sends end b on to C.");
+    demo_step(s, &step,
+              "Only the A -> B link moves. B reads pipe #1 and at once sends end b on to C.");
     demo_deliver_link(s, A, B);
     act_read(s, p1 + 1, UINT32_MAX);
     int p2a = p2;
@@ -2330,12 +2337,13 @@ int sim_run_demo(FILE *out)
         story(s, "\nDEMO FAILED: %s\n", res.failure);
         report_failure(s, SIM_DEMO_SEED);
     } else {
-        story(s, "\nAll checks held: %" PRIu64 " messages written and %" PRIu64
-                 " read, each exactly once and in order;\n"
-                 "%" PRIu64 " pipe ends carried inside messages, %" PRIu64
-                 " proxies made and removed;\n"
-                 "%" PRIu64 " events delivered (%" PRIu64 " bytes on the wire); "
-                 "0 ports and 0 payloads left.\n",
+        story(s,
+              "\nAll checks held: %" PRIu64 " messages written and %" PRIu64
+              " read, each exactly once and in order;\n"
+              "%" PRIu64 " pipe ends carried inside messages, %" PRIu64
+              " proxies made and removed;\n"
+              "%" PRIu64 " events delivered (%" PRIu64 " bytes on the wire); "
+              "0 ports and 0 payloads left.\n",
               res.messages_sent, res.messages_read, res.transfers, res.proxies_created,
               res.events_delivered, res.bytes_on_wire);
     }

@@ -66,12 +66,12 @@ typedef struct sim_result {
     uint64_t actions;          /* user actions */
     uint64_t events_delivered; /* events handed to ports_node_accept_event */
     uint64_t events_by_type[9];
-    uint64_t bytes_on_wire;    /* serialised bytes delivered */
-    uint64_t pipes;            /* pipes created */
+    uint64_t bytes_on_wire; /* serialised bytes delivered */
+    uint64_t pipes;         /* pipes created */
     uint64_t messages_sent;
     uint64_t messages_read;
-    uint64_t transfers;        /* pipe ends carried inside messages */
-    uint64_t proxies_created;  /* ports that became proxies (transfers, merges) */
+    uint64_t transfers;       /* pipe ends carried inside messages */
+    uint64_t proxies_created; /* ports that became proxies (transfers, merges) */
     uint64_t proxies_collapsed;
     uint64_t merges;
     uint64_t kills;

@@ -147,12 +147,11 @@ int main(int argc, char **argv)
            total.steps, total.actions, total.events_delivered, total.bytes_on_wire);
     printf("        %" PRIu64 " pipes, %" PRIu64 " messages sent, %" PRIu64 " read, %" PRIu64
            " pipe ends carried (max %" PRIu64 " hops)\n",
-           total.pipes, total.messages_sent, total.messages_read, total.transfers,
-           total.max_hops);
-    printf("        %" PRIu64 " proxies made, %" PRIu64 " seen collapsed; %" PRIu64 " merges, %" PRIu64
-           " kills, %" PRIu64 " closes, %" PRIu64 " PEER_CLOSED seen\n",
-           total.proxies_created, total.proxies_collapsed, total.merges, total.kills,
-           total.closes, total.peer_closed_seen);
+           total.pipes, total.messages_sent, total.messages_read, total.transfers, total.max_hops);
+    printf("        %" PRIu64 " proxies made, %" PRIu64 " seen collapsed; %" PRIu64
+           " merges, %" PRIu64 " kills, %" PRIu64 " closes, %" PRIu64 " PEER_CLOSED seen\n",
+           total.proxies_created, total.proxies_collapsed, total.merges, total.kills, total.closes,
+           total.peer_closed_seen);
     printf("        %" PRIu64 " ends lost to kills, %" PRIu64 " pipes broken on one side, %" PRIu64
            " benign accept errors, %" PRIu64 " events sent by destroyed nodes\n",
            total.lost_ends, total.half_broken, total.accept_errors, total.dead_node_events);
