@@ -1641,8 +1641,16 @@ static int on_observe_closure(ports_node *node, const ports_port_ref *ref, ports
     ports_name to;
 
     lock_port(p);
+    /*
+     * A route already cut by a loss has dropped whatever it could not
+     * deliver: never promise more than that, here or downstream.
+     */
+    uint64_t last = ev->u.observe_closure.last_sequence_num;
+    if (p->peer_lost_unexpectedly && p->last_sequence_num_to_receive < last)
+        last = p->last_sequence_num_to_receive;
+    ev->u.observe_closure.last_sequence_num = last;
     p->peer_closed = true;
-    p->last_sequence_num_to_receive = ev->u.observe_closure.last_sequence_num;
+    p->last_sequence_num_to_receive = last;
     /*
      * Always pass it on, even past the receiving port: dead-end proxies
      * beyond it learn they can go.
