@@ -535,7 +535,11 @@ static bool can_accept_more_messages(const ports_port *p)
     if (p->peer_closed || p->remove_proxy_on_last_message) {
         if (p->peer_lost_unexpectedly)
             return mq_has_next(&p->mq);
-        if (p->last_sequence_num_to_receive == p->mq.next_seq - 1)
+        /*
+         * <=, not ==: after merges a stream can be told its end late, when a
+         * proxy has already passed that point; it is done all the same.
+         */
+        if (p->last_sequence_num_to_receive <= p->mq.next_seq - 1)
             return false;
     }
     return true;
@@ -768,6 +772,16 @@ static int dispatch(ports_node *node, const ports_port_ref *ref, const ports_nam
     ports_name sender;
     lock_port(p);
     if (ev) {
+        if (p->prev_lost) {
+            /*
+             * Only the previous peer could make this event valid, and it is
+             * gone: holding it would strand its cargo forever.
+             */
+            unlock_port(p);
+            ev->next_ = NULL;
+            close_carried_ports(node, ev);
+            return PORTS_OK;
+        }
         if (p->dispatching || !is_next_event(p, from, ev)) {
             int rv = buffer_event(p, from, ev);
             unlock_port(p);
@@ -1642,12 +1656,16 @@ static int on_observe_closure(ports_node *node, const ports_port_ref *ref, ports
 
     lock_port(p);
     /*
-     * A route already cut by a loss has dropped whatever it could not
-     * deliver: never promise more than that, here or downstream.
+     * A port that already knows where its stream ends (a closure seen, or a
+     * route cut by a loss) has dropped whatever came after that point: a
+     * later closure can only lower it, never promise more, here or
+     * downstream.
      */
     uint64_t last = ev->u.observe_closure.last_sequence_num;
-    if (p->peer_lost_unexpectedly && p->last_sequence_num_to_receive < last)
-        last = p->last_sequence_num_to_receive;
+    uint64_t accepted_end = p->mq.next_seq + p->mq.ready_count - 1;
+    if (p->peer_closed && p->last_sequence_num_to_receive < last)
+        last = p->last_sequence_num_to_receive > accepted_end ? p->last_sequence_num_to_receive
+                                                               : accepted_end;
     ev->u.observe_closure.last_sequence_num = last;
     p->peer_closed = true;
     p->last_sequence_num_to_receive = last;
@@ -1965,6 +1983,7 @@ static void end_routes_from_lost_node(ports_node *node, const ports_name *lost)
         }
         to = p->peer_node;
         if (p->state == PORT_RECEIVING) {
+            p->prev_lost = true;
             if (mark_peer_lost(p)) {
                 notify = true;
                 closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i].name,

@@ -75,6 +75,7 @@ struct ports_port {
     bool remove_proxy_on_last_message;
     bool pending_merge_peer;
     bool dispatching;    /* one thread is handling this port's sequenced events */
+    bool prev_lost;      /* the previous peer died: no sequenced event can come */
     unsigned forwarding; /* messages taken by a proxy but not yet sequenced */
 
     message_queue mq;

@@ -33,45 +33,13 @@ static uint64_t env_u64(const char *name, uint64_t fallback)
     return *end ? fallback : (uint64_t)x;
 }
 
-/*
- * Known protocol bugs, pinned rather than hidden: these default-option seeds
- * leave a proxy stranded after a node loss (about 1 scenario in 2,000 with
- * kills; see README "Known issues"). Each must still fail -- when a fix makes
- * one pass, this test fails until the seed is removed from the list.
- */
-static const uint64_t known_failures[] = {223};
-static uint64_t known_failures_seen;
-
-static bool is_known_failure(uint64_t seed, const sim_options *opt)
-{
-    if (opt->max_kills == 0 || opt->nodes != 0 || opt->no_merges || opt->no_acks)
-        return false; /* the list holds seeds of the default options only */
-    for (size_t i = 0; i < sizeof(known_failures) / sizeof(known_failures[0]); i++)
-        if (known_failures[i] == seed)
-            return true;
-    return false;
-}
-
-/* Runs n scenarios from seed; returns the number that failed unexpectedly. */
+/* Runs n scenarios from seed; returns the number that failed. */
 static uint64_t run_many(uint64_t seed, uint64_t n, const sim_options *base, sim_result *total)
 {
     sim_options opt = *base;
     uint64_t failed = 0;
     sim_result r;
     for (uint64_t i = 0; i < n; i++) {
-        if (is_known_failure(seed + i, base)) {
-            sim_options q = *base;
-            q.quiet = true;
-            if (sim_run_scenario(seed + i, &q, &r) == 0) {
-                printf("seed %llu is fixed: remove it from known_failures\n",
-                       (unsigned long long)(seed + i));
-                failed++;
-            } else {
-                printf("known failure, seed %llu: %s\n", (unsigned long long)(seed + i), r.failure);
-                known_failures_seen++;
-            }
-            continue;
-        }
         /* Full reports for the first few failures, one line after that. */
         opt.quiet = failed >= 3;
         if (sim_run_scenario(seed + i, &opt, &r) != 0) {
@@ -100,9 +68,8 @@ static void test_random_scenarios_hold_every_invariant(void **state)
            (unsigned long long)n, (unsigned long long)total.messages_sent,
            (unsigned long long)total.transfers, (unsigned long long)total.merges,
            (unsigned long long)total.kills, (unsigned long long)total.events_delivered);
-    printf("%llu passed, %llu failed (%llu known failure(s) excluded)\n",
-           (unsigned long long)(n - failed - known_failures_seen), (unsigned long long)failed,
-           (unsigned long long)known_failures_seen);
+    printf("%llu passed, %llu failed\n", (unsigned long long)(n - failed),
+           (unsigned long long)failed);
     assert_int_equal(failed, 0);
     /* The scenarios really exercise what they claim to. */
     if (n >= 100) {
