@@ -52,6 +52,7 @@ struct ports_node {
     name_map lost_nodes; /* node name -> LOST_MARK */
     name_map dead_ports; /* port name -> ports_name* of its node */
     uint64_t hash_k0, hash_k1;
+    bool destroying; /* ports_node_destroy: drop everything, tell no one */
 };
 
 static char lost_mark;
@@ -466,6 +467,7 @@ void ports_node_destroy(ports_node *node)
 {
     if (!node)
         return;
+    node->destroying = true;
     size_t n;
     ports_port_ref *refs = snapshot_ports(node, &n);
     for (size_t i = 0; i < n; i++)
@@ -530,7 +532,7 @@ static void send_update(ports_node *node, const pending_update *u)
 /* Port lock held. */
 static bool can_accept_more_messages(const ports_port *p)
 {
-    if (p->state == PORT_CLOSED)
+    if (p->state == PORT_CLOSED || p->end_reported)
         return false;
     if (p->peer_closed || p->remove_proxy_on_last_message) {
         if (p->peer_lost_unexpectedly)
@@ -552,6 +554,11 @@ static bool can_accept_more_messages(const ports_port *p)
  */
 static void close_carried_ports(ports_node *node, ports_event *list)
 {
+    if (node->destroying) {
+        /* Their ports are in the map and are being dropped with it. */
+        destroy_event_list(list);
+        return;
+    }
     while (list) {
         ports_event *ev = list;
         list = ev->next_;
@@ -993,8 +1000,9 @@ int ports_node_get_status(ports_node *node, const ports_port_ref *ref, ports_por
         unlock_port(p);
         return PORTS_ERROR_PORT_STATE_UNEXPECTED;
     }
-    out->has_messages = mq_has_next(&p->mq);
+    /* Exactly what get_message would hand out: nothing past the stream's end. */
     out->receiving_messages = can_accept_more_messages(p);
+    out->has_messages = out->receiving_messages && mq_has_next(&p->mq);
     out->peer_closed = p->peer_closed;
     out->peer_remote = !is_self(node, &p->peer_node);
     out->queued_message_count = mq_count(&p->mq);
@@ -1023,6 +1031,15 @@ int ports_node_get_message(ports_node *node, const ports_port_ref *ref, ports_ev
     }
     /* Everything the peer sent is readable before its closure is reported. */
     if (!can_accept_more_messages(p)) {
+        /*
+         * Final: nothing may become readable afterwards (a merge far away or
+         * a late event must not revive the pipe), and if the port moves on,
+         * its descriptor carries this end.
+         */
+        if (!p->end_reported) {
+            p->end_reported = true;
+            p->last_sequence_num_to_receive = p->mq.next_seq - 1;
+        }
         unlock_port(p);
         return PORTS_ERROR_PORT_PEER_CLOSED;
     }
@@ -1665,7 +1682,7 @@ static int on_observe_closure(ports_node *node, const ports_port_ref *ref, ports
     uint64_t accepted_end = p->mq.next_seq + p->mq.ready_count - 1;
     if (p->peer_closed && p->last_sequence_num_to_receive < last)
         last = p->last_sequence_num_to_receive > accepted_end ? p->last_sequence_num_to_receive
-                                                               : accepted_end;
+                                                              : accepted_end;
     ev->u.observe_closure.last_sequence_num = last;
     p->peer_closed = true;
     p->last_sequence_num_to_receive = last;

@@ -76,6 +76,7 @@ struct ports_port {
     bool pending_merge_peer;
     bool dispatching;    /* one thread is handling this port's sequenced events */
     bool prev_lost;      /* the previous peer died: no sequenced event can come */
+    bool end_reported;   /* get_message said PEER_CLOSED: that answer is final */
     unsigned forwarding; /* messages taken by a proxy but not yet sequenced */
 
     message_queue mq;

@@ -722,6 +722,55 @@ static void test_send_rejects_self_and_peer(void **state)
     ph_free(&h);
 }
 
+static void test_peer_closed_is_final(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b;
+    ph_connect(&h, 0, 1, &a, &b);
+    close_and_release(&h, 0, &a);
+    ph_deliver_all(&h);
+    expect_peer_closed(&h, 1, &b);
+    /* A message that turns up afterwards (here forged) never revives the pipe. */
+    ports_event *late = user_message_to(&b, &a.name, 2, 1);
+    ph_inject(&h, 0, 1, late);
+    expect_peer_closed(&h, 1, &b);
+    ports_port_status st;
+    assert_int_equal(ports_node_get_status(N(&h, 1), &b, &st), PORTS_OK);
+    assert_false(st.has_messages);
+    assert_true(st.peer_closed);
+    close_and_release(&h, 1, &b);
+    assert_int_equal(ports_node_port_count(N(&h, 1)), 0);
+    ph_free(&h);
+}
+
+static void test_destroy_tells_no_one(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b, c, d, e, f;
+    ph_connect(&h, 0, 1, &a, &b);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &c, &d), PORTS_OK);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &e, &f), PORTS_OK);
+    ph_write(&h, 0, &c, "carrying f, never read", &f.name, 1);
+    ph_deliver_all(&h);
+    size_t queued = h.queued;
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&c);
+    ports_port_ref_release(&d);
+    ports_port_ref_release(&e);
+    ports_port_ref_release(&f);
+    /* Teardown frees every port, queued message and carried port silently. */
+    ports_node_destroy(N(&h, 0));
+    h.nodes[0].node = NULL;
+    assert_int_equal(h.queued, queued);
+    assert_false(peer_closed(&h, 1, &b));
+    ports_port_ref_release(&b);
+    ph_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +797,8 @@ int main(void)
         cmocka_unit_test(test_uninitialized_port_holds_early_events),
         cmocka_unit_test(test_closing_port_closes_ports_in_unread_messages),
         cmocka_unit_test(test_send_rejects_self_and_peer),
+        cmocka_unit_test(test_peer_closed_is_final),
+        cmocka_unit_test(test_destroy_tells_no_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -195,6 +195,10 @@ struct sim {
     sim_link links[SIM_MAX_NODES][SIM_MAX_NODES];
     size_t pending;
     uint32_t deliver_pct;
+    sim_policy policy;
+    int sticky_link; /* SIM_POLICY_STICKY: the link delivered last */
+    int frozen_link; /* SIM_POLICY_STARVE: the link held back, -1 none */
+    uint64_t frozen_until;
 
     sim_end *ends;
     size_t nends, capends;
@@ -1046,17 +1050,39 @@ static void deliver(sim *s, int f, int t)
     item_free(it);
 }
 
+/*
+ * Picks the link that delivers next. Uniform: any non-empty link. Sticky:
+ * usually the same link again (bursts, as a busy socket gives). Starve: one
+ * link between two different nodes is held back for a while (a slow
+ * connection), unless nothing else can move.
+ */
 static void deliver_random(sim *s)
 {
     int choice[SIM_MAX_NODES * SIM_MAX_NODES];
     uint32_t k = 0;
-    for (int f = 0; f < s->n; f++)
-        for (int t = 0; t < s->n; t++)
-            if (s->links[f][t].count)
-                choice[k++] = f * SIM_MAX_NODES + t;
+    if (s->policy == SIM_POLICY_STICKY && s->sticky_link >= 0 &&
+        s->links[s->sticky_link / SIM_MAX_NODES][s->sticky_link % SIM_MAX_NODES].count &&
+        rng_pct(&s->rng, 80)) {
+        choice[k++] = s->sticky_link;
+    } else {
+        if (s->policy == SIM_POLICY_STARVE && s->step >= s->frozen_until) {
+            int f = (int)rng_below(&s->rng, (uint32_t)s->n);
+            int t = (int)rng_below(&s->rng, (uint32_t)s->n);
+            s->frozen_link = f == t ? -1 : f * SIM_MAX_NODES + t;
+            s->frozen_until = s->step + 20 + rng_below(&s->rng, 300);
+        }
+        for (int f = 0; f < s->n; f++)
+            for (int t = 0; t < s->n; t++)
+                if (s->links[f][t].count && f * SIM_MAX_NODES + t != s->frozen_link)
+                    choice[k++] = f * SIM_MAX_NODES + t;
+        if (!k && s->frozen_link >= 0 &&
+            s->links[s->frozen_link / SIM_MAX_NODES][s->frozen_link % SIM_MAX_NODES].count)
+            choice[k++] = s->frozen_link;
+    }
     if (!k)
         return;
     int c = choice[rng_below(&s->rng, k)];
+    s->sticky_link = c;
     s->step++;
     deliver(s, c / SIM_MAX_NODES, c % SIM_MAX_NODES);
 }
@@ -1963,6 +1989,7 @@ static void sim_init(sim *s, uint64_t seed, const sim_options *opt, sim_result *
     s->out = opt->trace_out ? opt->trace_out : stdout;
     s->hash = 0xcbf29ce484222325ull;
     s->debug_sends = getenv("SIM_DEBUG_SENDS") != NULL;
+    s->sticky_link = s->frozen_link = -1;
     rng_seed(&s->rng, seed);
     s->n = nodes > 0 ? nodes : 4 + (int)rng_below(&s->rng, 3);
     if (s->n > SIM_MAX_NODES)
@@ -2036,10 +2063,17 @@ static void report_failure(sim *s, uint64_t seed)
         fprintf(o, " --actions %d:%d", s->opt.min_actions, s->opt.max_actions);
     if (s->opt.max_kills == 0)
         fprintf(o, " --no-kill");
+    else if (s->opt.max_kills > 0)
+        fprintf(o, " --kills %d", s->opt.max_kills);
     if (s->opt.no_merges)
         fprintf(o, " --no-merge");
     if (s->opt.no_acks)
         fprintf(o, " --no-acks");
+    if (s->opt.policy != SIM_POLICY_BY_SEED)
+        fprintf(o, " --policy %s",
+                s->opt.policy == SIM_POLICY_STICKY   ? "sticky"
+                : s->opt.policy == SIM_POLICY_STARVE ? "starve"
+                                                     : "uniform");
     fprintf(o, "\n");
 }
 
@@ -2047,6 +2081,7 @@ void sim_options_init(sim_options *opt)
 {
     memset(opt, 0, sizeof(*opt));
     opt->max_kills = -1;
+    opt->policy = SIM_POLICY_BY_SEED;
 }
 
 int sim_run_scenario(uint64_t seed, const sim_options *opt_in, sim_result *out)
@@ -2076,16 +2111,27 @@ int sim_run_scenario(uint64_t seed, const sim_options *opt_in, sim_result *out)
     }
     if (kills > s->n - 2)
         kills = s->n - 2;
-    if (kills > 2)
-        kills = 2;
-    uint32_t kill_at[2] = {0, 0};
+    uint32_t kill_at[SIM_MAX_NODES] = {0};
     for (int k = 0; k < kills; k++)
         kill_at[k] = target / 5 + rng_below(&s->rng, target * 3 / 5 + 1);
     /* How eagerly this scenario delivers: low keeps many events in flight. */
     s->deliver_pct = 30 + rng_below(&s->rng, 41);
+    /*
+     * The delivery policy comes from the seed itself, not the PRNG, so that
+     * uniform scenarios draw exactly what they drew before policies existed.
+     */
+    s->policy = opt.policy;
+    if (s->policy == SIM_POLICY_BY_SEED) {
+        uint64_t x = seed ^ 0x706f6c696379ull;
+        uint64_t h = splitmix64(&x) % 4;
+        s->policy = h < 2 ? SIM_POLICY_UNIFORM : h == 2 ? SIM_POLICY_STICKY : SIM_POLICY_STARVE;
+    }
     trace(s,
-          "scenario seed=%" PRIu64 " nodes=%d actions=%" PRIu32 " kills=%d deliver=%" PRIu32 "%%",
-          seed, s->n, target, kills, s->deliver_pct);
+          "scenario seed=%" PRIu64 " nodes=%d actions=%" PRIu32 " kills=%d deliver=%" PRIu32 "%%%s",
+          seed, s->n, target, kills, s->deliver_pct,
+          s->policy == SIM_POLICY_STICKY   ? " policy=sticky"
+          : s->policy == SIM_POLICY_STARVE ? " policy=starve"
+                                           : "");
 
     int_vec live = {0};
     uint32_t actions = 0;

@@ -41,13 +41,23 @@ typedef enum sim_fault {
     SIM_FAULT_REORDER_READ,
 } sim_fault;
 
+/* How the scheduler picks the next link to deliver from. */
+typedef enum sim_policy {
+    SIM_POLICY_BY_SEED = -1, /* half uniform, a quarter each of the others */
+    SIM_POLICY_UNIFORM = 0,  /* any non-empty link */
+    SIM_POLICY_STICKY,       /* bursts from one link */
+    SIM_POLICY_STARVE,       /* one link held back for a while at a time */
+} sim_policy;
+
 typedef struct sim_options {
     int nodes;       /* 0: random in 4..6; otherwise 2..SIM_MAX_NODES */
     int min_actions; /* 0: 200 */
     int max_actions; /* 0: 600 */
-    int max_kills;   /* -1: random 0..2 per scenario; 0 disables kills */
+    int max_kills;   /* -1: random 0..2 per scenario; else exactly this many
+                        (at most nodes - 2) */
     bool no_merges;
-    bool no_acks;    /* never call ports_node_set_ack_request_interval */
+    bool no_acks; /* never call ports_node_set_ack_request_interval */
+    sim_policy policy;
     bool trace;      /* print every trace line as it happens */
     FILE *trace_out; /* where trace and failure reports go; NULL: stdout */
     bool quiet;      /* do not print the failure report */

@@ -3,6 +3,7 @@
  *
  *   sim --scenarios N [--seed S] [--nodes K] [--trace] [--demo]
  *       [--actions MIN[:MAX]] [--no-kill] [--no-merge] [--no-acks] [--quiet]
+ *       [--kills K] [--policy uniform|sticky|starve]
  *
  * Scenario i runs with seed S + i. Every failure prints its seed, step and
  * the last trace lines; `sim --seed S --trace` replays it exactly. The last
@@ -24,6 +25,7 @@ static void usage(FILE *f)
 {
     fputs("usage: sim [--scenarios N] [--seed S] [--nodes K] [--trace] [--demo]\n"
           "           [--actions MIN[:MAX]] [--no-kill] [--no-merge] [--no-acks] [--quiet]\n"
+          "           [--kills K] [--policy uniform|sticky|starve]\n"
           "  --scenarios N  scenarios to run (default 1); scenario i uses seed S+i\n"
           "  --seed S       first seed (default: from the clock, printed)\n"
           "  --nodes K      nodes per scenario (default: random 4..6)\n"
@@ -31,8 +33,10 @@ static void usage(FILE *f)
           "  --demo         run the narrated showcase scenario and exit\n"
           "  --actions A:B  user actions per scenario (default 200:600)\n"
           "  --no-kill      never kill a node\n"
+          "  --kills K      kill exactly K nodes per scenario (at most nodes - 2)\n"
           "  --no-merge     never merge pipes\n"
           "  --no-acks      never ask for read acknowledgements\n"
+          "  --policy P     how links are picked (default: chosen by the seed)\n"
           "  --quiet        print failures only as one line each\n",
           f);
 }
@@ -90,10 +94,25 @@ int main(int argc, char **argv)
             demo = true;
         } else if (!strcmp(a, "--no-kill")) {
             opt.max_kills = 0;
+        } else if (!strcmp(a, "--kills") && arg && !parse_u64(arg, &v) && v < SIM_MAX_NODES) {
+            opt.max_kills = (int)v;
+            i++;
         } else if (!strcmp(a, "--no-merge")) {
             opt.no_merges = true;
         } else if (!strcmp(a, "--no-acks")) {
             opt.no_acks = true;
+        } else if (!strcmp(a, "--policy") && arg) {
+            if (!strcmp(arg, "uniform"))
+                opt.policy = SIM_POLICY_UNIFORM;
+            else if (!strcmp(arg, "sticky"))
+                opt.policy = SIM_POLICY_STICKY;
+            else if (!strcmp(arg, "starve"))
+                opt.policy = SIM_POLICY_STARVE;
+            else {
+                usage(stderr);
+                return 2;
+            }
+            i++;
         } else if (!strcmp(a, "--quiet")) {
             opt.quiet = true;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
