@@ -736,13 +736,16 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
 /*
  * The route is broken (a node died, or a peer misbehaved): nothing more will
  * arrive beyond what is already contiguous. Recording that as an ordinary
- * last sequence number keeps it true if the port moves on. Port lock held.
- * Returns true if this changed the port.
+ * last sequence number keeps it true if the port moves on. Port lock held;
+ * what it drops goes on *dropped, to be closed once unlocked. Returns true if
+ * this changed the port.
  */
-static bool mark_peer_lost(ports_port *p)
+static bool mark_peer_lost(ports_port *p, ports_event **dropped)
 {
     if (p->peer_closed && p->peer_lost_unexpectedly)
         return false;
+    /* Messages behind a gap can never be delivered now: their cargo must go. */
+    mq_take_out_of_order(&p->mq, dropped);
     uint64_t contiguous_end = p->mq.next_seq + p->mq.ready_count - 1;
     if (!p->peer_closed || p->last_sequence_num_to_receive > contiguous_end)
         p->last_sequence_num_to_receive = contiguous_end;
@@ -760,9 +763,11 @@ static void cut_off(ports_node *node, const ports_port_ref *ref)
 {
     if (!ref->port)
         return;
+    ports_event *dropped = NULL;
     lock_port(ref->port);
-    bool notify = mark_peer_lost(ref->port) && ref->port->state == PORT_RECEIVING;
+    bool notify = mark_peer_lost(ref->port, &dropped) && ref->port->state == PORT_RECEIVING;
     unlock_port(ref->port);
+    close_carried_ports(node, dropped);
     if (notify)
         status_changed(node, ref);
 }
@@ -1036,11 +1041,14 @@ int ports_node_get_message(ports_node *node, const ports_port_ref *ref, ports_ev
          * a late event must not revive the pipe), and if the port moves on,
          * its descriptor carries this end.
          */
+        ports_event *beyond = NULL;
         if (!p->end_reported) {
             p->end_reported = true;
             p->last_sequence_num_to_receive = p->mq.next_seq - 1;
+            mq_take_beyond(&p->mq, p->last_sequence_num_to_receive, &beyond);
         }
         unlock_port(p);
+        close_carried_ports(node, beyond);
         return PORTS_ERROR_PORT_PEER_CLOSED;
     }
     ports_event *msg = mq_take_next(&p->mq);
@@ -1463,7 +1471,9 @@ static int on_user_message(ports_node *node, const ports_port_ref *ref, const po
     if (ref->port) {
         ports_port *p = ref->port;
         lock_port(p);
-        if (can_accept_more_messages(p)) {
+        /* Nothing past a known end is taken: it could never be read. */
+        bool past_end = p->peer_closed && ev->u.user.sequence_num > p->last_sequence_num_to_receive;
+        if (!past_end && can_accept_more_messages(p)) {
             rv = mq_accept(&p->mq, ev, &has_next);
             if (rv == PORTS_OK) {
                 accepted = true;
@@ -1686,6 +1696,8 @@ static int on_observe_closure(ports_node *node, const ports_port_ref *ref, ports
     ev->u.observe_closure.last_sequence_num = last;
     p->peer_closed = true;
     p->last_sequence_num_to_receive = last;
+    ports_event *beyond = NULL;
+    mq_take_beyond(&p->mq, last, &beyond);
     /*
      * Always pass it on, even past the receiving port: dead-end proxies
      * beyond it learn they can go.
@@ -1708,6 +1720,7 @@ static int on_observe_closure(ports_node *node, const ports_port_ref *ref, ports
         ev = NULL;
     }
     unlock_port(p);
+    close_carried_ports(node, beyond);
 
     if (try_remove)
         try_remove_proxy(node, ref);
@@ -1910,7 +1923,7 @@ static void mark_set_dead(peer_set *set, ref_vec *notify, ref_vec *dead, ports_e
         lock_port(p);
         if (p->state != PORT_CLOSED) {
             /* A broken route: unlike a closure, messages in flight are lost. */
-            if (mark_peer_lost(p) && p->state == PORT_RECEIVING)
+            if (mark_peer_lost(p, undelivered) && p->state == PORT_RECEIVING)
                 ref_vec_push(notify, &set->items[i].name, p);
             /*
              * A proxy with no live peer cannot be removed the normal way:
@@ -1988,20 +2001,26 @@ static void end_routes_from_lost_node(ports_node *node, const ports_name *lost)
     for (size_t i = 0; i < n; i++) {
         ports_port *p = refs[i].port;
         ports_event *closure = NULL, *queued = NULL, *undelivered = NULL;
+        pending_update handover;
         bool notify = false, erase = false;
         ports_name to;
 
         lock_port(p);
-        if (!ports_name_eq(&p->prev_node, lost) || ports_name_eq(&p->peer_node, lost) ||
-            (p->state != PORT_RECEIVING && p->state != PORT_BUFFERING &&
-             p->state != PORT_PROXYING)) {
+        /*
+         * Ports whose peer was there too were cut by the peer rule already;
+         * a receiving one still has to stop holding events for its prev.
+         */
+        bool receiving = p->state == PORT_RECEIVING;
+        bool proxy = p->state == PORT_BUFFERING || p->state == PORT_PROXYING;
+        if (!ports_name_eq(&p->prev_node, lost) || (!receiving && !proxy) ||
+            (proxy && ports_name_eq(&p->peer_node, lost))) {
             unlock_port(p);
             continue;
         }
         to = p->peer_node;
         if (p->state == PORT_RECEIVING) {
             p->prev_lost = true;
-            if (mark_peer_lost(p)) {
+            if (mark_peer_lost(p, &undelivered)) {
                 notify = true;
                 closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i].name,
                                     p->next_control_sequence_num_to_send++);
@@ -2016,6 +2035,17 @@ static void end_routes_from_lost_node(ports_node *node, const ports_name *lost)
             closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i].name,
                                 p->next_control_sequence_num_to_send++);
             closure->u.observe_closure.last_sequence_num = p->mq.next_seq - 1;
+            /*
+             * Hand our dead previous peer on as the successor's: it then sees
+             * the loss itself and stops holding events only we could have
+             * released.
+             */
+            handover.receiver_node = p->peer_node;
+            handover.receiver_port = p->peer_port;
+            handover.from_port = refs[i].name;
+            handover.sequence_num = p->next_control_sequence_num_to_send++;
+            handover.new_prev_node = p->prev_node;
+            handover.new_prev_port = p->prev_port;
             p->state = PORT_CLOSED;
             erase = true;
         }
@@ -2030,8 +2060,10 @@ static void end_routes_from_lost_node(ports_node *node, const ports_name *lost)
         }
         if (closure)
             forward(node, &to, closure);
-        if (erase)
+        if (erase) {
+            send_update(node, &handover);
             erase_port(node, &refs[i].name);
+        }
         if (notify)
             status_changed(node, &refs[i]);
         close_carried_ports(node, undelivered);

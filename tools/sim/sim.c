@@ -1808,16 +1808,19 @@ static void check_quiescent(sim *s)
         return;
     trace(s, "quiescent: ports %s", port_counts(s));
 
-    /* Ends still in transit now will never arrive. */
+    /*
+     * Ends still in transit now will never arrive. Decide for all of them
+     * before marking any: marking one lost makes the ends nested inside its
+     * queue look dead, but their ports exist all the same.
+     */
     size_t stuck = 0;
+    int_vec stuck_ends = {0};
     for (size_t i = 0; i < s->nends && !s->failed; i++) {
         sim_end *x = &s->ends[i];
         if (x->state != END_TRANSIT || end_dead(s, (int)i))
             continue;
         if (s->killed_any) {
-            x->state = END_LOST;
-            s->res->lost_ends++;
-            stuck++;
+            iv_push(&stuck_ends, (int)i);
         } else {
             int r = s->streams[x->t_stream].reader;
             fail(s,
@@ -1827,6 +1830,12 @@ static void check_quiescent(sim *s)
                  state_name(s->ends[r].state));
         }
     }
+    for (size_t i = 0; i < stuck_ends.n; i++) {
+        s->ends[stuck_ends.v[i]].state = END_LOST;
+        s->res->lost_ends++;
+        stuck++;
+    }
+    free(stuck_ends.v);
     if (s->failed)
         return;
 
@@ -2219,7 +2228,6 @@ static void demo_route(sim *s, int e, const char *what)
     size_t off = 0;
     int k = snprintf(buf, sizeof(buf), "end %c on %c", p->side, node_label(p->node));
     off = k > 0 ? (size_t)k : 0;
-    size_t proxies = 0;
     for (size_t i = 0; i < s->nproxies && off < sizeof(buf); i++) {
         const sim_proxy *px = &s->proxies[i];
         if (px->end != e || !s->nodes[px->node].alive)
@@ -2228,7 +2236,6 @@ static void demo_route(sim *s, int e, const char *what)
         if (ports_node_get_port(s->nodes[px->node].node, &px->name, &ref) != PORTS_OK)
             continue;
         ports_port_ref_release(&ref);
-        proxies++;
         k = snprintf(buf + off, sizeof(buf) - off, " -> %c(proxy)", node_label(px->node));
         if (k > 0)
             off += (size_t)k;
@@ -2243,7 +2250,6 @@ static void demo_route(sim *s, int e, const char *what)
     }
     story(s, "    route of pipe #%d now: %s%s%s\n", x->pipe, buf, what ? "  " : "",
           what ? what : "");
-    (void)proxies;
 }
 
 static void demo_deliver_link(sim *s, int f, int t)
