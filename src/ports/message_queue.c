@@ -121,16 +121,6 @@ size_t mq_count(const message_queue *q)
     return q->ready_count + q->ooo_count;
 }
 
-void mq_take_out_of_order(message_queue *q, ports_event **list)
-{
-    for (size_t i = 0; i < q->ooo_count; i++) {
-        q->queued_bytes -= payload_size(q->ooo[i]);
-        q->ooo[i]->next_ = *list;
-        *list = q->ooo[i];
-    }
-    q->ooo_count = 0;
-}
-
 void mq_take_beyond(message_queue *q, uint64_t last, ports_event **list)
 {
     /* Waiting messages are sorted: those past `last` are a suffix. */

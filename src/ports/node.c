@@ -745,8 +745,8 @@ static bool mark_peer_lost(ports_port *p, ports_event **dropped)
     if (p->peer_closed && p->peer_lost_unexpectedly)
         return false;
     /* Messages behind a gap can never be delivered now: their cargo must go. */
-    mq_take_out_of_order(&p->mq, dropped);
     uint64_t contiguous_end = p->mq.next_seq + p->mq.ready_count - 1;
+    mq_take_beyond(&p->mq, contiguous_end, dropped);
     if (!p->peer_closed || p->last_sequence_num_to_receive > contiguous_end)
         p->last_sequence_num_to_receive = contiguous_end;
     p->peer_closed = true;
@@ -1462,10 +1462,9 @@ static void try_remove_proxy(ports_node *node, const ports_port_ref *ref)
 
 /* ------------------------------------------------------------- handlers */
 
-static int on_user_message(ports_node *node, const ports_port_ref *ref, const ports_name *from,
-                           ports_event *ev)
+static int on_user_message(ports_node *node, const ports_port_ref *ref, ports_event *ev)
 {
-    (void)from; /* carried ports were recreated on arrival */
+    /* Carried ports from another node were recreated on arrival. */
     bool accepted = false, has_next = false, should_forward = false;
     int rv = PORTS_OK;
     if (ref->port) {
@@ -1872,7 +1871,7 @@ static int accept_internal(ports_node *node, const ports_port_ref *ref, const po
 {
     switch (ev->type) {
     case PORTS_EVENT_USER_MESSAGE:
-        return on_user_message(node, ref, from, ev);
+        return on_user_message(node, ref, ev);
     case PORTS_EVENT_PORT_ACCEPTED:
         return on_port_accepted(node, ref, from, ev);
     case PORTS_EVENT_OBSERVE_PROXY:

@@ -41,8 +41,6 @@ void mq_init(message_queue *q, uint64_t next_seq);
 int mq_accept(message_queue *q, ports_event *ev, bool *has_next);
 bool mq_has_next(const message_queue *q);
 ports_event *mq_take_next(message_queue *q); /* NULL if none ready */
-/* Moves the messages waiting behind a gap onto *list (linked by next_). */
-void mq_take_out_of_order(message_queue *q, ports_event **list);
 /* Moves waiting messages numbered past `last` onto *list. */
 void mq_take_beyond(message_queue *q, uint64_t last, ports_event **list);
 /* Moves every held message onto *list (linked by next_). */

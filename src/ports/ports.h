@@ -12,8 +12,8 @@
  * only from the receiving port's current previous peer.
  *
  * The layer has no threads, sockets or clocks. It talks to the world only
- * through a ports_delegate, whose callbacks are always made with no ports lock
- * held, so they may call back into the node.
+ * through a ports_delegate, whose callbacks (all but random_bytes) are made
+ * with no ports lock held, so they may call back into the node.
  *
  * Threads: every function may be called from any thread at any time, including
  * concurrently on the same port. Locks: one node lock (the port map and the
@@ -62,6 +62,8 @@ typedef struct ports_delegate {
     /*
      * Optional: fill buf with random bytes for port names. NULL means
      * getrandom(2). Tests pass a seeded generator to make runs replayable.
+     * The one callback made with ports locks held: it must not call back
+     * into the node.
      */
     void (*random_bytes)(void *ctx, void *buf, size_t len);
 } ports_delegate;
@@ -127,7 +129,8 @@ int ports_node_get_status(ports_node *node, const ports_port_ref *port, ports_po
 /*
  * Takes the next in-order user message, or sets *out to NULL when none is
  * ready. PORTS_ERROR_PORT_PEER_CLOSED once the peer has closed and every
- * message it sent has been read. Ports carried by the message are now
+ * message it sent has been read (or, if the route was cut, every message that
+ * still can be); that answer is final. Ports carried by the message are now
  * receiving ports on this node, named in (*out)->u.user.ports.
  */
 int ports_node_get_message(ports_node *node, const ports_port_ref *port, ports_event **out);
