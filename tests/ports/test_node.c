@@ -729,12 +729,19 @@ static void test_peer_closed_is_final(void **state)
     ph_init(&h, 2);
     ports_port_ref a, b;
     ph_connect(&h, 0, 1, &a, &b);
+    ports_name a_name = a.name; /* the genuine sender, forged below */
     close_and_release(&h, 0, &a);
     ph_deliver_all(&h);
     expect_peer_closed(&h, 1, &b);
-    /* A message that turns up afterwards (here forged) never revives the pipe. */
-    ports_event *late = user_message_to(&b, &a.name, 2, 1);
-    ph_inject(&h, 0, 1, late);
+    /*
+     * Neither a later closure promising more nor a message that then turns up
+     * (both forged here, in the genuine sender's sequence) revives the pipe.
+     */
+    ports_event *more = event_to(PORTS_EVENT_OBSERVE_CLOSURE, &b, &a_name, 2);
+    more->u.observe_closure.last_sequence_num = 1;
+    assert_int_equal(ph_inject(&h, 0, 1, more), PORTS_OK);
+    ports_event *late = user_message_to(&b, &a_name, 3, 1);
+    assert_int_equal(ph_inject(&h, 0, 1, late), PORTS_OK);
     expect_peer_closed(&h, 1, &b);
     ports_port_status st;
     assert_int_equal(ports_node_get_status(N(&h, 1), &b, &st), PORTS_OK);
