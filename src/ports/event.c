@@ -479,11 +479,13 @@ int ports_event_parse(const void *buf, size_t len, ports_event **out)
     h.control_sequence_num = load_u64(p + OFF_CONTROL_SEQ);
 
     /*
-     * A sequenced event must carry a real control sequence number; one that
-     * is not sequenced has none and names no sender, as the sender writes it.
+     * A sequenced event must name its sending port and carry a real control
+     * sequence number; one that is not sequenced has neither, as the sender
+     * writes it.
      */
     if (type_is_sequenced(h.type, &h.port_name)) {
-        if (h.control_sequence_num == PORTS_INVALID_SEQUENCE_NUM)
+        if (h.control_sequence_num == PORTS_INVALID_SEQUENCE_NUM ||
+            !ports_name_is_valid(&h.from_port))
             return PORTS_ERROR_MALFORMED;
     } else {
         if (h.control_sequence_num != PORTS_INVALID_SEQUENCE_NUM ||

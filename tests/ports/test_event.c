@@ -803,6 +803,13 @@ static void test_reject_bad_control_sequence(void **state)
             expect_malformed(buf, len);
             put_u64(buf + 40, 0);
             ports_event_destroy(expect_ok(buf, len));
+            /* Nor may a sequenced event leave its sender unnamed (bytes 24-39). */
+            uint8_t saved[16];
+            memcpy(saved, buf + 24, 16);
+            memset(buf + 24, 0, 16);
+            expect_malformed(buf, len);
+            memcpy(buf + 24, saved, 16);
+            ports_event_destroy(expect_ok(buf, len));
         } else {
             put_u64(buf + 40, 0);
             expect_malformed(buf, len);
