@@ -50,4 +50,34 @@
  */
 #define CMOJO_MAX_EVENT_SIZE (64u * 1024u * 1024u)
 
+/*
+ * Open handles per process. The table grows in chunks up to this; one slot is
+ * 24 bytes, so a full table is 24 MiB. Mojo's own limit is of the same order
+ * (it is the OS file limit that usually bites first).
+ */
+#define CMOJO_MAX_HANDLES (1u << 20)
+
+/*
+ * Message objects alive at once (created or read, not yet written or
+ * destroyed). Same reasoning and cost as CMOJO_MAX_HANDLES.
+ */
+#define CMOJO_MAX_MESSAGES (1u << 20)
+
+/*
+ * Payload bytes one message may carry unless it was created with
+ * MOJO_CREATE_MESSAGE_FLAG_UNLIMITED_SIZE. One MiB below the largest event,
+ * so that the event header, port descriptors and serialised handles of a
+ * maximal message still fit in one frame.
+ */
+#define CMOJO_MAX_MESSAGE_NUM_BYTES (CMOJO_MAX_EVENT_SIZE - 1024u * 1024u)
+
+/* Handles one message may carry: each may need a port, so the same bound. */
+#define CMOJO_MAX_MESSAGE_HANDLES CMOJO_MAX_PORTS_PER_MESSAGE
+
+/*
+ * Triggers one trap may hold. MojoArmTrap scans them all, so this bounds the
+ * cost of one call; a program watching more handles uses several traps.
+ */
+#define CMOJO_MAX_TRIGGERS_PER_TRAP 65536u
+
 #endif /* CMOJO_LIMITS_H_ */

@@ -250,6 +250,16 @@ void *ports_port_get_user_data(const ports_port_ref *ref)
     return data;
 }
 
+void *ports_port_acquire_user_data(const ports_port_ref *ref, void (*acquire)(void *data))
+{
+    lock_port(ref->port);
+    void *data = ref->port->user_data;
+    if (data)
+        acquire(data);
+    unlock_port(ref->port);
+    return data;
+}
+
 /* ----------------------------------------------------------------- names */
 
 static void random_bytes(ports_node *node, void *buf, size_t len)
@@ -784,6 +794,16 @@ static int dispatch(ports_node *node, const ports_port_ref *ref, const ports_nam
     ports_name sender;
     lock_port(p);
     if (ev) {
+        if (p->state == PORT_CLOSED) {
+            /*
+             * Closed after the caller looked it up: nothing will ever take
+             * what is buffered here, so its cargo must be closed now.
+             */
+            unlock_port(p);
+            ev->next_ = NULL;
+            close_carried_ports(node, ev);
+            return PORTS_ERROR_PORT_UNKNOWN;
+        }
         if (p->prev_lost) {
             /*
              * Only the previous peer could make this event valid, and it is
@@ -1085,17 +1105,9 @@ int ports_node_send_user_message(ports_node *node, const ports_port_ref *ref, po
         rv = prepare_to_forward(node, ref, PORT_RECEIVING, false, ev, &target);
     if (rv != PORTS_OK) {
         /*
-         * A message refused because its peer is gone loses its cargo (there is
-         * nowhere left to deliver it). A message refused as invalid (bad
-         * cargo, a sender that cannot send) leaves every port as it was.
+         * Refused: every carried port is left as it was, still owned by the
+         * caller (which may give the handles back to its user).
          */
-        for (uint32_t i = 0; rv == PORTS_ERROR_PORT_PEER_CLOSED && i < ev->u.user.num_ports; i++) {
-            ports_port_ref carried;
-            if (ports_node_get_port(node, &ev->u.user.ports[i], &carried) == PORTS_OK) {
-                ports_node_close_port(node, &carried);
-                ports_port_ref_release(&carried);
-            }
-        }
         ports_event_destroy(ev);
         return rv;
     }

@@ -117,6 +117,14 @@ int ports_node_get_port(ports_node *node, const ports_name *name, ports_port_ref
 /* Embedder data attached to a port (not owned, not freed by the layer). */
 void ports_port_set_user_data(const ports_port_ref *port, void *data);
 void *ports_port_get_user_data(const ports_port_ref *port);
+/*
+ * Reads the embedder data and, if it is not NULL, calls acquire(data) before
+ * the port lock is released. An embedder that clears the data
+ * (set_user_data(NULL)) before dropping its own reference can then use the
+ * object until it releases the reference acquire took, even if another
+ * thread is tearing it down.
+ */
+void *ports_port_acquire_user_data(const ports_port_ref *port, void (*acquire)(void *data));
 
 /*
  * Closes a receiving port: the peer will see peer-closed after the last
@@ -137,10 +145,10 @@ int ports_node_get_message(ports_node *node, const ports_port_ref *port, ports_e
 
 /*
  * Sends a user message (ev->u.user.ports names local receiving ports to
- * transfer). Consumes ev. PORTS_ERROR_PORT_PEER_CLOSED: the carried ports have
- * been closed (nowhere left to deliver them). Any other error (the sending
- * port itself or its peer attached, a port attached twice or not receiving, a
- * sender that is not receiving): every port is left as it was.
+ * transfer). Consumes ev (and its payload), whatever the result. On any error
+ * (PORTS_ERROR_PORT_PEER_CLOSED, the sending port itself or its peer
+ * attached, a port attached twice or not receiving, a sender that is not
+ * receiving) every carried port is left as it was, still the caller's.
  */
 int ports_node_send_user_message(ports_node *node, const ports_port_ref *port, ports_event *ev);
 

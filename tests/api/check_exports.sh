@@ -21,7 +21,7 @@ nm -D --defined-only "$lib" | awk 'NF >= 3 { sub(/@.*/, "", $3); print $3 }' |
 # MOJO_SYSTEM_IMPLEMENTATION the marker becomes a visibility attribute, which
 # we find in the preprocessed text (comments gone); the name is the last
 # identifier before the opening parenthesis.
-printf '#include "mojo/public/c/system/core.h"\n' >"$work/all.c"
+printf '#include "mojo/public/c/system/core.h"\n#include "cmojo/wait.h"\n' >"$work/all.c"
 "$cc" -E -P -DMOJO_SYSTEM_IMPLEMENTATION -I"$include_dir" "$work/all.c" |
     tr '\n' ' ' |
     grep -oE 'visibility *\( *"default" *\) *\) *\)[^;{}()]*\(' |

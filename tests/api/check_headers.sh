@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 
 cxx=$(command -v c++ || true)
 count=0 status=0
-for header in "$include_dir"/mojo/public/c/system/*.h; do
+for header in "$include_dir"/mojo/public/c/system/*.h "$include_dir"/cmojo/*.h; do
     rel=${header#"$include_dir"/}
     # The int keeps headers that define only macros from being an empty unit.
     printf '#include "%s"\nint cmojo_header_check;\n' "$rel" >"$work/t.c"

@@ -101,9 +101,16 @@ static void test_close_reports_peer_closed_after_last_message(void **state)
     assert_true(st.has_messages);
     expect_read(&h, 1, &b, "last words");
     expect_peer_closed(&h, 1, &b);
-    /* Writing to a closed peer fails, and the cargo is closed with it. */
-    ports_event *ev = ph_message("late", 0);
+    /* Writing to a closed peer fails, and the cargo stays the sender's. */
+    ports_port_ref c, d;
+    assert_int_equal(ports_node_create_port_pair(N(&h, 1), &c, &d), PORTS_OK);
+    ports_event *ev = ph_message("late", 1);
+    ev->u.user.ports[0] = c.name;
     assert_int_equal(ports_node_send_user_message(N(&h, 1), &b, ev), PORTS_ERROR_PORT_PEER_CLOSED);
+    assert_int_equal(ports_node_get_status(N(&h, 1), &c, &st), PORTS_OK);
+    assert_false(st.peer_closed);
+    close_and_release(&h, 1, &c);
+    close_and_release(&h, 1, &d);
     close_and_release(&h, 1, &b);
     ph_deliver_all(&h);
     assert_int_equal(total_ports(&h), 0);

@@ -1227,8 +1227,10 @@ static int act_write(sim *s, int e, const int *carry, int ncarry)
                  el(s, x->peer), state_name(s->ends[x->peer].state));
         for (int i = 0; i < ncarry; i++) {
             sim_end *y = &s->ends[carry[i]];
+            /* A refused send leaves the cargo with us; this script closes it. */
+            ports_node_close_port(s->nodes[y->node].node, &y->ref);
             ports_port_ref_release(&y->ref);
-            y->state = END_CLOSED; /* a failed send loses its cargo */
+            y->state = END_CLOSED;
         }
         return rc;
     }

@@ -4,8 +4,10 @@
  * A quota does not refuse anything; exceeding it raises
  * MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED on the handle, which a trap can watch.
  *
- * Status: the types below are final (Mojo's names, values and layouts).
- * MojoSetQuota() and MojoQueryQuota() are declared here once implemented.
+ * A quota is exceeded when the usage is strictly greater than the limit.
+ * UNREAD_MESSAGE_COUNT is measured through read acknowledgements from the
+ * peer, requested every (limit + 1) / 2 messages, so across processes its
+ * usage is an upper bound that catches up as acknowledgements arrive.
  */
 #ifndef MOJO_PUBLIC_C_SYSTEM_QUOTA_H_
 #define MOJO_PUBLIC_C_SYSTEM_QUOTA_H_
@@ -51,5 +53,34 @@ typedef uint32_t MojoQuotaType;
 
 /* Number of messages this endpoint sent that its peer has not yet read. */
 #define MOJO_QUOTA_TYPE_UNREAD_MESSAGE_COUNT ((MojoQuotaType)2)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Sets the |type| quota of |handle| (a message pipe endpoint) to |limit|;
+ * MOJO_QUOTA_LIMIT_NONE removes it. QUOTA_EXCEEDED is re-evaluated at once.
+ *
+ * Returns OK; INVALID_ARGUMENT (not a pipe handle, unknown |type|, malformed
+ * |options|); BUSY (in transit).
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoSetQuota(MojoHandle handle, MojoQuotaType type, uint64_t limit,
+                                           const struct MojoSetQuotaOptions *options);
+
+/*
+ * Writes the |type| quota's limit (MOJO_QUOTA_LIMIT_NONE if unset) to |*limit|
+ * and its current usage to |*usage|; either pointer may be NULL.
+ *
+ * Returns OK; INVALID_ARGUMENT (not a pipe handle, unknown |type|, malformed
+ * |options|); BUSY (in transit).
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoQueryQuota(MojoHandle handle, MojoQuotaType type,
+                                             const struct MojoQueryQuotaOptions *options,
+                                             uint64_t *limit, uint64_t *usage);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* MOJO_PUBLIC_C_SYSTEM_QUOTA_H_ */

@@ -7,9 +7,10 @@
  * relevant trigger. In cmojo handlers always run with no internal lock held,
  * so a handler may call any API function, including on the handle that fired.
  *
- * Status: the types below are final (Mojo's names, values and layouts).
- * MojoCreateTrap(), MojoAddTrigger(), MojoRemoveTrigger() and MojoArmTrap()
- * are declared here once implemented.
+ * Events raised while a thread is inside an API call are delivered when that
+ * call returns (with MOJO_TRAP_EVENT_FLAG_WITHIN_API_CALL), never while any
+ * internal lock is held. Events for one trigger are never delivered
+ * concurrently, and a trigger's CANCELLED event is always its last.
  */
 #ifndef MOJO_PUBLIC_C_SYSTEM_TRAP_H_
 #define MOJO_PUBLIC_C_SYSTEM_TRAP_H_
@@ -122,6 +123,74 @@ extern "C" {
  * overlap, and a handler is never re-entered for the same trap.
  */
 typedef void (*MojoTrapEventHandler)(const struct MojoTrapEvent *event);
+
+/*
+ * Creates a disarmed trap with no triggers that reports to |handler|.
+ *
+ * Returns OK; INVALID_ARGUMENT (NULL |handler| or |trap_handle|, malformed
+ * |options|); RESOURCE_EXHAUSTED.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoCreateTrap(MojoTrapEventHandler handler,
+                                             const struct MojoCreateTrapOptions *options,
+                                             MojoHandle *trap_handle);
+
+/*
+ * Adds a trigger watching |signals| on |handle| for |condition|, identified by
+ * |context| (unique on this trap). If the trap is armed and the new
+ * trigger's condition already holds, the trap fires for it (and disarms) as
+ * if the handle's state had just changed.
+ *
+ * Returns:
+ *   MOJO_RESULT_OK                success.
+ *   MOJO_RESULT_INVALID_ARGUMENT  |trap_handle| is not a trap; |handle| is
+ *                                 not an open handle that has signals (a
+ *                                 trap cannot watch a trap); |condition| is
+ *                                 not a MOJO_TRIGGER_CONDITION_* value;
+ *                                 malformed |options|.
+ *   MOJO_RESULT_ALREADY_EXISTS    the trap already has a trigger with
+ *                                 |context|, or one watching |handle|.
+ *   MOJO_RESULT_BUSY              |handle| or the trap is in transit.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle,
+                                             MojoHandleSignals signals,
+                                             MojoTriggerCondition condition, uintptr_t context,
+                                             const struct MojoAddTriggerOptions *options);
+
+/*
+ * Removes the trigger |context|. Its handler then runs one last time for it,
+ * with MOJO_RESULT_CANCELLED (after this call returns to its caller if this is
+ * itself called from a handler). If another thread is running the handler for
+ * this trigger, the CANCELLED event waits for that call to return.
+ *
+ * Returns OK; INVALID_ARGUMENT (not a trap, malformed |options|); NOT_FOUND
+ * (no trigger |context|).
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoRemoveTrigger(MojoHandle trap_handle, uintptr_t context,
+                                                const struct MojoRemoveTriggerOptions *options);
+
+/*
+ * Arms the trap: the next time one of its triggers' conditions becomes true,
+ * the trap disarms and its handler runs for that trigger.
+ *
+ * Returns:
+ *   MOJO_RESULT_OK                   armed.
+ *   MOJO_RESULT_NOT_FOUND            the trap has no triggers.
+ *   MOJO_RESULT_FAILED_PRECONDITION  not armed, because some triggers would
+ *                                    fire at once. If |num_blocking_events|
+ *                                    is not NULL, up to |*num_blocking_events|
+ *                                    of them are written to |blocking_events|
+ *                                    and their number to
+ *                                    |*num_blocking_events|. Successive calls
+ *                                    start from a different trigger, so with
+ *                                    a small array no ready trigger starves.
+ *   MOJO_RESULT_INVALID_ARGUMENT     not a trap; |*num_blocking_events| > 0
+ *                                    with NULL |blocking_events|; malformed
+ *                                    |options|.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoArmTrap(MojoHandle trap_handle,
+                                          const struct MojoArmTrapOptions *options,
+                                          uint32_t *num_blocking_events,
+                                          struct MojoTrapEvent *blocking_events);
 
 #ifdef __cplusplus
 } /* extern "C" */

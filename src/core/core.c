@@ -1,0 +1,284 @@
+/*
+ * Process-wide state and the entry points that belong to no handle type:
+ * MojoInitialize, MojoShutdown, MojoClose, MojoQueryHandleSignalsState.
+ */
+#include "core/core.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "cmojo_limits.h"
+#include "core/dispatcher.h"
+#include "core/handle_table.h"
+#include "core/message.h"
+#include "core/message_pipe.h"
+#include "core/request_context.h"
+#include "mojo/public/c/system/functions.h"
+#include "platform/random.h"
+#include "ports/ports.h"
+
+struct core_state {
+    ports_node *node;
+    core_table handles;
+    core_table messages;
+};
+
+static _Atomic(core_state *) g_core;
+static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Under g_init_lock: what MojoInitialize/MojoShutdown report. */
+static bool g_initialized;
+static bool g_load_only;
+
+/* ----------------------------------------------------- ports delegate */
+
+static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
+{
+    core_state *core = ctx;
+    if (ports_name_eq(to, ports_node_name(core->node))) {
+        ports_node_accept_event(core->node, to, ev);
+        return;
+    }
+    /* No other node is reachable from a process without channels. */
+    ports_event_destroy(ev);
+}
+
+static void broadcast_event(void *ctx, ports_event *ev)
+{
+    (void)ctx;
+    ports_event_destroy(ev); /* nobody else to tell */
+}
+
+static void port_status_changed(void *ctx, const ports_port_ref *ref)
+{
+    (void)ctx;
+    core_pipe_port_status_changed(ref);
+}
+
+/* ------------------------------------------------------------- state */
+
+static core_state *create_state(void)
+{
+    core_state *core = calloc(1, sizeof(*core));
+    if (!core)
+        return NULL;
+    ports_name name;
+    if (plat_random_bytes(&name, sizeof(name)) != 0)
+        goto fail;
+    if (!ports_name_is_valid(&name))
+        name.v2 = 1;
+    ports_delegate delegate = {
+        .ctx = core,
+        .forward_event = forward_event,
+        .broadcast_event = broadcast_event,
+        .port_status_changed = port_status_changed,
+    };
+    if (core_table_init(&core->handles, CMOJO_MAX_HANDLES, core_dispatcher_acquire_obj) != 0)
+        goto fail;
+    if (core_table_init(&core->messages, CMOJO_MAX_MESSAGES, NULL) != 0)
+        goto fail;
+    if (ports_node_create(&name, &delegate, &core->node) != PORTS_OK)
+        goto fail;
+    return core;
+fail:
+    core_table_destroy(&core->handles);
+    core_table_destroy(&core->messages);
+    free(core);
+    return NULL;
+}
+
+core_state *core_get(void)
+{
+    core_state *core = atomic_load_explicit(&g_core, memory_order_acquire);
+    if (core)
+        return core;
+    pthread_mutex_lock(&g_init_lock);
+    core = atomic_load_explicit(&g_core, memory_order_relaxed);
+    if (!core) {
+        core = create_state();
+        atomic_store_explicit(&g_core, core, memory_order_release);
+    }
+    pthread_mutex_unlock(&g_init_lock);
+    return core;
+}
+
+ports_node *core_node(core_state *core)
+{
+    return core->node;
+}
+
+core_table *core_handles(core_state *core)
+{
+    return &core->handles;
+}
+
+core_table *core_messages(core_state *core)
+{
+    return &core->messages;
+}
+
+MojoResult core_get_dispatcher(core_state *core, MojoHandle handle, core_dispatcher **out)
+{
+    void *obj;
+    MojoResult rv = core_table_get(&core->handles, handle, &obj);
+    if (rv == MOJO_RESULT_OK)
+        *out = obj;
+    return rv;
+}
+
+MojoResult core_add_dispatcher(core_state *core, core_dispatcher *d, MojoHandle *out)
+{
+    uint64_t value;
+    MojoResult rv = core_table_add(&core->handles, d, &value);
+    if (rv == MOJO_RESULT_OK)
+        *out = (MojoHandle)value;
+    return rv;
+}
+
+bool core_options_ok(const void *options, uint32_t known, uint32_t *flags)
+{
+    if (!options) {
+        if (flags)
+            *flags = 0;
+        return true;
+    }
+    const struct core_options_header *h = options;
+    if (h->struct_size < sizeof(*h) || (h->flags & ~known))
+        return false;
+    if (flags)
+        *flags = h->flags;
+    return true;
+}
+
+size_t core_debug_handle_count(void)
+{
+    core_state *core = atomic_load_explicit(&g_core, memory_order_acquire);
+    return core ? core_table_count(&core->handles) : 0;
+}
+
+size_t core_debug_message_count(void)
+{
+    core_state *core = atomic_load_explicit(&g_core, memory_order_acquire);
+    return core ? core_table_count(&core->messages) : 0;
+}
+
+size_t core_debug_port_count(void)
+{
+    core_state *core = atomic_load_explicit(&g_core, memory_order_acquire);
+    return core ? ports_node_port_count(core->node) : 0;
+}
+
+/* ------------------------------------------------------- entry points */
+
+#define KNOWN_INITIALIZE_FLAGS                                                                     \
+    (MOJO_INITIALIZE_FLAG_AS_BROKER | MOJO_INITIALIZE_FLAG_FORCE_DIRECT_SHARED_MEMORY_ALLOCATION | \
+     MOJO_INITIALIZE_FLAG_LOAD_ONLY)
+
+MojoResult MojoInitialize(const struct MojoInitializeOptions *options)
+{
+    uint32_t flags;
+    if (!core_options_ok(options, KNOWN_INITIALIZE_FLAGS, &flags))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    MojoResult rv = MOJO_RESULT_OK;
+    pthread_mutex_lock(&g_init_lock);
+    if (g_initialized) {
+        rv = MOJO_RESULT_FAILED_PRECONDITION;
+    } else if (flags & MOJO_INITIALIZE_FLAG_LOAD_ONLY) {
+        rv = g_load_only ? MOJO_RESULT_ALREADY_EXISTS : MOJO_RESULT_OK;
+        g_load_only = true;
+    } else {
+        g_initialized = true;
+    }
+    pthread_mutex_unlock(&g_init_lock);
+    /* Create the state now so that the first real call does not pay for it. */
+    if (rv == MOJO_RESULT_OK && !core_get())
+        rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
+    return rv;
+}
+
+static void close_everything(core_state *core)
+{
+    /*
+     * Handlers run by the CANCELLED events may create handles or messages
+     * again; go round until both tables stay empty.
+     */
+    for (;;) {
+        bool any = false;
+        uint64_t value;
+        void *obj;
+        core_rc_enter();
+        while (core_table_take_any(&core->messages, &value, &obj)) {
+            core_message_destroy(obj);
+            any = true;
+        }
+        while (core_table_take_any(&core->handles, &value, &obj)) {
+            core_dispatcher_close(obj);
+            core_dispatcher_release(obj);
+            any = true;
+        }
+        core_rc_leave();
+        if (!any)
+            break;
+    }
+}
+
+MojoResult MojoShutdown(const struct MojoShutdownOptions *options)
+{
+    if (!core_options_ok(options, 0, NULL))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    pthread_mutex_lock(&g_init_lock);
+    if (!g_initialized) {
+        pthread_mutex_unlock(&g_init_lock);
+        return MOJO_RESULT_FAILED_PRECONDITION;
+    }
+    g_initialized = false;
+    g_load_only = false;
+    core_state *core = atomic_load_explicit(&g_core, memory_order_relaxed);
+    pthread_mutex_unlock(&g_init_lock);
+    if (!core)
+        return MOJO_RESULT_OK;
+
+    close_everything(core);
+    atomic_store_explicit(&g_core, NULL, memory_order_release);
+    ports_node_destroy(core->node);
+    core_table_destroy(&core->handles);
+    core_table_destroy(&core->messages);
+    free(core);
+    return MOJO_RESULT_OK;
+}
+
+MojoResult MojoClose(MojoHandle handle)
+{
+    core_state *core = core_get();
+    if (!core)
+        return MOJO_RESULT_INVALID_ARGUMENT; /* nothing can be open */
+    void *obj;
+    MojoResult rv = core_table_remove(&core->handles, handle, &obj);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    core_rc_enter();
+    core_dispatcher_close(obj);
+    core_dispatcher_release(obj);
+    core_rc_leave();
+    return MOJO_RESULT_OK;
+}
+
+MojoResult MojoQueryHandleSignalsState(MojoHandle handle,
+                                       struct MojoHandleSignalsState *signals_state)
+{
+    if (!signals_state)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    core_state *core = core_get();
+    if (!core)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    core_dispatcher *d;
+    MojoResult rv = core_get_dispatcher(core, handle, &d);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    struct MojoHandleSignalsState state;
+    rv = core_dispatcher_query(d, &state);
+    core_dispatcher_release(d);
+    if (rv == MOJO_RESULT_OK)
+        *signals_state = state;
+    return rv;
+}

@@ -1,0 +1,59 @@
+/*
+ * The core: process-wide state behind the Mojo C API (the ports node, the
+ * handle table, the message table) and the helpers every entry point uses.
+ *
+ * Threads: everything here may be called from any thread. core_get() creates
+ * the state on first use (MojoInitialize is optional); MojoShutdown destroys
+ * it and no other API call may run concurrently with that.
+ */
+#ifndef CMOJO_CORE_CORE_H_
+#define CMOJO_CORE_CORE_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mojo/public/c/system/types.h"
+
+typedef struct core_state core_state;
+typedef struct ports_node ports_node;
+
+/* The process state, created on first use. NULL only when out of memory. */
+core_state *core_get(void);
+
+/* The process's ports node (core_get() must have succeeded). */
+ports_node *core_node(core_state *core);
+
+/*
+ * Handle table access for the entry points. get acquires a reference the
+ * caller must drop (core_dispatcher_release); add takes over the caller's
+ * reference on success only.
+ */
+typedef struct core_dispatcher core_dispatcher;
+typedef struct core_table core_table;
+core_table *core_handles(core_state *core);
+core_table *core_messages(core_state *core);
+MojoResult core_get_dispatcher(core_state *core, MojoHandle handle, core_dispatcher **out);
+MojoResult core_add_dispatcher(core_state *core, core_dispatcher *d, MojoHandle *out);
+
+/*
+ * Introspection for tests and leak checks. Each is a snapshot, 0 when the
+ * core has not been created.
+ */
+size_t core_debug_handle_count(void);  /* open handles, in transit included */
+size_t core_debug_message_count(void); /* message objects not yet destroyed */
+size_t core_debug_port_count(void);    /* ports in the node, proxies included */
+
+/*
+ * Validates an options pointer of the 8-byte {struct_size, flags} shape that
+ * most API functions take: NULL is fine; otherwise struct_size must cover
+ * the flags and no flag outside `known` may be set. The flags (0 for NULL)
+ * go to *flags.
+ */
+struct core_options_header {
+    uint32_t struct_size;
+    uint32_t flags;
+};
+bool core_options_ok(const void *options, uint32_t known, uint32_t *flags);
+
+#endif /* CMOJO_CORE_CORE_H_ */

@@ -1,0 +1,125 @@
+#include "core/dispatcher.h"
+
+#include <stddef.h>
+
+#include "core/trap.h"
+
+void core_dispatcher_init(core_dispatcher *d, core_dispatcher_type type,
+                          const core_dispatcher_ops *ops)
+{
+    atomic_init(&d->refs, 1);
+    d->type = type;
+    d->ops = ops;
+    pthread_mutex_init(&d->lock, NULL);
+    d->closed = false;
+    d->watchers = NULL;
+}
+
+void core_dispatcher_acquire(core_dispatcher *d)
+{
+    atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
+}
+
+void core_dispatcher_release(core_dispatcher *d)
+{
+    if (!d || atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_destroy(&d->lock);
+    d->ops->destroy(d);
+}
+
+void core_dispatcher_acquire_obj(void *obj)
+{
+    core_dispatcher_acquire(obj);
+}
+
+void core_dispatcher_release_obj(void *obj)
+{
+    core_dispatcher_release(obj);
+}
+
+bool core_dispatcher_close(core_dispatcher *d)
+{
+    pthread_mutex_lock(&d->lock);
+    if (d->closed) {
+        pthread_mutex_unlock(&d->lock);
+        return false;
+    }
+    d->closed = true;
+    core_trigger *watchers = d->watchers;
+    d->watchers = NULL;
+    pthread_mutex_unlock(&d->lock);
+
+    while (watchers) {
+        core_trigger *t = watchers;
+        watchers = t->next_watcher;
+        t->next_watcher = NULL;
+        core_trigger_cancel_for_closed_handle(t);
+        core_trigger_release(t); /* the watcher list's reference */
+    }
+    d->ops->close(d);
+    return true;
+}
+
+void core_dispatcher_notify(core_dispatcher *d)
+{
+    pthread_mutex_lock(&d->lock);
+    if (!d->closed && d->watchers) {
+        struct MojoHandleSignalsState state;
+        d->ops->get_signals(d, &state);
+        for (core_trigger *t = d->watchers; t; t = t->next_watcher)
+            core_trigger_notify(t, &state);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+MojoResult core_dispatcher_query(core_dispatcher *d, struct MojoHandleSignalsState *out)
+{
+    if (!d->ops->get_signals)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    MojoResult rv = MOJO_RESULT_OK;
+    pthread_mutex_lock(&d->lock);
+    if (d->closed)
+        rv = MOJO_RESULT_INVALID_ARGUMENT;
+    else
+        d->ops->get_signals(d, out);
+    pthread_mutex_unlock(&d->lock);
+    return rv;
+}
+
+bool core_dispatcher_add_watcher(core_dispatcher *d, core_trigger *t)
+{
+    pthread_mutex_lock(&d->lock);
+    /*
+     * Whoever removes t marks it removed before taking this lock to unlink
+     * it, so checking here means a removed trigger is never linked again.
+     */
+    bool ok = !d->closed && !atomic_load(&t->removed);
+    if (ok) {
+        core_trigger_acquire(t);
+        t->next_watcher = d->watchers;
+        d->watchers = t;
+        struct MojoHandleSignalsState state;
+        d->ops->get_signals(d, &state);
+        core_trigger_notify(t, &state);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return ok;
+}
+
+void core_dispatcher_remove_watcher(core_dispatcher *d, core_trigger *t)
+{
+    bool found = false;
+    pthread_mutex_lock(&d->lock);
+    for (core_trigger **p = &d->watchers; *p; p = &(*p)->next_watcher) {
+        if (*p == t) {
+            *p = t->next_watcher;
+            t->next_watcher = NULL;
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (found)
+        core_trigger_release(t);
+}

@@ -1,0 +1,95 @@
+/*
+ * Dispatchers: the objects behind handles (message pipe endpoints, traps, and
+ * in later layers data pipe ends, buffers, wrapped fds, invitations).
+ *
+ * Lifetime: a dispatcher is reference counted. The handle table holds one
+ * reference; every operation in flight holds another, taken by the table
+ * lookup. MojoClose removes the table entry and calls core_dispatcher_close;
+ * the memory goes when the last operation drops its reference. So a close
+ * racing an operation on another thread is never a use-after-free: the
+ * operation either finishes first or sees the dispatcher closed.
+ *
+ * Signals and traps: a dispatcher with signals (ops->get_signals) keeps the
+ * list of trap triggers watching it. Whenever its state may have changed it
+ * calls core_dispatcher_notify, which evaluates every trigger under the
+ * dispatcher lock; triggers that fire queue an event in the calling thread's
+ * request context (see request_context.h), delivered after every lock is
+ * released.
+ *
+ * Lock order: dispatcher lock, then a trap's lock, then ports locks. No
+ * dispatcher lock is held while calling into the ports layer in a way that
+ * can call back (send, close, merge), since a local peer's status change
+ * would take the peer's dispatcher lock.
+ */
+#ifndef CMOJO_CORE_DISPATCHER_H_
+#define CMOJO_CORE_DISPATCHER_H_
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mojo/public/c/system/types.h"
+
+typedef enum core_dispatcher_type {
+    CORE_DISPATCHER_MESSAGE_PIPE = 1,
+    CORE_DISPATCHER_TRAP = 2,
+} core_dispatcher_type;
+
+typedef struct core_dispatcher core_dispatcher;
+typedef struct core_trigger core_trigger;
+
+typedef struct core_dispatcher_ops {
+    /*
+     * Type-specific part of closing, called once, with no lock held, after
+     * the dispatcher was marked closed and its triggers cancelled.
+     */
+    void (*close)(core_dispatcher *d);
+    /*
+     * Current signals. NULL for dispatchers without signals (traps), which
+     * cannot be watched or waited on. Called with the dispatcher lock held.
+     */
+    void (*get_signals)(core_dispatcher *d, struct MojoHandleSignalsState *out);
+    /* Frees the memory once the last reference is gone. */
+    void (*destroy)(core_dispatcher *d);
+} core_dispatcher_ops;
+
+struct core_dispatcher {
+    atomic_uint refs;
+    core_dispatcher_type type;
+    const core_dispatcher_ops *ops;
+    pthread_mutex_t lock;
+    bool closed;            /* under lock */
+    core_trigger *watchers; /* under lock: triggers watching this dispatcher */
+};
+
+/* Sets up the base with one reference (the caller's). */
+void core_dispatcher_init(core_dispatcher *d, core_dispatcher_type type,
+                          const core_dispatcher_ops *ops);
+void core_dispatcher_acquire(core_dispatcher *d);
+void core_dispatcher_release(core_dispatcher *d); /* NULL is fine */
+
+/*
+ * Closes: marks closed, cancels every trigger watching it (CANCELLED events
+ * are queued), then calls ops->close. Returns false if it was closed already.
+ */
+bool core_dispatcher_close(core_dispatcher *d);
+
+/* Re-evaluates every trigger watching d. No dispatcher lock may be held. */
+void core_dispatcher_notify(core_dispatcher *d);
+
+/*
+ * Current signals (with the lock): MOJO_RESULT_OK, or INVALID_ARGUMENT if the
+ * dispatcher has no signals or is closed.
+ */
+MojoResult core_dispatcher_query(core_dispatcher *d, struct MojoHandleSignalsState *out);
+
+/* Adds / removes a watcher; used by traps. Return false if d is closed. */
+bool core_dispatcher_add_watcher(core_dispatcher *d, core_trigger *t);
+void core_dispatcher_remove_watcher(core_dispatcher *d, core_trigger *t);
+
+/* Adapters for the handle table's callbacks. */
+void core_dispatcher_acquire_obj(void *obj);
+void core_dispatcher_release_obj(void *obj);
+
+#endif /* CMOJO_CORE_DISPATCHER_H_ */

@@ -1,0 +1,91 @@
+/*
+ * A thread-safe table that turns integers handed to API users into objects.
+ *
+ * Values are never pointers: a value is (generation << 32 | slot + 1), so 0 is
+ * never valid, a made-up value is refused, and a stale value (its object
+ * closed, the slot reused) does not alias the new occupant. Both the handle
+ * table (dispatchers) and the message table use this.
+ *
+ * An entry can be "busy" (a handle attached to a message that is not written
+ * yet): lookups and removals of a busy entry fail with MOJO_RESULT_BUSY until
+ * the transit completes (the entry is removed) or is cancelled.
+ *
+ * References: the table owns one reference to each object it holds. Lookups
+ * take another through the table's acquire callback while the table lock is
+ * held, so an object found cannot be freed under the caller even if another
+ * thread removes it at once. Removal hands the table's reference to the
+ * caller.
+ *
+ * Threads: every function may be called from any thread.
+ */
+#ifndef CMOJO_CORE_HANDLE_TABLE_H_
+#define CMOJO_CORE_HANDLE_TABLE_H_
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mojo/public/c/system/types.h"
+
+typedef struct core_table_slot core_table_slot;
+
+#define CORE_TABLE_CHUNK_SLOTS 4096u
+
+typedef struct core_table {
+    pthread_mutex_t lock;
+    core_table_slot **chunks; /* max_slots / CORE_TABLE_CHUNK_SLOTS pointers */
+    uint32_t max_slots;
+    uint32_t num_slots;         /* slots ever handed out (chunks allocated cover them) */
+    uint32_t free_head;         /* slot + 1 of the first free slot, 0 if none */
+    size_t live;                /* occupied slots */
+    void (*acquire)(void *obj); /* NULL: lookups take no reference */
+} core_table;
+
+/* max_slots is rounded up to a whole chunk. Returns 0 or -1 (ENOMEM). */
+int core_table_init(core_table *t, uint32_t max_slots, void (*acquire)(void *obj));
+
+/* Frees the table's memory; the objects still in it are not touched. */
+void core_table_destroy(core_table *t);
+
+/*
+ * Adds obj (taking over the caller's reference). MOJO_RESULT_RESOURCE_EXHAUSTED
+ * when full or out of memory.
+ */
+MojoResult core_table_add(core_table *t, void *obj, uint64_t *value);
+
+/* Looks value up and acquires a reference. INVALID_ARGUMENT, BUSY. */
+MojoResult core_table_get(core_table *t, uint64_t value, void **obj);
+
+/* Removes value, handing its reference to *obj. INVALID_ARGUMENT, BUSY. */
+MojoResult core_table_remove(core_table *t, uint64_t value, void **obj);
+
+/*
+ * Marks every value busy and acquires a reference to each object (objs[i]),
+ * all or nothing. The first value in order that is not live gives
+ * INVALID_ARGUMENT; one already busy (or listed twice) gives BUSY. check(obj)
+ * (may be NULL) vets each object under the lock: a nonzero MojoResult from it
+ * fails the whole call with that result.
+ */
+MojoResult core_table_begin_transit(core_table *t, const uint64_t *values, uint32_t n,
+                                    MojoResult (*check)(void *obj), void **objs);
+
+/*
+ * Ends a transit that succeeded: the entries are removed and the table's
+ * references are dropped through release (the caller keeps the references
+ * begin_transit gave it).
+ */
+void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t n,
+                                 void (*release)(void *obj));
+
+/* Ends a transit that failed: the entries are usable again. */
+void core_table_cancel_transit(core_table *t, const uint64_t *values, uint32_t n);
+
+size_t core_table_count(core_table *t);
+
+/*
+ * Removes one entry, busy or not (shutdown), handing its reference to *obj.
+ * Returns 0 when the table is empty.
+ */
+int core_table_take_any(core_table *t, uint64_t *value, void **obj);
+
+#endif /* CMOJO_CORE_HANDLE_TABLE_H_ */

@@ -1,0 +1,80 @@
+#include "core/request_context.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/trap.h"
+
+typedef struct rc_event {
+    core_trigger *trigger;
+    MojoResult result;
+    struct MojoHandleSignalsState state;
+} rc_event;
+
+/*
+ * Most calls queue nothing or one event; a few inline slots avoid the heap.
+ * A larger queue is allocated on demand and freed once delivered, so a
+ * thread that exits holds nothing.
+ */
+#define RC_INLINE_EVENTS 8
+
+typedef struct rc_state {
+    unsigned depth;
+    rc_event *events;
+    size_t head, count, cap;
+    rc_event inline_events[RC_INLINE_EVENTS];
+} rc_state;
+
+static _Thread_local rc_state rc;
+
+void core_rc_enter(void)
+{
+    rc.depth++;
+}
+
+void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSignalsState *state)
+{
+    assert(rc.depth > 0);
+    if (!rc.events) {
+        rc.events = rc.inline_events;
+        rc.cap = RC_INLINE_EVENTS;
+    }
+    if (rc.count == rc.cap) {
+        size_t cap = rc.cap * 2;
+        rc_event *grown = malloc(cap * sizeof(*grown));
+        if (!grown)
+            abort(); /* an event dropped would break "CANCELLED is always last" */
+        memcpy(grown, rc.events, rc.count * sizeof(*grown));
+        if (rc.events != rc.inline_events)
+            free(rc.events);
+        rc.events = grown;
+        rc.cap = cap;
+    }
+    core_trigger_acquire(t);
+    rc.events[rc.count++] = (rc_event){t, result, *state};
+}
+
+void core_rc_leave(void)
+{
+    assert(rc.depth > 0);
+    if (rc.depth > 1) {
+        rc.depth--;
+        return;
+    }
+    /*
+     * Outermost: deliver. depth stays 1 while handlers run, so what they
+     * queue lands behind the current event and is delivered by this loop.
+     */
+    while (rc.head < rc.count) {
+        rc_event ev = rc.events[rc.head++];
+        core_trigger_deliver(ev.trigger, ev.result, &ev.state);
+        core_trigger_release(ev.trigger);
+    }
+    if (rc.events != rc.inline_events)
+        free(rc.events);
+    rc.events = NULL;
+    rc.head = rc.count = rc.cap = 0;
+    rc.depth = 0;
+}

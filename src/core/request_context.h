@@ -1,0 +1,29 @@
+/*
+ * Request contexts: how trap events wait until no lock is held.
+ *
+ * Every API entry point brackets its work with core_rc_enter/core_rc_leave.
+ * A trigger that fires while the thread is inside (at any depth) queues its
+ * event on the thread's own queue; when the outermost call leaves, the queue
+ * is delivered in order, each handler running with no internal lock held.
+ * While a handler runs the thread counts as inside a call, so API calls the
+ * handler makes queue their events behind it instead of re-entering it: a
+ * handler is never re-entered on one thread.
+ *
+ * Threads: the queue is per thread (thread-local), so none of this locks.
+ */
+#ifndef CMOJO_CORE_REQUEST_CONTEXT_H_
+#define CMOJO_CORE_REQUEST_CONTEXT_H_
+
+#include <stdbool.h>
+
+#include "mojo/public/c/system/types.h"
+
+typedef struct core_trigger core_trigger;
+
+void core_rc_enter(void);
+void core_rc_leave(void);
+
+/* Queues an event for t (acquiring a reference to t). Must be inside. */
+void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSignalsState *state);
+
+#endif /* CMOJO_CORE_REQUEST_CONTEXT_H_ */
