@@ -3,6 +3,7 @@
 #include <stddef.h>
 
 #include "core/trap.h"
+#include "platform/lock.h"
 
 void core_dispatcher_init(core_dispatcher *d, core_dispatcher_type type,
                           const core_dispatcher_ops *ops)
@@ -10,7 +11,7 @@ void core_dispatcher_init(core_dispatcher *d, core_dispatcher_type type,
     atomic_init(&d->refs, 1);
     d->type = type;
     d->ops = ops;
-    pthread_mutex_init(&d->lock, NULL);
+    plat_mutex_init(&d->lock);
     d->closed = false;
     d->watchers = NULL;
 }

@@ -2,6 +2,7 @@
 
 #include <stdbool.h>
 #include <stdlib.h>
+#include "platform/lock.h"
 
 struct core_table_slot {
     void *obj;          /* NULL when free */
@@ -47,7 +48,7 @@ int core_table_init(core_table *t, uint32_t max_slots, void (*acquire)(void *obj
     t->chunks = calloc(chunks ? chunks : 1, sizeof(*t->chunks));
     if (!t->chunks)
         return -1;
-    pthread_mutex_init(&t->lock, NULL);
+    plat_mutex_init(&t->lock);
     t->max_slots = chunks * CORE_TABLE_CHUNK_SLOTS;
     t->num_slots = 0;
     t->free_head = 0;

@@ -2,6 +2,7 @@
  * Traps: MojoCreateTrap, MojoAddTrigger, MojoRemoveTrigger, MojoArmTrap.
  * The model is in trap.h; delivery timing in request_context.h.
  */
+#include "platform/lock.h"
 #include "core/trap.h"
 
 #include <stdlib.h>
@@ -234,7 +235,7 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
     t->condition = condition;
     t->ready = MOJO_RESULT_SHOULD_WAIT;
     atomic_init(&t->removed, false);
-    pthread_mutex_init(&t->delivery_lock, NULL);
+    plat_mutex_init(&t->delivery_lock);
 
     core_rc_enter();
     pthread_mutex_lock(&trap->base.lock);

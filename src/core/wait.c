@@ -2,6 +2,7 @@
  * MojoWait / MojoWaitMany (include/cmojo/wait.h): blocking waits built on a
  * private trap whose handler wakes the waiting thread.
  */
+#include "platform/lock.h"
 #include "cmojo/wait.h"
 
 #include <errno.h>
@@ -62,10 +63,17 @@ static void on_event(const struct MojoTrapEvent *event)
         w->state = event->signals_state;
     }
     bool last = w->abandoned && w->cancelled == w->triggers;
-    pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
-    if (last)
+    if (last) {
         waiter_free(w);
+        return;
+    }
+    /*
+     * After unlocking, so the woken thread does not run straight into the
+     * lock. w stays alive: the waiter frees it only after this trigger's
+     * CANCELLED, which cannot be delivered while this handler runs.
+     */
+    pthread_cond_broadcast(&w->cond);
 }
 
 static void fill_states(const MojoHandle *handles, uint32_t n,
@@ -118,7 +126,7 @@ MojoResult MojoWaitMany(const MojoHandle *handles, const MojoHandleSignals *sign
     waiter *w = calloc(1, sizeof(*w) + num_handles * sizeof(wait_slot));
     if (!w)
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
-    pthread_mutex_init(&w->lock, NULL);
+    plat_mutex_init(&w->lock);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

@@ -28,6 +28,7 @@
  * growth, small events) abort on failure; a half-applied step would break
  * exactly-once delivery, which is worse than stopping.
  */
+#include "platform/lock.h"
 #include "ports/ports.h"
 
 #include <stdio.h>
@@ -115,7 +116,7 @@ static ports_port *port_new(uint64_t next_seq_to_send, uint64_t next_seq_to_rece
     if (!p)
         return NULL;
     atomic_init(&p->refs, 1);
-    pthread_mutex_init(&p->lock, NULL);
+    plat_mutex_init(&p->lock);
     p->state = PORT_UNINITIALIZED;
     p->next_control_sequence_num_to_send = PORTS_INITIAL_SEQUENCE_NUM;
     p->next_control_sequence_num_to_receive = PORTS_INITIAL_SEQUENCE_NUM;
@@ -460,7 +461,7 @@ int ports_node_create(const ports_name *name, const ports_delegate *delegate, po
         return PORTS_ERROR_NO_MEMORY;
     node->name = *name;
     node->delegate = *delegate;
-    pthread_mutex_init(&node->lock, NULL);
+    plat_mutex_init(&node->lock);
     uint64_t keys[2];
     random_bytes(node, keys, sizeof(keys));
     node->hash_k0 = keys[0];

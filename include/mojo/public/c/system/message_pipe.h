@@ -211,7 +211,8 @@ MojoCreateMessagePipe(const struct MojoCreateMessagePipeOptions *options,
  *                                    OK does not promise delivery), or the
  *                                    message's size was never committed.
  *   MOJO_RESULT_NOT_FOUND            the message has neither data nor context.
- *   MOJO_RESULT_BUSY                 the endpoint is in transit.
+ *   MOJO_RESULT_BUSY                 the endpoint is in transit in another
+ *                                    message (in this one: INVALID_ARGUMENT).
  */
 MOJO_SYSTEM_EXPORT MojoResult MojoWriteMessage(MojoHandle message_pipe_handle,
                                                MojoMessageHandle message,
@@ -236,12 +237,14 @@ MOJO_SYSTEM_EXPORT MojoResult MojoReadMessage(MojoHandle message_pipe_handle,
 
 /*
  * Given pipes A<->B and C<->D, fusing B and C leaves A<->D: messages unread at
- * B go on to D, those unread at C go on to A. B and C are closed whatever the
- * result once both are valid pipe handles. Neither may have been written to.
+ * B go on to D, those unread at C go on to A. Neither end may have been
+ * written to. B and C are closed whatever the result (each of them that was
+ * an open handle not in transit), as in Mojo.
  *
- * Returns OK; INVALID_ARGUMENT (either is not a pipe handle, they are the same
- * handle, malformed |options|); FAILED_PRECONDITION (the ends could not be
- * fused, e.g. one was written to; both are closed); BUSY (one is in transit).
+ * Returns OK; INVALID_ARGUMENT (either is not an open pipe handle, they are
+ * the same handle, malformed |options|); FAILED_PRECONDITION (the ends could
+ * not be fused, e.g. one was written to, or they are the two ends of one
+ * pipe); BUSY (one is in transit).
  */
 MOJO_SYSTEM_EXPORT MojoResult MojoFuseMessagePipes(
     MojoHandle handle0, MojoHandle handle1, const struct MojoFuseMessagePipesOptions *options);
