@@ -38,14 +38,15 @@ extern "C" {
  *   MOJO_RESULT_FAILED_PRECONDITION  handles[*result_index] can never satisfy
  *                                    any of its signals.
  *   MOJO_RESULT_INVALID_ARGUMENT     handles[*result_index] is not an open
- *                                    handle with signals, or |handles| or
- *                                    |signals| is NULL with |num_handles| > 0.
+ *                                    handle with signals or repeats an earlier
+ *                                    entry, or |handles| or |signals| is NULL
+ *                                    with |num_handles| > 0.
  *   MOJO_RESULT_BUSY                 handles[*result_index] is in transit.
  *   MOJO_RESULT_CANCELLED            handles[*result_index] was closed by
  *                                    another thread during the wait.
- *   MOJO_RESULT_DEADLINE_EXCEEDED    the deadline passed (immediately for a
- *                                    zero deadline, and for zero handles with
- *                                    a finite deadline).
+ *   MOJO_RESULT_DEADLINE_EXCEEDED    the deadline passed (at once for a zero
+ *                                    deadline; with zero handles, a finite
+ *                                    deadline is simply slept through).
  *   MOJO_RESULT_RESOURCE_EXHAUSTED   out of memory.
  *
  * Threads: any thread, including inside a trap handler (the wait does not

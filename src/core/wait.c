@@ -55,23 +55,29 @@ static void on_event(const struct MojoTrapEvent *event)
     waiter *w = slot->w;
     pthread_mutex_lock(&w->lock);
     if (event->result == MOJO_RESULT_CANCELLED) {
+        /*
+         * The waiter may free w as soon as it sees this (it can be the last
+         * event of all), so wake it before letting go of the lock.
+         */
         w->cancelled++;
-    } else if (!w->fired) {
+        bool last = w->abandoned && w->cancelled == w->triggers;
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+        if (last)
+            waiter_free(w);
+        return;
+    }
+    if (!w->fired) {
         w->fired = true;
         w->index = slot->index;
         w->result = event->result;
         w->state = event->signals_state;
     }
-    bool last = w->abandoned && w->cancelled == w->triggers;
     pthread_mutex_unlock(&w->lock);
-    if (last) {
-        waiter_free(w);
-        return;
-    }
     /*
      * After unlocking, so the woken thread does not run straight into the
-     * lock. w stays alive: the waiter frees it only after this trigger's
-     * CANCELLED, which cannot be delivered while this handler runs.
+     * lock. w stays alive: it is freed only after this trigger's CANCELLED,
+     * which cannot be delivered while this handler runs.
      */
     pthread_cond_broadcast(&w->cond);
 }

@@ -120,7 +120,8 @@ extern "C" {
 /*
  * A trap's handler. |event| is valid only for the duration of the call. May be
  * called on any thread, including the IO thread; calls for one trigger never
- * overlap, and a handler is never re-entered for the same trap.
+ * overlap, and a handler is never re-entered on one thread: events that
+ * arise while it runs are delivered after it returns.
  */
 typedef void (*MojoTrapEventHandler)(const struct MojoTrapEvent *event);
 
