@@ -14,6 +14,7 @@ void core_dispatcher_init(core_dispatcher *d, core_dispatcher_type type,
     plat_mutex_init(&d->lock);
     d->closed = false;
     d->watchers = NULL;
+    atomic_init(&d->watched, false);
 }
 
 void core_dispatcher_acquire(core_dispatcher *d)
@@ -49,6 +50,7 @@ bool core_dispatcher_close(core_dispatcher *d)
     d->closed = true;
     core_trigger *watchers = d->watchers;
     d->watchers = NULL;
+    atomic_store(&d->watched, false);
     pthread_mutex_unlock(&d->lock);
 
     while (watchers) {
@@ -64,6 +66,8 @@ bool core_dispatcher_close(core_dispatcher *d)
 
 void core_dispatcher_notify(core_dispatcher *d)
 {
+    if (!atomic_load(&d->watched))
+        return;
     pthread_mutex_lock(&d->lock);
     if (!d->closed && d->watchers) {
         struct MojoHandleSignalsState state;
@@ -100,6 +104,7 @@ bool core_dispatcher_add_watcher(core_dispatcher *d, core_trigger *t)
         core_trigger_acquire(t);
         t->next_watcher = d->watchers;
         d->watchers = t;
+        atomic_store(&d->watched, true);
         struct MojoHandleSignalsState state;
         d->ops->get_signals(d, &state);
         core_trigger_notify(t, &state);
@@ -120,6 +125,7 @@ void core_dispatcher_remove_watcher(core_dispatcher *d, core_trigger *t)
             break;
         }
     }
+    atomic_store(&d->watched, d->watchers != NULL);
     pthread_mutex_unlock(&d->lock);
     if (found)
         core_trigger_release(t);

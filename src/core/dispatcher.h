@@ -61,6 +61,12 @@ struct core_dispatcher {
     pthread_mutex_t lock;
     bool closed;            /* under lock */
     core_trigger *watchers; /* under lock: triggers watching this dispatcher */
+    /*
+     * watchers != NULL, readable without the lock: lets a state change that
+     * nobody watches skip the lock. A trigger being added evaluates the
+     * state itself after setting this, so no change is missed.
+     */
+    atomic_bool watched;
 };
 
 /* Sets up the base with one reference (the caller's). */

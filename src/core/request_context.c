@@ -29,6 +29,32 @@ typedef struct rc_state {
 
 static _Thread_local rc_state rc;
 
+/* Actions for after the current delivery; a handler rarely queues more than one. */
+#define RC_AFTER_DELIVERY 4
+static _Thread_local struct {
+    void (*fn)(void *arg);
+    void *arg;
+} rc_after[RC_AFTER_DELIVERY];
+static _Thread_local unsigned rc_num_after;
+
+void core_rc_after_delivery(void (*fn)(void *arg), void *arg)
+{
+    if (rc_num_after == RC_AFTER_DELIVERY) {
+        fn(arg); /* full: rather early than never */
+        return;
+    }
+    rc_after[rc_num_after].fn = fn;
+    rc_after[rc_num_after].arg = arg;
+    rc_num_after++;
+}
+
+void core_rc_run_after_delivery(void)
+{
+    for (unsigned i = 0; i < rc_num_after; i++)
+        rc_after[i].fn(rc_after[i].arg);
+    rc_num_after = 0;
+}
+
 void core_rc_enter(void)
 {
     rc.depth++;
@@ -40,6 +66,15 @@ void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSi
     if (!rc.events) {
         rc.events = rc.inline_events;
         rc.cap = RC_INLINE_EVENTS;
+    }
+    if (rc.count == rc.cap && rc.head > 0) {
+        /*
+         * Reuse the slots already delivered: a chain of handlers that keeps
+         * itself going inside one call must not grow the queue forever.
+         */
+        memmove(rc.events, rc.events + rc.head, (rc.count - rc.head) * sizeof(*rc.events));
+        rc.count -= rc.head;
+        rc.head = 0;
     }
     if (rc.count == rc.cap) {
         size_t cap = rc.cap * 2;

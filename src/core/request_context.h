@@ -26,4 +26,15 @@ void core_rc_leave(void);
 /* Queues an event for t (acquiring a reference to t). Must be inside. */
 void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSignalsState *state);
 
+/*
+ * For a trap handler: runs fn(arg) on this thread once the handler has
+ * returned and the trigger's delivery lock is released. A handler that wakes
+ * another thread does it this way, so the woken thread does not run straight
+ * into a lock this thread still holds.
+ */
+void core_rc_after_delivery(void (*fn)(void *arg), void *arg);
+
+/* Runs what core_rc_after_delivery queued (trap.c, after each delivery). */
+void core_rc_run_after_delivery(void);
+
 #endif /* CMOJO_CORE_REQUEST_CONTEXT_H_ */

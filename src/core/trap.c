@@ -125,6 +125,7 @@ void core_trigger_deliver(core_trigger *t, MojoResult result,
         t->trap->handler(&event);
     }
     pthread_mutex_unlock(&t->delivery_lock);
+    core_rc_run_after_delivery();
 }
 
 /* --------------------------------------------------------------- trap */
