@@ -223,7 +223,8 @@ static int cmp_port_ptr(const void *a, const void *b)
 /* Locks distinct ports in address order; `ports` is sorted in place. */
 static void lock_ports(ports_port **ports, size_t n)
 {
-    qsort(ports, n, sizeof(*ports), cmp_port_ptr);
+    if (n > 1)
+        qsort(ports, n, sizeof(*ports), cmp_port_ptr);
     for (size_t i = 0; i < n; i++)
         if (i == 0 || ports[i] != ports[i - 1])
             lock_port(ports[i]);
@@ -1231,7 +1232,9 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
         attached = xmalloc(n * sizeof(*attached));
         updates = xmalloc(n * sizeof(*updates));
     }
-    lock_set = xmalloc((n + 1) * sizeof(*lock_set));
+    /* Most messages carry no port: lock just the sender, without the heap. */
+    ports_port *lock_one[1];
+    lock_set = n ? xmalloc((n + 1) * sizeof(*lock_set)) : lock_one;
 
     for (;;) {
         lock_port(p);
@@ -1329,7 +1332,8 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
 out:
     free(attached);
     free(updates);
-    free(lock_set);
+    if (lock_set != lock_one)
+        free(lock_set);
     return rv;
 }
 
