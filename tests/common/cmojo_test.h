@@ -35,4 +35,12 @@ int cmojo_test_count_open_fds(void);
 int cmojo_test_fd_setup(void **state);
 int cmojo_test_fd_teardown(void **state);
 
+/*
+ * Fixtures for tests of the C API: setup records the fd count and calls
+ * MojoInitialize; teardown fails the test if a handle, message object or
+ * port is left or an fd leaked, then calls MojoShutdown.
+ */
+int cmojo_core_setup(void **state);
+int cmojo_core_teardown(void **state);
+
 #endif /* CMOJO_TEST_H_ */

@@ -43,38 +43,7 @@ static void reset_callback_log(void)
 static int setup(void **state)
 {
     reset_callback_log();
-    if (cmojo_test_fd_setup(state) != 0)
-        return -1;
-    MojoResult rv = MojoInitialize(NULL);
-    if (rv != MOJO_RESULT_OK) {
-        fprintf(stderr, "setup: MojoInitialize(NULL) = %u\n", (unsigned)rv);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    int failed = 0;
-    size_t handles = core_debug_handle_count();
-    size_t messages = core_debug_message_count();
-
-    if (handles != 0) {
-        fprintf(stderr, "teardown: %zu handles still open\n", handles);
-        failed = 1;
-    }
-    if (messages != 0) {
-        fprintf(stderr, "teardown: %zu message objects still alive\n", messages);
-        failed = 1;
-    }
-    MojoResult rv = MojoShutdown(NULL);
-    if (rv != MOJO_RESULT_OK) {
-        fprintf(stderr, "teardown: MojoShutdown(NULL) = %u\n", (unsigned)rv);
-        failed = 1;
-    }
-    if (cmojo_test_fd_teardown(state) != 0)
-        failed = 1;
-    return failed ? -1 : 0;
+    return cmojo_core_setup(state);
 }
 
 /* ------------------------------------------------------------------ helpers */
@@ -1571,7 +1540,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_rejects_malformed_options_and_stays_initialized),
         cmocka_unit_test(test_shutdown_destroys_live_messages_and_runs_their_destructors),
     };
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, cmojo_core_teardown)
     const struct CMUnitTest tests[] = {
         T(test_create_message_gives_distinct_valid_handles),
         T(test_create_message_null_out_is_invalid_argument),

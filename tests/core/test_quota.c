@@ -22,42 +22,6 @@
 
 /* ------------------------------------------------------------------ fixtures */
 
-static int setup(void **state)
-{
-    if (cmojo_test_fd_setup(state) != 0)
-        return -1;
-    MojoResult rv = MojoInitialize(NULL);
-    if (rv != MOJO_RESULT_OK) {
-        fprintf(stderr, "setup: MojoInitialize(NULL) = %u\n", (unsigned)rv);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    int failed = 0;
-    size_t handles = core_debug_handle_count();
-    size_t messages = core_debug_message_count();
-
-    if (handles != 0) {
-        fprintf(stderr, "teardown: %zu handles still open\n", handles);
-        failed = 1;
-    }
-    if (messages != 0) {
-        fprintf(stderr, "teardown: %zu message objects still alive\n", messages);
-        failed = 1;
-    }
-    MojoResult rv = MojoShutdown(NULL);
-    if (rv != MOJO_RESULT_OK) {
-        fprintf(stderr, "teardown: MojoShutdown(NULL) = %u\n", (unsigned)rv);
-        failed = 1;
-    }
-    if (cmojo_test_fd_teardown(state) != 0)
-        failed = 1;
-    return failed ? -1 : 0;
-}
-
 /* ------------------------------------------------------------------ helpers */
 
 #define SENTINEL_U64 UINT64_C(0x5a5a5a5a5a5a5a5a)
@@ -678,7 +642,7 @@ static void test_quota_functions_reject_malformed_options(void **state)
 
 int main(void)
 {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, cmojo_core_setup, cmojo_core_teardown)
     const struct CMUnitTest tests[] = {
         T(test_every_quota_defaults_to_no_limit_and_zero_usage),
         T(test_set_limit_is_reported_by_query),

@@ -161,7 +161,6 @@ static size_t last_event_index_for(uintptr_t ctx)
 
 static int setup(void **state)
 {
-    (void)state;
     reset_events();
     handler_depth = 0;
     atomic_store(&max_handler_depth, 0);
@@ -172,23 +171,15 @@ static int setup(void **state)
     atomic_store(&in_write, false);
     on_event = NULL;
     main_thread = pthread_self();
-    return MojoInitialize(NULL) == OK ? 0 : -1;
+    return cmojo_core_setup(state);
 }
 
 /* Everything the test made is gone; shut down whatever the outcome. */
 static int teardown(void **state)
 {
-    (void)state;
-    size_t handles = core_debug_handle_count();
-    size_t messages = core_debug_message_count();
-    MojoResult shutdown = MojoShutdown(NULL);
-
     on_event = NULL;
-    assert_int_equal(handles, 0);
-    assert_int_equal(messages, 0);
-    assert_int_equal(shutdown, OK);
     assert_int_equal(lost_recs, 0);
-    return 0;
+    return cmojo_core_teardown(state);
 }
 
 static void sleep_usec(long usec)

@@ -38,25 +38,6 @@
  */
 #define SAFETY_DEADLINE_USEC ((MojoDeadline)10 * 1000 * 1000)
 
-static int setup(void **state)
-{
-    (void)state;
-    return MojoInitialize(NULL) == OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    size_t handles = core_debug_handle_count();
-    size_t messages = core_debug_message_count();
-    MojoResult shutdown = MojoShutdown(NULL);
-
-    assert_int_equal(handles, 0);
-    assert_int_equal(messages, 0);
-    assert_int_equal(shutdown, OK);
-    return 0;
-}
-
 static void sleep_usec(long usec)
 {
     struct timespec left = {.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
@@ -659,7 +640,7 @@ static void test_wait_inside_a_trap_handler_can_block_for_another_thread(void **
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, cmojo_core_setup, cmojo_core_teardown)
     const struct CMUnitTest tests[] = {
         T(test_wait_returns_ok_at_once_when_already_satisfied),
         T(test_wait_blocks_until_another_thread_writes),
