@@ -30,7 +30,7 @@ extern "C" {
  * about, or UINT32_MAX when the result concerns no particular handle
  * (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED). |signals_states| (may be NULL)
  * has room for |num_handles| entries and receives each handle's state when
- * the wait ended (entries for handles not examined are zeroed).
+ * the wait ended (zeroed for a handle that is not open or is in transit).
  *
  * Returns:
  *   MOJO_RESULT_OK                   handles[*result_index] satisfies one of

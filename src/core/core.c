@@ -117,13 +117,32 @@ core_table *core_messages(core_state *core)
     return &core->messages;
 }
 
-MojoResult core_get_dispatcher(core_state *core, MojoHandle handle, core_dispatcher **out)
+MojoResult core_resolve(MojoHandle handle, core_dispatcher_type type, core_dispatcher **out)
 {
+    core_state *core = core_get();
+    if (!core)
+        return MOJO_RESULT_INVALID_ARGUMENT; /* nothing can be open */
     void *obj;
     MojoResult rv = core_table_get(&core->handles, handle, &obj);
-    if (rv == MOJO_RESULT_OK)
-        *out = obj;
-    return rv;
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    core_dispatcher *d = obj;
+    if (type && d->type != type) {
+        core_dispatcher_release(d);
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    }
+    *out = d;
+    return MOJO_RESULT_OK;
+}
+
+void core_close_port_named(const ports_name *name)
+{
+    ports_node *node = core_get()->node;
+    ports_port_ref ref;
+    if (ports_node_get_port(node, name, &ref) == PORTS_OK) {
+        ports_node_close_port(node, &ref);
+        ports_port_ref_release(&ref);
+    }
 }
 
 MojoResult core_add_dispatcher(core_state *core, core_dispatcher *d, MojoHandle *out)
@@ -268,11 +287,8 @@ MojoResult MojoQueryHandleSignalsState(MojoHandle handle,
 {
     if (!signals_state)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_dispatcher *d;
-    MojoResult rv = core_get_dispatcher(core, handle, &d);
+    MojoResult rv = core_resolve(handle, 0, &d);
     if (rv != MOJO_RESULT_OK)
         return rv;
     struct MojoHandleSignalsState state;

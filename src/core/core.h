@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/dispatcher.h"
 #include "mojo/public/c/system/types.h"
 
 typedef struct core_state core_state;
@@ -25,16 +26,21 @@ core_state *core_get(void);
 ports_node *core_node(core_state *core);
 
 /*
- * Handle table access for the entry points. get acquires a reference the
- * caller must drop (core_dispatcher_release); add takes over the caller's
- * reference on success only.
+ * Handle table access for the entry points. core_resolve creates the core if
+ * needed and looks the handle up with a reference the caller must drop
+ * (core_dispatcher_release): INVALID_ARGUMENT if it is not open or, when type
+ * is not 0, of another kind; BUSY while it is in transit. core_add_dispatcher
+ * takes over the caller's reference on success only.
  */
-typedef struct core_dispatcher core_dispatcher;
 typedef struct core_table core_table;
 core_table *core_handles(core_state *core);
 core_table *core_messages(core_state *core);
-MojoResult core_get_dispatcher(core_state *core, MojoHandle handle, core_dispatcher **out);
+MojoResult core_resolve(MojoHandle handle, core_dispatcher_type type, core_dispatcher **out);
 MojoResult core_add_dispatcher(core_state *core, core_dispatcher *d, MojoHandle *out);
+
+/* Closes the receiving port `name` of this node, if it is still there. */
+typedef struct ports_name ports_name;
+void core_close_port_named(const ports_name *name);
 
 /*
  * Introspection for tests and leak checks. Each is a snapshot, 0 when the

@@ -58,11 +58,7 @@ static void close_attachments(core_state *core, core_attachment *att, uint32_t n
             core_dispatcher_close(att[i].dispatcher);
             core_dispatcher_release(att[i].dispatcher);
         } else {
-            ports_port_ref ref;
-            if (ports_node_get_port(core_node(core), &att[i].port, &ref) == PORTS_OK) {
-                ports_node_close_port(core_node(core), &ref);
-                ports_port_ref_release(&ref);
-            }
+            core_close_port_named(&att[i].port);
         }
     }
 }
@@ -165,14 +161,8 @@ core_message *core_message_from_event(ports_event *ev)
         }
     }
     if (!m) {
-        core_state *core = core_get();
-        for (uint32_t i = 0; i < n; i++) {
-            ports_port_ref ref;
-            if (ports_node_get_port(core_node(core), &ev->u.user.ports[i], &ref) == PORTS_OK) {
-                ports_node_close_port(core_node(core), &ref);
-                ports_port_ref_release(&ref);
-            }
-        }
+        for (uint32_t i = 0; i < n; i++)
+            core_close_port_named(&ev->u.user.ports[i]);
         ports_event_destroy(ev);
         return NULL;
     }

@@ -76,8 +76,8 @@ MojoResult core_message_publish(core_message *m, MojoMessageHandle *out);
 core_message *core_message_from_event(ports_event *ev);
 
 /*
- * For a write: how many ports the message will carry and whether every
- * attachment can travel. Fails with the write's result code.
+ * Whether the message can be written: NOT_FOUND with neither data nor
+ * context, FAILED_PRECONDITION if uncommitted or its handles were taken out.
  */
 MojoResult core_message_check_writable(const core_message *m);
 

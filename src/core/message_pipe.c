@@ -119,18 +119,13 @@ static void close_for_transfer(core_pipe *p)
 }
 
 /* Resolves a pipe handle; INVALID_ARGUMENT for other kinds of handle. */
-static MojoResult get_pipe(core_state *core, MojoHandle handle, core_pipe **out)
+static MojoResult get_pipe(MojoHandle handle, core_pipe **out)
 {
     core_dispatcher *d;
-    MojoResult rv = core_get_dispatcher(core, handle, &d);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    if (d->type != CORE_DISPATCHER_MESSAGE_PIPE) {
-        core_dispatcher_release(d);
-        return MOJO_RESULT_INVALID_ARGUMENT;
-    }
-    *out = (core_pipe *)d;
-    return MOJO_RESULT_OK;
+    MojoResult rv = core_resolve(handle, CORE_DISPATCHER_MESSAGE_PIPE, &d);
+    if (rv == MOJO_RESULT_OK)
+        *out = (core_pipe *)d;
+    return rv;
 }
 
 static MojoResult from_ports(int rv)
@@ -192,20 +187,25 @@ MojoResult MojoCreateMessagePipe(const struct MojoCreateMessagePipeOptions *opti
 
 /* ------------------------------------------------------------- write */
 
-/* A write that failed before reaching the pipe: hand the handles back. */
+/*
+ * A write that failed before reaching the pipe: the user's handles are
+ * usable again; ports the message had received go down with it.
+ */
 static void give_back(core_state *core, core_message *m)
 {
+    uint32_t kept = 0;
     for (uint32_t i = 0; i < m->num_attachments; i++) {
         core_attachment *a = &m->attachments[i];
         if (a->dispatcher) {
             uint64_t value = a->handle;
             core_table_cancel_transit(core_handles(core), &value, 1);
             core_dispatcher_release(a->dispatcher);
-            a->dispatcher = NULL;
-            a->port = (ports_name){0, 0};
+        } else {
+            m->attachments[kept++] = *a;
         }
     }
-    core_message_destroy(m); /* closes received ports still attached */
+    m->num_attachments = kept;
+    core_message_destroy(m);
 }
 
 /*
@@ -271,11 +271,7 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
             if (att[i].dispatcher) {
                 core_dispatcher_release(att[i].dispatcher);
             } else {
-                ports_port_ref ref;
-                if (ports_node_get_port(core_node(core), &att[i].port, &ref) == PORTS_OK) {
-                    ports_node_close_port(core_node(core), &ref);
-                    ports_port_ref_release(&ref);
-                }
+                core_close_port_named(&att[i].port); /* it went down with the message */
             }
         }
     }
@@ -298,7 +294,7 @@ MojoResult MojoWriteMessage(MojoHandle message_pipe_handle, MojoMessageHandle me
     if (!core_options_ok(options, 0, NULL))
         rv = MOJO_RESULT_INVALID_ARGUMENT;
     else
-        rv = get_pipe(core, message_pipe_handle, &p);
+        rv = get_pipe(message_pipe_handle, &p);
     if (rv == MOJO_RESULT_BUSY) {
         /* Busy because this very message carries it: the caller's mistake. */
         for (uint32_t i = 0; i < m->num_attachments; i++)
@@ -324,13 +320,11 @@ MojoResult MojoReadMessage(MojoHandle message_pipe_handle,
 {
     if (!message || !core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_pipe *p;
-    MojoResult rv = get_pipe(core, message_pipe_handle, &p);
+    MojoResult rv = get_pipe(message_pipe_handle, &p);
     if (rv != MOJO_RESULT_OK)
         return rv;
+    core_state *core = core_get();
     core_rc_enter();
     ports_event *ev = NULL;
     rv = from_ports(ports_node_get_message(core_node(core), &p->port, &ev));
@@ -400,13 +394,11 @@ MojoResult MojoSetQuota(MojoHandle handle, MojoQuotaType type, uint64_t limit,
 {
     if (!core_options_ok(options, 0, NULL) || type >= NUM_QUOTA_TYPES)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_pipe *p;
-    MojoResult rv = get_pipe(core, handle, &p);
+    MojoResult rv = get_pipe(handle, &p);
     if (rv != MOJO_RESULT_OK)
         return rv;
+    core_state *core = core_get();
     core_rc_enter();
     pthread_mutex_lock(&p->base.lock);
     p->quota[type] = limit;
@@ -433,13 +425,11 @@ MojoResult MojoQueryQuota(MojoHandle handle, MojoQuotaType type,
 {
     if (!core_options_ok(options, 0, NULL) || type >= NUM_QUOTA_TYPES)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_pipe *p;
-    MojoResult rv = get_pipe(core, handle, &p);
+    MojoResult rv = get_pipe(handle, &p);
     if (rv != MOJO_RESULT_OK)
         return rv;
+    core_state *core = core_get();
     ports_port_status st;
     if (ports_node_get_status(core_node(core), &p->port, &st) != PORTS_OK) {
         rv = MOJO_RESULT_INVALID_ARGUMENT; /* closed meanwhile */

@@ -165,18 +165,13 @@ static const core_dispatcher_ops trap_ops = {
 };
 
 /* Resolves a trap handle; INVALID_ARGUMENT for any other kind of handle. */
-static MojoResult get_trap(core_state *core, MojoHandle handle, core_trap **out)
+static MojoResult get_trap(MojoHandle handle, core_trap **out)
 {
     core_dispatcher *d;
-    MojoResult rv = core_get_dispatcher(core, handle, &d);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    if (d->type != CORE_DISPATCHER_TRAP) {
-        core_dispatcher_release(d);
-        return MOJO_RESULT_INVALID_ARGUMENT;
-    }
-    *out = (core_trap *)d;
-    return MOJO_RESULT_OK;
+    MojoResult rv = core_resolve(handle, CORE_DISPATCHER_TRAP, &d);
+    if (rv == MOJO_RESULT_OK)
+        *out = (core_trap *)d;
+    return rv;
 }
 
 MojoResult MojoCreateTrap(MojoTrapEventHandler handler, const struct MojoCreateTrapOptions *options,
@@ -204,15 +199,12 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
         (condition != MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED &&
          condition != MOJO_TRIGGER_CONDITION_SIGNALS_UNSATISFIED))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_trap *trap;
-    MojoResult rv = get_trap(core, trap_handle, &trap);
+    MojoResult rv = get_trap(trap_handle, &trap);
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_dispatcher *watched;
-    rv = core_get_dispatcher(core, handle, &watched);
+    rv = core_resolve(handle, 0, &watched);
     if (rv != MOJO_RESULT_OK) {
         core_dispatcher_release(&trap->base);
         return rv;
@@ -288,11 +280,8 @@ MojoResult MojoRemoveTrigger(MojoHandle trap_handle, uintptr_t context,
 {
     if (!core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_trap *trap;
-    MojoResult rv = get_trap(core, trap_handle, &trap);
+    MojoResult rv = get_trap(trap_handle, &trap);
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_trigger *t = NULL;
@@ -323,11 +312,8 @@ MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *
     if (!core_options_ok(options, 0, NULL) ||
         (num_blocking_events && *num_blocking_events && !blocking_events))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_trap *trap;
-    MojoResult rv = get_trap(core, trap_handle, &trap);
+    MojoResult rv = get_trap(trap_handle, &trap);
     if (rv != MOJO_RESULT_OK)
         return rv;
 

@@ -308,23 +308,13 @@ static void test_exactly_one_close_wins(void **state)
     }
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return MojoInitialize(NULL) == MOJO_RESULT_OK ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return MojoShutdown(NULL) == MOJO_RESULT_OK ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_close_races_every_operation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_exactly_one_close_wins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_races_every_operation, cmojo_core_setup,
+                                        cmojo_core_teardown),
+        cmocka_unit_test_setup_teardown(test_exactly_one_close_wins, cmojo_core_setup,
+                                        cmojo_core_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
