@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "mojo/public/c/system/types.h"
+
 /*
  * Number of file descriptors open in this process (entries of /proc/self/fd,
  * not counting the one used to read it), or a negative errno value if it
@@ -42,5 +44,9 @@ int cmojo_test_fd_teardown(void **state);
  */
 int cmojo_core_setup(void **state);
 int cmojo_core_teardown(void **state);
+
+/* A new pipe (both ends valid and distinct) / a close that must succeed. */
+void cmojo_test_make_pipe(MojoHandle *a, MojoHandle *b);
+void cmojo_test_close_ok(MojoHandle handle);
 
 #endif /* CMOJO_TEST_H_ */

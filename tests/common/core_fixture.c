@@ -3,6 +3,7 @@
 #include "cmojo_test.h"
 #include "core/core.h"
 #include "mojo/public/c/system/functions.h"
+#include "mojo/public/c/system/message_pipe.h"
 
 int cmojo_core_setup(void **state)
 {
@@ -43,4 +44,18 @@ int cmojo_core_teardown(void **state)
     if (cmojo_test_fd_teardown(state) != 0)
         failed = 1;
     return failed ? -1 : 0;
+}
+
+void cmojo_test_make_pipe(MojoHandle *a, MojoHandle *b)
+{
+    *a = *b = MOJO_HANDLE_INVALID;
+    assert_int_equal(MojoCreateMessagePipe(NULL, a, b), MOJO_RESULT_OK);
+    assert_true(*a != MOJO_HANDLE_INVALID);
+    assert_true(*b != MOJO_HANDLE_INVALID);
+    assert_true(*a != *b);
+}
+
+void cmojo_test_close_ok(MojoHandle h)
+{
+    assert_int_equal(MojoClose(h), MOJO_RESULT_OK);
 }

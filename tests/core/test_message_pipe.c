@@ -59,20 +59,6 @@ static MojoMessageHandle new_data_message(const void *bytes, uint32_t num_bytes,
     return m;
 }
 
-static void make_pipe(MojoHandle *a, MojoHandle *b)
-{
-    *a = *b = MOJO_HANDLE_INVALID;
-    assert_int_equal(MojoCreateMessagePipe(NULL, a, b), MOJO_RESULT_OK);
-    assert_true(*a != MOJO_HANDLE_INVALID);
-    assert_true(*b != MOJO_HANDLE_INVALID);
-    assert_true(*a != *b);
-}
-
-static void close_ok(MojoHandle h)
-{
-    assert_int_equal(MojoClose(h), MOJO_RESULT_OK);
-}
-
 static void write_text_with(MojoHandle h, const char *text, const MojoHandle *handles,
                             uint32_t num_handles)
 {
@@ -178,11 +164,11 @@ static void test_create_pipe_gives_two_connected_ends(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(core_debug_handle_count(), 2);
     expect_connected(a, b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_create_pipe_null_out_pointer_is_invalid_argument(void **state)
@@ -213,8 +199,8 @@ static void test_create_pipe_rejects_malformed_options_leaving_outputs(void **st
 
     struct MojoCreateMessagePipeOptions good = {sizeof(good), MOJO_CREATE_MESSAGE_PIPE_FLAG_NONE};
     assert_int_equal(MojoCreateMessagePipe(&good, &a, &b), MOJO_RESULT_OK);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_close_twice_or_made_up_handle_is_invalid_argument(void **state)
@@ -222,12 +208,12 @@ static void test_close_twice_or_made_up_handle_is_invalid_argument(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
-    close_ok(a);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_close_ok(a);
     assert_int_equal(MojoClose(a), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(MOJO_HANDLE_INVALID), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose((MojoHandle)0x7fffff01), MOJO_RESULT_INVALID_ARGUMENT);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 /* ----------------------------------------------------------- write and read */
@@ -237,13 +223,13 @@ static void test_write_then_read_round_trips_bytes(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_text(a, "hello, pipe");
     expect_text(b, "hello, pipe");
     expect_nothing_to_read(b);
     expect_nothing_to_read(a); /* nothing echoed to the writer */
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_each_direction_is_independent(void **state)
@@ -251,7 +237,7 @@ static void test_each_direction_is_independent(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_text(a, "a1");
     write_text(b, "b1");
     write_text(a, "a2");
@@ -260,8 +246,8 @@ static void test_each_direction_is_independent(void **state)
     expect_text(b, "a2");
     expect_nothing_to_read(a);
     expect_nothing_to_read(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_read_empty_pipe_should_wait(void **state)
@@ -269,11 +255,11 @@ static void test_read_empty_pipe_should_wait(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     expect_nothing_to_read(a);
     expect_nothing_to_read(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_read_with_bad_arguments_is_invalid_argument(void **state)
@@ -284,7 +270,7 @@ static void test_read_with_bad_arguments_is_invalid_argument(void **state)
     struct MojoReadMessageOptions small = {4, 0};
     struct MojoReadMessageOptions unknown = {sizeof(unknown), 4};
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_text(a, "still here");
     assert_int_equal(MojoReadMessage(b, NULL, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoReadMessage(MOJO_HANDLE_INVALID, NULL, &m), MOJO_RESULT_INVALID_ARGUMENT);
@@ -295,8 +281,8 @@ static void test_read_with_bad_arguments_is_invalid_argument(void **state)
     assert_true(m == SENTINEL_MESSAGE);
     /* None of those took the message. */
     expect_text(b, "still here");
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
     assert_int_equal(MojoReadMessage(b, NULL, &m), MOJO_RESULT_INVALID_ARGUMENT);
 }
 
@@ -308,7 +294,7 @@ static void test_read_on_trap_handle_is_invalid_argument(void **state)
 
     assert_int_equal(MojoReadMessage(trap, NULL, &m), MOJO_RESULT_INVALID_ARGUMENT);
     assert_true(m == SENTINEL_MESSAGE);
-    close_ok(trap);
+    cmojo_test_close_ok(trap);
 }
 
 static void test_read_after_peer_closed_and_drained_fails_precondition(void **state)
@@ -316,11 +302,11 @@ static void test_read_after_peer_closed_and_drained_fails_precondition(void **st
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
-    close_ok(a);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_close_ok(a);
     expect_read_peer_closed(b);
     expect_read_peer_closed(b); /* and stays so */
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 static void test_messages_written_before_peer_close_are_read_first(void **state)
@@ -328,16 +314,16 @@ static void test_messages_written_before_peer_close_are_read_first(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_text(a, "one");
     write_text(a, "two");
     write_text(a, "");
-    close_ok(a);
+    cmojo_test_close_ok(a);
     expect_text(b, "one");
     expect_text(b, "two");
     expect_text(b, "");
     expect_read_peer_closed(b);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 static void test_write_to_closed_peer_fails_precondition_and_consumes_message(void **state)
@@ -345,13 +331,13 @@ static void test_write_to_closed_peer_fails_precondition_and_consumes_message(vo
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
-    close_ok(b);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_close_ok(b);
     MojoMessageHandle m = new_data_message("lost", 4, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     expect_consumed(m);
     assert_int_equal(core_debug_message_count(), 0);
-    close_ok(a);
+    cmojo_test_close_ok(a);
 }
 
 static void test_write_uncommitted_message_fails_precondition_and_consumes_it(void **state)
@@ -360,13 +346,13 @@ static void test_write_uncommitted_message_fails_precondition_and_consumes_it(vo
     MojoHandle a, b;
     MojoMessageHandle m = new_message();
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoAppendMessageData(m, 4, NULL, 0, NULL, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     expect_consumed(m);
     expect_nothing_to_read(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_write_empty_message_is_not_found_and_consumes_it(void **state)
@@ -375,12 +361,12 @@ static void test_write_empty_message_is_not_found_and_consumes_it(void **state)
     MojoHandle a, b;
     MojoMessageHandle m = new_message();
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_NOT_FOUND);
     expect_consumed(m);
     expect_nothing_to_read(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_write_on_trap_handle_is_invalid_argument_and_consumes_message(void **state)
@@ -391,7 +377,7 @@ static void test_write_on_trap_handle_is_invalid_argument_and_consumes_message(v
 
     assert_int_equal(MojoWriteMessage(trap, m, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m);
-    close_ok(trap);
+    cmojo_test_close_ok(trap);
 }
 
 static void test_write_on_invalid_handle_is_invalid_argument_and_consumes_message(void **state)
@@ -399,15 +385,15 @@ static void test_write_on_invalid_handle_is_invalid_argument_and_consumes_messag
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
-    close_ok(b);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_close_ok(b);
     MojoMessageHandle m1 = new_data_message("x", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(MOJO_HANDLE_INVALID, m1, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m1);
     MojoMessageHandle m2 = new_data_message("y", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(b, m2, NULL), MOJO_RESULT_INVALID_ARGUMENT); /* closed */
     expect_consumed(m2);
-    close_ok(a);
+    cmojo_test_close_ok(a);
 }
 
 static void test_write_invalid_message_handle_is_invalid_argument(void **state)
@@ -415,15 +401,15 @@ static void test_write_invalid_message_handle_is_invalid_argument(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoWriteMessage(a, MOJO_MESSAGE_HANDLE_INVALID, NULL),
                      MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoWriteMessage(a, (MojoMessageHandle)98765, NULL),
                      MOJO_RESULT_INVALID_ARGUMENT);
     expect_nothing_to_read(b);
     expect_connected(a, b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_write_rejects_malformed_options_and_consumes_message(void **state)
@@ -433,8 +419,8 @@ static void test_write_rejects_malformed_options_and_consumes_message(void **sta
     struct MojoWriteMessageOptions small = {4, 0};
     struct MojoWriteMessageOptions unknown = {sizeof(unknown), 1};
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoMessageHandle m1 = new_data_message("x", 1, &c, 1);
     assert_int_equal(MojoWriteMessage(a, m1, &small), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m1);
@@ -447,10 +433,10 @@ static void test_write_rejects_malformed_options_and_consumes_message(void **sta
     MojoMessageHandle m3 = new_data_message("z", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m3, &good), MOJO_RESULT_OK);
     expect_text(b, "z");
-    close_ok(a);
-    close_ok(b);
-    close_ok(c);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(c);
+    cmojo_test_close_ok(d);
 }
 
 static void test_write_carrying_own_end_is_invalid_argument_and_releases_it(void **state)
@@ -458,14 +444,14 @@ static void test_write_carrying_own_end_is_invalid_argument_and_releases_it(void
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_data_message("self", 4, &a, 1);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m);
     expect_nothing_to_read(b);
     expect_connected(a, b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_write_carrying_peer_is_invalid_argument_and_releases_it(void **state)
@@ -473,8 +459,8 @@ static void test_write_carrying_peer_is_invalid_argument_and_releases_it(void **
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle both[] = {c, b};
     MojoMessageHandle m = new_data_message("peer", 4, both, 2);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_INVALID_ARGUMENT);
@@ -482,10 +468,10 @@ static void test_write_carrying_peer_is_invalid_argument_and_releases_it(void **
     expect_nothing_to_read(b);
     expect_connected(a, b);
     expect_connected(c, d);
-    close_ok(a);
-    close_ok(b);
-    close_ok(c);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(c);
+    cmojo_test_close_ok(d);
 }
 
 static void test_failed_write_makes_attached_handles_usable_again(void **state)
@@ -493,17 +479,17 @@ static void test_failed_write_makes_attached_handles_usable_again(void **state)
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
-    close_ok(b);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
+    cmojo_test_close_ok(b);
     MojoMessageHandle m = new_data_message("cargo", 5, &c, 1);
     assert_int_equal(MojoClose(c), MOJO_RESULT_BUSY);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     expect_consumed(m);
     expect_connected(c, d);
-    close_ok(a);
-    close_ok(c);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(c);
+    cmojo_test_close_ok(d);
 }
 
 static void test_empty_payload_message_arrives_with_null_buffer(void **state)
@@ -511,7 +497,7 @@ static void test_empty_payload_message_arrives_with_null_buffer(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_data_message(NULL, 0, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
@@ -522,8 +508,8 @@ static void test_empty_payload_message_arrives_with_null_buffer(void **state)
     assert_null(buf);
     assert_int_equal(n, 0);
     assert_int_equal(MojoDestroyMessage(r), MOJO_RESULT_OK);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static unsigned char pattern_byte(uint32_t message, uint32_t offset)
@@ -585,7 +571,7 @@ static void test_messages_of_many_sizes_arrive_in_order_intact(void **state)
     uint32_t count = fill_sizes(sizes, 128);
 
     assert_true(count > 90);
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     /* All queued at once, then read. */
     for (uint32_t i = 0; i < count; i++)
         write_pattern(a, i, sizes[i]);
@@ -604,8 +590,8 @@ static void test_messages_of_many_sizes_arrive_in_order_intact(void **state)
     for (uint32_t i = count - count % 3; i < count; i++)
         expect_pattern(a, 1000 + i, sizes[count - 1 - i]);
     expect_nothing_to_read(a);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* ------------------------------------------------------ handles in messages */
@@ -615,15 +601,15 @@ static void test_sent_pipe_end_works_at_the_receiver(void **state)
     (void)state;
     MojoHandle a, b, c, d, got;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text_with(a, "take c", &c, 1);
     expect_text_with(b, "take c", &got, 1);
     expect_connected(got, d);
-    close_ok(a);
-    close_ok(b);
-    close_ok(got);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(got);
+    cmojo_test_close_ok(d);
 }
 
 static void test_sent_handle_value_is_gone_from_the_sender(void **state)
@@ -631,19 +617,19 @@ static void test_sent_handle_value_is_gone_from_the_sender(void **state)
     (void)state;
     MojoHandle a, b, c, d, got;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text_with(a, "c", &c, 1);
     /* Before anything new is allocated, c's value names nothing. */
     assert_int_equal(MojoClose(c), MOJO_RESULT_INVALID_ARGUMENT);
     struct MojoHandleSignalsState s = {SENTINEL_U32, SENTINEL_U32};
     assert_int_equal(MojoQueryHandleSignalsState(c, &s), MOJO_RESULT_INVALID_ARGUMENT);
     expect_text_with(b, "c", &got, 1);
-    close_ok(got);
+    cmojo_test_close_ok(got);
     expect_peer_closed(d);
-    close_ok(a);
-    close_ok(b);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(d);
 }
 
 static void test_messages_with_handles_keep_their_order(void **state)
@@ -653,9 +639,9 @@ static void test_messages_with_handles_keep_their_order(void **state)
     MojoHandle a, b, near[N], far[N];
     char text[16];
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     for (int i = 0; i < N; i++) {
-        make_pipe(&near[i], &far[i]);
+        cmojo_test_make_pipe(&near[i], &far[i]);
         snprintf(text, sizeof(text), "msg %d", i);
         if (i % 2)
             write_text(a, text);
@@ -666,7 +652,7 @@ static void test_messages_with_handles_keep_their_order(void **state)
         snprintf(text, sizeof(text), "msg %d", i);
         if (i % 2) {
             expect_text(b, text);
-            close_ok(near[i]);
+            cmojo_test_close_ok(near[i]);
         } else {
             MojoHandle got;
             expect_text_with(b, text, &got, 1);
@@ -674,12 +660,12 @@ static void test_messages_with_handles_keep_their_order(void **state)
             snprintf(text, sizeof(text), "via %d", i);
             write_text(got, text);
             expect_text(far[i], text);
-            close_ok(got);
+            cmojo_test_close_ok(got);
         }
-        close_ok(far[i]);
+        cmojo_test_close_ok(far[i]);
     }
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /*
@@ -693,9 +679,9 @@ static void test_pipe_end_travels_through_several_pipes_and_back(void **state)
     MojoHandle x, y, in[HOPS], out[HOPS];
     char text[16];
 
-    make_pipe(&x, &y);
+    cmojo_test_make_pipe(&x, &y);
     for (int i = 0; i < HOPS; i++)
-        make_pipe(&in[i], &out[i]);
+        cmojo_test_make_pipe(&in[i], &out[i]);
 
     MojoHandle cur = x;
     for (int hop = 0; hop < HOPS; hop++) {
@@ -720,12 +706,12 @@ static void test_pipe_end_travels_through_several_pipes_and_back(void **state)
     }
     expect_nothing_to_read(cur);
     expect_connected(cur, y);
-    close_ok(cur);
+    cmojo_test_close_ok(cur);
     expect_read_peer_closed(y);
-    close_ok(y);
+    cmojo_test_close_ok(y);
     for (int i = 0; i < HOPS; i++) {
-        close_ok(in[i]);
-        close_ok(out[i]);
+        cmojo_test_close_ok(in[i]);
+        cmojo_test_close_ok(out[i]);
     }
 }
 
@@ -734,8 +720,8 @@ static void test_messages_queued_on_an_end_arrive_at_its_new_home(void **state)
     (void)state;
     MojoHandle a, b, x, y, got;
 
-    make_pipe(&a, &b);
-    make_pipe(&x, &y);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&x, &y);
     write_text(y, "first");
     write_text(y, "second");
     write_text_with(a, "x", &x, 1);
@@ -747,10 +733,10 @@ static void test_messages_queued_on_an_end_arrive_at_its_new_home(void **state)
     expect_text(got, "after the move");
     expect_text(got, "after the read");
     expect_nothing_to_read(got);
-    close_ok(a);
-    close_ok(b);
-    close_ok(got);
-    close_ok(y);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(got);
+    cmojo_test_close_ok(y);
 }
 
 static void test_both_ends_of_a_pipe_travel_in_one_message(void **state)
@@ -758,19 +744,19 @@ static void test_both_ends_of_a_pipe_travel_in_one_message(void **state)
     (void)state;
     MojoHandle a, b, x, y, got[2];
 
-    make_pipe(&a, &b);
-    make_pipe(&x, &y);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&x, &y);
     write_text(x, "queued at y");
     MojoHandle both[] = {x, y};
     write_text_with(a, "pair", both, 2);
     expect_text_with(b, "pair", got, 2);
     expect_text(got[1], "queued at y");
     expect_connected(got[0], got[1]);
-    close_ok(got[0]);
+    cmojo_test_close_ok(got[0]);
     expect_peer_closed(got[1]);
-    close_ok(got[1]);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(got[1]);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_destroying_read_message_closes_unextracted_handles(void **state)
@@ -778,17 +764,17 @@ static void test_destroying_read_message_closes_unextracted_handles(void **state
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text_with(a, "c inside", &c, 1);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_OK);
     assert_false(query(d).satisfied_signals & MOJO_HANDLE_SIGNAL_PEER_CLOSED);
     assert_int_equal(MojoDestroyMessage(r), MOJO_RESULT_OK);
     expect_peer_closed(d);
-    close_ok(a);
-    close_ok(b);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(d);
 }
 
 static void test_closing_a_receiver_closes_handles_queued_for_it(void **state)
@@ -796,13 +782,13 @@ static void test_closing_a_receiver_closes_handles_queued_for_it(void **state)
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text_with(a, "never read", &c, 1);
-    close_ok(b);
+    cmojo_test_close_ok(b);
     expect_peer_closed(d);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 /* ------------------------------------------------------- MojoFuseMessagePipes */
@@ -812,13 +798,13 @@ static void test_fuse_joins_the_outer_ends(void **state)
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_OK);
     expect_connected(a, d);
-    close_ok(a);
+    cmojo_test_close_ok(a);
     expect_read_peer_closed(d);
-    close_ok(d);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fuse_forwards_queued_messages_both_ways(void **state)
@@ -826,8 +812,8 @@ static void test_fuse_forwards_queued_messages_both_ways(void **state)
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text(a, "a1"); /* unread at b: goes on to d */
     write_text(a, "a2");
     write_text(d, "d1"); /* unread at c: goes on to a */
@@ -843,8 +829,8 @@ static void test_fuse_forwards_queued_messages_both_ways(void **state)
     expect_text(a, "d3");
     expect_nothing_to_read(a);
     expect_nothing_to_read(d);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fused_handles_are_invalid_afterwards(void **state)
@@ -853,15 +839,15 @@ static void test_fused_handles_are_invalid_afterwards(void **state)
     MojoHandle a, b, c, d;
     struct MojoHandleSignalsState s;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoQueryHandleSignalsState(b, &s), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(b), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(c), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(core_debug_handle_count(), 2);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fuse_written_end_fails_precondition_and_closes_both(void **state)
@@ -869,8 +855,8 @@ static void test_fuse_written_end_fails_precondition_and_closes_both(void **stat
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text(b, "b wrote");
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     assert_int_equal(MojoClose(b), MOJO_RESULT_INVALID_ARGUMENT);
@@ -879,8 +865,8 @@ static void test_fuse_written_end_fails_precondition_and_closes_both(void **stat
     expect_read_peer_closed(a);
     expect_peer_closed(d);
     expect_read_peer_closed(d);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fuse_second_end_written_fails_precondition_too(void **state)
@@ -888,8 +874,8 @@ static void test_fuse_second_end_written_fails_precondition_too(void **state)
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text(c, "c wrote");
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     assert_int_equal(MojoClose(b), MOJO_RESULT_INVALID_ARGUMENT);
@@ -897,8 +883,8 @@ static void test_fuse_second_end_written_fails_precondition_too(void **state)
     expect_peer_closed(a);
     expect_text(d, "c wrote");
     expect_read_peer_closed(d);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 /* Mojo: "Handles B and C are ALWAYS closed", even when the fuse is refused. */
@@ -909,8 +895,8 @@ static void test_fuse_with_non_pipe_handle_is_invalid_argument_and_closes_both(v
     MojoHandle trap1 = new_trap();
     MojoHandle trap2 = new_trap();
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     assert_int_equal(MojoFuseMessagePipes(b, trap1, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(b), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(trap1), MOJO_RESULT_INVALID_ARGUMENT);
@@ -919,8 +905,8 @@ static void test_fuse_with_non_pipe_handle_is_invalid_argument_and_closes_both(v
     assert_int_equal(MojoClose(trap2), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(c), MOJO_RESULT_INVALID_ARGUMENT);
     expect_read_peer_closed(d);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fuse_with_invalid_handle_is_invalid_argument_and_closes_the_other(void **state)
@@ -928,10 +914,10 @@ static void test_fuse_with_invalid_handle_is_invalid_argument_and_closes_the_oth
     (void)state;
     MojoHandle a, b, c, d, e, f;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
-    make_pipe(&e, &f);
-    close_ok(f);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
+    cmojo_test_make_pipe(&e, &f);
+    cmojo_test_close_ok(f);
     assert_int_equal(MojoFuseMessagePipes(b, MOJO_HANDLE_INVALID, NULL),
                      MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(b), MOJO_RESULT_INVALID_ARGUMENT);
@@ -942,8 +928,8 @@ static void test_fuse_with_invalid_handle_is_invalid_argument_and_closes_the_oth
     expect_read_peer_closed(d);
     assert_int_equal(MojoFuseMessagePipes(e, f, NULL), MOJO_RESULT_INVALID_ARGUMENT); /* f closed */
     assert_int_equal(MojoClose(e), MOJO_RESULT_INVALID_ARGUMENT);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fuse_same_handle_twice_is_invalid_argument(void **state)
@@ -951,11 +937,11 @@ static void test_fuse_same_handle_twice_is_invalid_argument(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoFuseMessagePipes(b, b, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     /* Whether b survived is not pinned; either way both go now. */
     (void)MojoClose(b);
-    close_ok(a);
+    cmojo_test_close_ok(a);
 }
 
 static void test_fuse_in_transit_handle_is_busy(void **state)
@@ -963,8 +949,8 @@ static void test_fuse_in_transit_handle_is_busy(void **state)
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoMessageHandle m = new_message();
     assert_int_equal(MojoAppendMessageData(m, 0, &b, 1, NULL, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_BUSY);
@@ -972,8 +958,8 @@ static void test_fuse_in_transit_handle_is_busy(void **state)
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     expect_peer_closed(a);
     (void)MojoClose(c);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fuse_rejects_malformed_options(void **state)
@@ -983,16 +969,16 @@ static void test_fuse_rejects_malformed_options(void **state)
     struct MojoFuseMessagePipesOptions small = {4, 0};
     struct MojoFuseMessagePipesOptions unknown = {sizeof(unknown), 1};
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     assert_int_equal(MojoFuseMessagePipes(b, c, &small), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoFuseMessagePipes(b, c, &unknown), MOJO_RESULT_INVALID_ARGUMENT);
     /* Malformed options change nothing: the fuse can still happen. */
     struct MojoFuseMessagePipesOptions good = {sizeof(good), MOJO_FUSE_MESSAGE_PIPES_FLAG_NONE};
     assert_int_equal(MojoFuseMessagePipes(b, c, &good), MOJO_RESULT_OK);
     expect_connected(a, d);
-    close_ok(a);
-    close_ok(d);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(d);
 }
 
 static void test_fuse_of_pipe_whose_far_end_closed_gives_peer_closed(void **state)
@@ -1000,16 +986,16 @@ static void test_fuse_of_pipe_whose_far_end_closed_gives_peer_closed(void **stat
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     write_text(a, "last words");
-    close_ok(a);
+    cmojo_test_close_ok(a);
     MojoResult rv = MojoFuseMessagePipes(b, c, NULL);
     assert_true(rv == MOJO_RESULT_OK || rv == MOJO_RESULT_FAILED_PRECONDITION);
     if (rv == MOJO_RESULT_OK)
         expect_text(d, "last words");
     expect_read_peer_closed(d);
-    close_ok(d);
+    cmojo_test_close_ok(d);
 }
 
 /* ------------------------------------------------------------------ signals */
@@ -1019,11 +1005,11 @@ static void test_fresh_end_is_writable_only(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     expect_signals(a, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
     expect_signals(b, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_write_makes_peer_readable_not_writer(void **state)
@@ -1031,7 +1017,7 @@ static void test_write_makes_peer_readable_not_writer(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_text(a, "r");
     expect_signals(b, MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
     expect_signals(a, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
@@ -1040,8 +1026,8 @@ static void test_write_makes_peer_readable_not_writer(void **state)
     expect_signals(b, MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
     expect_text(b, "r2");
     expect_signals(b, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_peer_closed_with_messages_left_is_readable_and_peer_closed(void **state)
@@ -1049,16 +1035,16 @@ static void test_peer_closed_with_messages_left_is_readable_and_peer_closed(void
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_text(a, "left");
-    close_ok(a);
+    cmojo_test_close_ok(a);
     expect_signals(b, MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_PEER_CLOSED,
                    MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_PEER_CLOSED |
                        MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED);
     expect_text(b, "left");
     expect_signals(b, MOJO_HANDLE_SIGNAL_PEER_CLOSED,
                    MOJO_HANDLE_SIGNAL_PEER_CLOSED | MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 static void test_peer_closed_without_messages_is_peer_closed_only(void **state)
@@ -1066,11 +1052,11 @@ static void test_peer_closed_without_messages_is_peer_closed_only(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
-    close_ok(b);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_close_ok(b);
     expect_signals(a, MOJO_HANDLE_SIGNAL_PEER_CLOSED,
                    MOJO_HANDLE_SIGNAL_PEER_CLOSED | MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED);
-    close_ok(a);
+    cmojo_test_close_ok(a);
 }
 
 static void test_moved_end_keeps_peer_local_and_signals_intact(void **state)
@@ -1078,17 +1064,17 @@ static void test_moved_end_keeps_peer_local_and_signals_intact(void **state)
     (void)state;
     MojoHandle a, b, x, y, got;
 
-    make_pipe(&a, &b);
-    make_pipe(&x, &y);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&x, &y);
     write_text_with(a, "x", &x, 1);
     expect_text_with(b, "x", &got, 1);
     /* Still one process: PEER_REMOTE is satisfiable but never satisfied. */
     expect_signals(got, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
     expect_signals(y, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
-    close_ok(a);
-    close_ok(b);
-    close_ok(got);
-    close_ok(y);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(got);
+    cmojo_test_close_ok(y);
 }
 
 static void test_query_with_bad_handle_or_null_state_is_invalid_argument(void **state)
@@ -1097,17 +1083,17 @@ static void test_query_with_bad_handle_or_null_state_is_invalid_argument(void **
     MojoHandle a, b;
     struct MojoHandleSignalsState s = {SENTINEL_U32, SENTINEL_U32};
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoQueryHandleSignalsState(a, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoQueryHandleSignalsState(MOJO_HANDLE_INVALID, &s),
                      MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoQueryHandleSignalsState((MojoHandle)0x7fffff01, &s),
                      MOJO_RESULT_INVALID_ARGUMENT);
-    close_ok(b);
+    cmojo_test_close_ok(b);
     assert_int_equal(MojoQueryHandleSignalsState(b, &s), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(s.satisfied_signals, SENTINEL_U32);
     assert_int_equal(s.satisfiable_signals, SENTINEL_U32);
-    close_ok(a);
+    cmojo_test_close_ok(a);
 }
 
 /* ------------------------------------------------------------------ threads */
@@ -1150,7 +1136,7 @@ static void test_messages_cross_threads_in_order(void **state)
     struct producer_args args;
     uint32_t expected = 0;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     args.end = a;
     args.failures = 0;
     assert_int_equal(pthread_create(&thread, NULL, producer, &args), 0);
@@ -1177,7 +1163,7 @@ static void test_messages_cross_threads_in_order(void **state)
     assert_int_equal(args.failures, 0);
     assert_int_equal(expected, THREAD_MESSAGES);
     expect_read_peer_closed(b);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 static void test_wait_for_readable_on_drained_closed_pipe_fails_precondition(void **state)
@@ -1186,19 +1172,19 @@ static void test_wait_for_readable_on_drained_closed_pipe_fails_precondition(voi
     MojoHandle a, b;
     struct MojoHandleSignalsState s = {0, 0};
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, 0, NULL),
                      MOJO_RESULT_DEADLINE_EXCEEDED);
     write_text(a, "x");
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, 0, NULL), MOJO_RESULT_OK);
-    close_ok(a);
+    cmojo_test_close_ok(a);
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, MOJO_DEADLINE_INDEFINITE, &s),
                      MOJO_RESULT_OK);
     expect_text(b, "x");
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, MOJO_DEADLINE_INDEFINITE, &s),
                      MOJO_RESULT_FAILED_PRECONDITION);
     assert_int_equal(s.satisfied_signals, MOJO_HANDLE_SIGNAL_PEER_CLOSED);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 int main(void)

@@ -89,20 +89,6 @@ static MojoMessageHandle new_data_message(const void *bytes, uint32_t num_bytes,
     return m;
 }
 
-static void make_pipe(MojoHandle *a, MojoHandle *b)
-{
-    *a = *b = MOJO_HANDLE_INVALID;
-    assert_int_equal(MojoCreateMessagePipe(NULL, a, b), MOJO_RESULT_OK);
-    assert_true(*a != MOJO_HANDLE_INVALID);
-    assert_true(*b != MOJO_HANDLE_INVALID);
-    assert_true(*a != *b);
-}
-
-static void close_ok(MojoHandle h)
-{
-    assert_int_equal(MojoClose(h), MOJO_RESULT_OK);
-}
-
 static void write_text(MojoHandle h, const char *text)
 {
     MojoMessageHandle m = new_data_message(text, (uint32_t)strlen(text), NULL, 0);
@@ -245,10 +231,10 @@ static void test_initialize_again_after_shutdown_succeeds(void **state)
     for (int i = 0; i < 3; i++) {
         MojoHandle a, b;
         assert_int_equal(MojoInitialize(NULL), MOJO_RESULT_OK);
-        make_pipe(&a, &b);
+        cmojo_test_make_pipe(&a, &b);
         expect_pipe_works(a, b);
-        close_ok(a);
-        close_ok(b);
+        cmojo_test_close_ok(a);
+        cmojo_test_close_ok(b);
         assert_int_equal(MojoShutdown(NULL), MOJO_RESULT_OK);
     }
 }
@@ -308,8 +294,8 @@ static void test_shutdown_destroys_live_messages_and_runs_their_destructors(void
 
     reset_callback_log();
     assert_int_equal(MojoInitialize(NULL), MOJO_RESULT_OK);
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoMessageHandle ctx = new_context_message(77, serialize_hello, destructor);
     MojoMessageHandle with_handle = new_data_message("x", 1, &c, 1);
     write_text(a, "unread");
@@ -479,7 +465,7 @@ static void test_append_after_commit_fails_precondition(void **state)
     MojoHandle a, b;
     void *buf = SENTINEL_PTR;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoAppendMessageData(m, 1, NULL, 0, NULL, &buf, NULL),
                      MOJO_RESULT_FAILED_PRECONDITION);
     assert_ptr_equal(buf, SENTINEL_PTR);
@@ -493,8 +479,8 @@ static void test_append_after_commit_fails_precondition(void **state)
     assert_int_equal(MojoGetMessageData(m, NULL, &buf, &n, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(n, 2);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_append_to_context_message_fails_precondition(void **state)
@@ -568,9 +554,9 @@ static void test_append_invalid_handle_attaches_nothing(void **state)
     MojoHandle a, b, closed_a, closed_b;
     MojoMessageHandle m = new_message();
 
-    make_pipe(&a, &b);
-    make_pipe(&closed_a, &closed_b);
-    close_ok(closed_a);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&closed_a, &closed_b);
+    cmojo_test_close_ok(closed_a);
 
     MojoHandle bogus[] = {a, (MojoHandle)0x12345678};
     assert_int_equal(MojoAppendMessageData(m, 0, bogus, 2, NULL, NULL, NULL),
@@ -593,9 +579,9 @@ static void test_append_invalid_handle_attaches_nothing(void **state)
     assert_int_equal(nh, 0);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     expect_pipe_works(b, a);
-    close_ok(a);
-    close_ok(b);
-    close_ok(closed_b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(closed_b);
 }
 
 static void test_append_same_handle_twice_is_busy_and_attaches_nothing(void **state)
@@ -604,14 +590,14 @@ static void test_append_same_handle_twice_is_busy_and_attaches_nothing(void **st
     MojoHandle a, b;
     MojoMessageHandle m = new_message();
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle twice[] = {a, a};
     assert_int_equal(MojoAppendMessageData(m, 0, twice, 2, NULL, NULL, NULL), MOJO_RESULT_BUSY);
     expect_pipe_works(a, b); /* not left in transit */
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     expect_pipe_works(a, b); /* and not owned by the destroyed message */
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_append_handle_already_in_another_message_is_busy(void **state)
@@ -621,8 +607,8 @@ static void test_append_handle_already_in_another_message_is_busy(void **state)
     MojoMessageHandle m1 = new_message();
     MojoMessageHandle m2 = new_message();
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     assert_int_equal(MojoAppendMessageData(m1, 0, &a, 1, NULL, NULL, NULL), MOJO_RESULT_OK);
     MojoHandle both[] = {c, a};
     assert_int_equal(MojoAppendMessageData(m2, 0, both, 2, NULL, NULL, NULL), MOJO_RESULT_BUSY);
@@ -632,9 +618,9 @@ static void test_append_handle_already_in_another_message_is_busy(void **state)
     expect_pipe_works(c, d);
     assert_int_equal(MojoDestroyMessage(m1), MOJO_RESULT_OK); /* closes a */
     expect_peer_closed(b);
-    close_ok(b);
-    close_ok(c);
-    close_ok(d);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(c);
+    cmojo_test_close_ok(d);
 }
 
 static void test_append_handles_across_calls_keeps_their_order(void **state)
@@ -644,7 +630,7 @@ static void test_append_handles_across_calls_keeps_their_order(void **state)
     MojoMessageHandle m = new_message();
 
     for (int i = 0; i < 3; i++)
-        make_pipe(&p[2 * i], &p[2 * i + 1]);
+        cmojo_test_make_pipe(&p[2 * i], &p[2 * i + 1]);
     /* Attach the first ends in two calls: p0, then p2 and p4. */
     assert_int_equal(MojoAppendMessageData(m, 1, &p[0], 1, NULL, NULL, NULL), MOJO_RESULT_OK);
     MojoHandle rest[] = {p[2], p[4]};
@@ -660,8 +646,8 @@ static void test_append_handles_across_calls_keeps_their_order(void **state)
         expect_pipe_works(got[i], p[2 * i + 1]);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     for (int i = 0; i < 3; i++) {
-        close_ok(got[i]);
-        close_ok(p[2 * i + 1]);
+        cmojo_test_close_ok(got[i]);
+        cmojo_test_close_ok(p[2 * i + 1]);
     }
 }
 
@@ -675,7 +661,7 @@ static void test_append_rejects_malformed_options_taking_nothing(void **state)
     void *buf = SENTINEL_PTR;
     uint32_t cap = SENTINEL_U32;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoAppendMessageData(m, 4, &a, 1, &small, &buf, &cap),
                      MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoAppendMessageData(m, 4, &a, 1, &unknown, &buf, &cap),
@@ -690,8 +676,8 @@ static void test_append_rejects_malformed_options_taking_nothing(void **state)
     assert_int_equal(MojoGetMessageData(m, NULL, &buf, &n, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(n, 1);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* ------------------------------------------------------- handles in transit */
@@ -703,7 +689,7 @@ static void test_attached_handle_is_busy_for_close_query_write_and_read(void **s
     MojoMessageHandle m = new_message();
     struct MojoHandleSignalsState s = {SENTINEL_U32, SENTINEL_U32};
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoAppendMessageData(m, 0, &a, 1, NULL, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoClose(a), MOJO_RESULT_BUSY);
     assert_int_equal(MojoQueryHandleSignalsState(a, &s), MOJO_RESULT_BUSY);
@@ -718,7 +704,7 @@ static void test_attached_handle_is_busy_for_close_query_write_and_read(void **s
     /* Nothing reached b. */
     assert_int_equal(MojoReadMessage(b, NULL, &read), MOJO_RESULT_SHOULD_WAIT);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 static void test_destroying_unwritten_message_closes_attached_handles(void **state)
@@ -727,8 +713,8 @@ static void test_destroying_unwritten_message_closes_attached_handles(void **sta
     MojoHandle a, b, c, d;
     MojoMessageHandle m = new_message();
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle both[] = {a, d};
     assert_int_equal(MojoAppendMessageData(m, 8, both, 2, NULL, NULL, NULL), MOJO_RESULT_OK);
     expect_peer_open(b);
@@ -739,8 +725,8 @@ static void test_destroying_unwritten_message_closes_attached_handles(void **sta
     /* The attached handle values are gone. */
     assert_int_equal(MojoClose(a), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(d), MOJO_RESULT_INVALID_ARGUMENT);
-    close_ok(b);
-    close_ok(c);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(c);
 }
 
 static void test_destroying_committed_unwritten_message_closes_attached_handles(void **state)
@@ -748,12 +734,12 @@ static void test_destroying_committed_unwritten_message_closes_attached_handles(
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_data_message("abc", 3, &a, 1);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     expect_peer_closed(b);
     assert_int_equal(MojoClose(a), MOJO_RESULT_INVALID_ARGUMENT);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 /* ------------------------------------------------------- MojoGetMessageData */
@@ -841,8 +827,8 @@ static void test_get_data_with_small_handle_array_reports_needed_counts(void **s
     (void)state;
     MojoHandle a, b, c, d;
 
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle both[] = {a, c};
     MojoMessageHandle m = new_data_message("xyz", 3, both, 2);
     MojoHandle got[2] = {SENTINEL_HANDLE, SENTINEL_HANDLE};
@@ -874,10 +860,10 @@ static void test_get_data_with_small_handle_array_reports_needed_counts(void **s
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     /* Extracted handles belong to us now: destroying the message left them open. */
     expect_pipe_works(got[0], b);
-    close_ok(got[0]);
-    close_ok(got[1]);
-    close_ok(b);
-    close_ok(d);
+    cmojo_test_close_ok(got[0]);
+    cmojo_test_close_ok(got[1]);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(d);
 }
 
 static void test_get_data_with_count_but_null_array_is_invalid_argument(void **state)
@@ -885,7 +871,7 @@ static void test_get_data_with_count_but_null_array_is_invalid_argument(void **s
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_data_message("q", 1, &a, 1);
     uint32_t nh = 1, n = SENTINEL_U32;
     void *buf = SENTINEL_PTR;
@@ -896,7 +882,7 @@ static void test_get_data_with_count_but_null_array_is_invalid_argument(void **s
     /* Still attached: destroying the message closes a. */
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     expect_peer_closed(b);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 static void test_get_data_ignore_handles_leaves_them_attached(void **state)
@@ -904,7 +890,7 @@ static void test_get_data_ignore_handles_leaves_them_attached(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_data_message("pay", 3, &a, 1);
     MojoHandle got[1] = {SENTINEL_HANDLE};
     uint32_t nh = 0, n = 0;
@@ -924,8 +910,8 @@ static void test_get_data_ignore_handles_leaves_them_attached(void **state)
     assert_int_equal(nh, 1);
     expect_pipe_works(got[0], b);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
-    close_ok(got[0]);
-    close_ok(b);
+    cmojo_test_close_ok(got[0]);
+    cmojo_test_close_ok(b);
 }
 
 static void test_get_data_second_handle_extraction_is_not_found(void **state)
@@ -933,7 +919,7 @@ static void test_get_data_second_handle_extraction_is_not_found(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_data_message("once", 4, &a, 1);
     MojoHandle got[1] = {0};
     uint32_t nh = 1, n = 0;
@@ -952,8 +938,8 @@ static void test_get_data_second_handle_extraction_is_not_found(void **state)
     assert_memory_equal(buf, "once", 4);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     expect_pipe_works(got[0], b);
-    close_ok(got[0]);
-    close_ok(b);
+    cmojo_test_close_ok(got[0]);
+    cmojo_test_close_ok(b);
 }
 
 static void test_get_data_of_handleless_message_can_repeat(void **state)
@@ -1217,7 +1203,7 @@ static void test_serializer_may_attach_handles(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_context_message((uintptr_t)&a, serialize_with_handle, destructor);
     assert_int_equal(MojoSerializeMessage(m, NULL), MOJO_RESULT_OK);
     assert_int_equal(cb.append_result, MOJO_RESULT_OK);
@@ -1233,8 +1219,8 @@ static void test_serializer_may_attach_handles(void **state)
     expect_pipe_works(got[0], b);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     assert_int_equal(cb.destroy_calls, 1);
-    close_ok(got[0]);
-    close_ok(b);
+    cmojo_test_close_ok(got[0]);
+    cmojo_test_close_ok(b);
 }
 
 /*
@@ -1247,8 +1233,8 @@ static void test_serializer_leaving_size_uncommitted_is_aborted(void **state)
     (void)state;
     MojoHandle a, b, x, y;
 
-    make_pipe(&a, &b);
-    make_pipe(&x, &y);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&x, &y);
     MojoMessageHandle m = new_context_message((uintptr_t)&a, serialize_uncommitted, destructor);
     assert_int_equal(MojoSerializeMessage(m, NULL), MOJO_RESULT_ABORTED);
     assert_int_equal(cb.serialize_calls, 1);
@@ -1257,9 +1243,9 @@ static void test_serializer_leaving_size_uncommitted_is_aborted(void **state)
     expect_peer_closed(b); /* a was closed */
     /* Empty: nothing to write. */
     assert_int_equal(MojoWriteMessage(x, m, NULL), MOJO_RESULT_NOT_FOUND);
-    close_ok(b);
-    close_ok(x);
-    close_ok(y);
+    cmojo_test_close_ok(b);
+    cmojo_test_close_ok(x);
+    cmojo_test_close_ok(y);
 }
 
 static void test_serialize_rejects_malformed_options(void **state)
@@ -1283,7 +1269,7 @@ static void test_context_message_written_and_read_locally_is_never_serialized(vo
     MojoHandle a, b;
     int object = 0;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_context_message((uintptr_t)&object, serialize_hello, destructor);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
     assert_int_equal(cb.serialize_calls, 0);
@@ -1299,8 +1285,8 @@ static void test_context_message_written_and_read_locally_is_never_serialized(vo
     assert_int_equal(cb.serialize_calls, 0);
     assert_int_equal(cb.destroy_calls, 1);
     assert_int_equal(cb.destroyed_context, (uintptr_t)&object);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* The reader may still ask for bytes: it serializes the message itself. */
@@ -1309,7 +1295,7 @@ static void test_read_context_message_can_be_serialized_by_reader(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_context_message(0x77, serialize_hello, destructor);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
@@ -1326,8 +1312,8 @@ static void test_read_context_message_can_be_serialized_by_reader(void **state)
     assert_memory_equal(buf, "hello", 5);
     assert_int_equal(MojoDestroyMessage(r), MOJO_RESULT_OK);
     assert_int_equal(cb.destroy_calls, 1);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* ------------------------------------------------- MojoReserveMessageCapacity */
@@ -1399,7 +1385,7 @@ static void test_notify_bad_message_on_local_message_is_ok_and_keeps_it(void **s
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_text(a, "bad");
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_OK);
@@ -1415,8 +1401,8 @@ static void test_notify_bad_message_on_local_message_is_ok_and_keeps_it(void **s
     assert_int_equal(MojoDestroyMessage(r), MOJO_RESULT_OK);
     /* A local report does not break the pipe. */
     expect_pipe_works(a, b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_notify_bad_message_rejects_null_error_with_length(void **state)
@@ -1470,12 +1456,12 @@ static void test_zero_message_handle_is_refused_everywhere(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     expect_message_handle_refused(MOJO_MESSAGE_HANDLE_INVALID, a);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_SHOULD_WAIT);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_made_up_message_handles_are_refused_without_crashing(void **state)
@@ -1484,7 +1470,7 @@ static void test_made_up_message_handles_are_refused_without_crashing(void **sta
     MojoHandle a, b;
 
     memset(junk, 0xa5, sizeof(junk));
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     expect_message_handle_refused((MojoMessageHandle)12345, a);
     expect_message_handle_refused((MojoMessageHandle)1, a);
     expect_message_handle_refused((MojoMessageHandle)UINTPTR_MAX, a);
@@ -1492,8 +1478,8 @@ static void test_made_up_message_handles_are_refused_without_crashing(void **sta
     expect_message_handle_refused((MojoMessageHandle)(junk + 64), a);
     /* A pipe handle value is not a message handle. */
     expect_message_handle_refused((MojoMessageHandle)a, a);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_destroyed_message_handle_is_refused_everywhere(void **state)
@@ -1503,13 +1489,13 @@ static void test_destroyed_message_handle_is_refused_everywhere(void **state)
     MojoMessageHandle data = new_data_message("gone", 4, NULL, 0);
     MojoMessageHandle ctx = new_context_message(3, serialize_hello, NULL);
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoDestroyMessage(data), MOJO_RESULT_OK);
     assert_int_equal(MojoDestroyMessage(ctx), MOJO_RESULT_OK);
     expect_message_handle_refused(data, a);
     expect_message_handle_refused(ctx, a);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_written_message_handle_is_refused_everywhere(void **state)
@@ -1517,7 +1503,7 @@ static void test_written_message_handle_is_refused_everywhere(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoMessageHandle m = new_data_message("sent", 4, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
     expect_message_handle_refused(m, a);
@@ -1525,8 +1511,8 @@ static void test_written_message_handle_is_refused_everywhere(void **state)
     expect_text(b, "sent");
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_SHOULD_WAIT);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 int main(void)

@@ -33,18 +33,6 @@
 static const struct MojoAppendMessageDataOptions commit_opts = {
     sizeof(struct MojoAppendMessageDataOptions), MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
 
-static void make_pipe(MojoHandle *a, MojoHandle *b)
-{
-    *a = *b = MOJO_HANDLE_INVALID;
-    assert_int_equal(MojoCreateMessagePipe(NULL, a, b), MOJO_RESULT_OK);
-    assert_true(*a != MOJO_HANDLE_INVALID && *b != MOJO_HANDLE_INVALID);
-}
-
-static void close_ok(MojoHandle h)
-{
-    assert_int_equal(MojoClose(h), MOJO_RESULT_OK);
-}
-
 /* Writes a message of num_bytes bytes (and no handles) to h. */
 static void write_bytes(MojoHandle h, uint32_t num_bytes)
 {
@@ -138,7 +126,7 @@ static void test_every_quota_defaults_to_no_limit_and_zero_usage(void **state)
     MojoHandle a, b;
     const MojoQuotaType types[] = {LENGTH, MEMORY, UNREAD};
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     for (size_t i = 0; i < 3; i++) {
         uint64_t limit = 0, usage = SENTINEL_U64;
         assert_int_equal(MojoQueryQuota(a, types[i], NULL, &limit, &usage), MOJO_RESULT_OK);
@@ -146,8 +134,8 @@ static void test_every_quota_defaults_to_no_limit_and_zero_usage(void **state)
         assert_true(usage == 0);
     }
     expect_not_exceeded(a);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_set_limit_is_reported_by_query(void **state)
@@ -155,7 +143,7 @@ static void test_set_limit_is_reported_by_query(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(a, LENGTH, 7);
     set_quota(a, MEMORY, 4096);
     set_quota(a, UNREAD, 100);
@@ -171,8 +159,8 @@ static void test_set_limit_is_reported_by_query(void **state)
     assert_true(limit_of(a, LENGTH) == 9);
     set_quota(a, LENGTH, MOJO_QUOTA_LIMIT_NONE);
     assert_true(limit_of(a, LENGTH) == MOJO_QUOTA_LIMIT_NONE);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_query_accepts_null_outputs(void **state)
@@ -181,7 +169,7 @@ static void test_query_accepts_null_outputs(void **state)
     MojoHandle a, b;
     uint64_t v = SENTINEL_U64;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 3);
     write_n(a, 2);
     assert_int_equal(MojoQueryQuota(b, LENGTH, NULL, NULL, NULL), MOJO_RESULT_OK);
@@ -190,8 +178,8 @@ static void test_query_accepts_null_outputs(void **state)
     v = SENTINEL_U64;
     assert_int_equal(MojoQueryQuota(b, LENGTH, NULL, NULL, &v), MOJO_RESULT_OK);
     assert_true(v == 2);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* -------------------------------------------------- RECEIVE_QUEUE_LENGTH */
@@ -201,7 +189,7 @@ static void test_receive_queue_length_usage_counts_queued_messages(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_true(usage_of(b, LENGTH) == 0);
     write_n(a, 3);
     assert_true(usage_of(b, LENGTH) == 3);
@@ -210,8 +198,8 @@ static void test_receive_queue_length_usage_counts_queued_messages(void **state)
     assert_true(usage_of(b, LENGTH) == 2);
     read_n(b, 2);
     assert_true(usage_of(b, LENGTH) == 0);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_receive_queue_length_exceeded_only_above_limit(void **state)
@@ -219,7 +207,7 @@ static void test_receive_queue_length_exceeded_only_above_limit(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 2);
     expect_not_exceeded(b);
     write_n(a, 1);
@@ -229,8 +217,8 @@ static void test_receive_queue_length_exceeded_only_above_limit(void **state)
     write_n(a, 1); /* usage 3 > 2 */
     expect_exceeded(b);
     expect_not_exceeded(a); /* only the end the quota is set on */
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_reading_below_queue_length_limit_clears_the_signal(void **state)
@@ -238,7 +226,7 @@ static void test_reading_below_queue_length_limit_clears_the_signal(void **state
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 2);
     write_n(a, 4);
     expect_exceeded(b);
@@ -250,8 +238,8 @@ static void test_reading_below_queue_length_limit_clears_the_signal(void **state
     expect_exceeded(b);
     read_n(b, 3);
     expect_not_exceeded(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_zero_length_limit_is_exceeded_by_one_message(void **state)
@@ -259,15 +247,15 @@ static void test_zero_length_limit_is_exceeded_by_one_message(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 0);
     expect_not_exceeded(b); /* 0 > 0 is false */
     write_n(a, 1);
     expect_exceeded(b);
     read_one(b);
     expect_not_exceeded(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_limit_below_current_usage_raises_the_signal_at_once(void **state)
@@ -275,7 +263,7 @@ static void test_limit_below_current_usage_raises_the_signal_at_once(void **stat
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_n(a, 5);
     expect_not_exceeded(b);
     set_quota(b, LENGTH, 5);
@@ -287,8 +275,8 @@ static void test_limit_below_current_usage_raises_the_signal_at_once(void **stat
     set_quota(b, LENGTH, 10);
     expect_not_exceeded(b);
     read_n(b, 5);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_limit_none_clears_the_signal(void **state)
@@ -296,7 +284,7 @@ static void test_limit_none_clears_the_signal(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 1);
     write_n(a, 3);
     expect_exceeded(b);
@@ -304,8 +292,8 @@ static void test_limit_none_clears_the_signal(void **state)
     expect_not_exceeded(b);
     write_n(a, 50);
     expect_not_exceeded(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* A quota only signals; it never refuses a message. */
@@ -314,7 +302,7 @@ static void test_exceeded_quota_refuses_nothing(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 0);
     set_quota(b, MEMORY, 0);
     set_quota(a, UNREAD, 0);
@@ -323,8 +311,8 @@ static void test_exceeded_quota_refuses_nothing(void **state)
     expect_exceeded(a);
     assert_true(usage_of(b, LENGTH) == 10);
     read_n(b, 10);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_quota_signal_is_seen_by_mojo_wait(void **state)
@@ -333,7 +321,7 @@ static void test_quota_signal_is_seen_by_mojo_wait(void **state)
     MojoHandle a, b;
     struct MojoHandleSignalsState s = {0, 0};
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 1);
     write_n(a, 1);
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED, 0, NULL),
@@ -342,8 +330,8 @@ static void test_quota_signal_is_seen_by_mojo_wait(void **state)
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED, 0, &s), MOJO_RESULT_OK);
     assert_true(s.satisfied_signals & MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED);
     read_n(b, 2);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_exceeded_quota_stays_after_peer_closes(void **state)
@@ -351,17 +339,17 @@ static void test_exceeded_quota_stays_after_peer_closes(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, LENGTH, 1);
     write_n(a, 2);
-    close_ok(a);
+    cmojo_test_close_ok(a);
     struct MojoHandleSignalsState s = query(b);
     assert_int_equal(s.satisfied_signals, MOJO_HANDLE_SIGNAL_READABLE |
                                               MOJO_HANDLE_SIGNAL_PEER_CLOSED |
                                               MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED);
     read_one(b);
     expect_not_exceeded(b);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 /* --------------------------------------------- RECEIVE_QUEUE_MEMORY_SIZE */
@@ -371,7 +359,7 @@ static void test_receive_queue_memory_usage_counts_payload_bytes(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_bytes(a, 3);
     write_bytes(a, 7);
     write_bytes(a, 0);
@@ -383,8 +371,8 @@ static void test_receive_queue_memory_usage_counts_payload_bytes(void **state)
     write_bytes(a, 65536);
     assert_true(usage_of(b, MEMORY) == 65536);
     read_one(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_receive_queue_memory_exceeded_only_above_limit(void **state)
@@ -392,7 +380,7 @@ static void test_receive_queue_memory_exceeded_only_above_limit(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, MEMORY, 10);
     write_bytes(a, 4);
     write_bytes(a, 6); /* exactly 10 */
@@ -402,8 +390,8 @@ static void test_receive_queue_memory_exceeded_only_above_limit(void **state)
     read_one(b); /* 7 left */
     expect_not_exceeded(b);
     read_n(b, 2);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_one_large_message_exceeds_memory_limit(void **state)
@@ -411,7 +399,7 @@ static void test_one_large_message_exceeds_memory_limit(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, MEMORY, 1024);
     set_quota(b, LENGTH, 1);
     write_bytes(a, 1025);
@@ -419,8 +407,8 @@ static void test_one_large_message_exceeds_memory_limit(void **state)
     set_quota(b, MEMORY, 1025);
     expect_not_exceeded(b);
     read_one(b);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* ------------------------------------------------- UNREAD_MESSAGE_COUNT */
@@ -430,7 +418,7 @@ static void test_unread_count_exceeded_on_writer_above_limit(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(a, UNREAD, 3);
     write_n(a, 3);
     expect_not_exceeded(a);
@@ -440,8 +428,8 @@ static void test_unread_count_exceeded_on_writer_above_limit(void **state)
     assert_true(usage_of(a, UNREAD) == 4);
     expect_not_exceeded(b); /* the reader has no quota */
     read_n(b, 4);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* Limit 3: acks are requested every (3 + 1) / 2 = 2 messages. */
@@ -450,7 +438,7 @@ static void test_unread_count_drops_as_the_reader_reads(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(a, UNREAD, 3);
     write_n(a, 4);
     expect_exceeded(a);
@@ -466,8 +454,8 @@ static void test_unread_count_drops_as_the_reader_reads(void **state)
     read_n(b, 2); /* message 4 acknowledged too */
     assert_true(usage_of(a, UNREAD) == 0);
     expect_not_exceeded(a);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_unread_count_keeps_working_over_many_rounds(void **state)
@@ -475,7 +463,7 @@ static void test_unread_count_keeps_working_over_many_rounds(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(a, UNREAD, 5); /* acks every 3 */
     for (int round = 0; round < 20; round++) {
         write_n(a, 6);
@@ -484,8 +472,8 @@ static void test_unread_count_keeps_working_over_many_rounds(void **state)
         assert_true(usage_of(a, UNREAD) == 0);
         expect_not_exceeded(a);
     }
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_unread_count_set_after_peer_read_everything_is_zero(void **state)
@@ -493,14 +481,14 @@ static void test_unread_count_set_after_peer_read_everything_is_zero(void **stat
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     write_n(a, 5);
     read_n(b, 5);
     set_quota(a, UNREAD, 3);
     assert_true(usage_of(a, UNREAD) == 0);
     expect_not_exceeded(a);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_unread_count_limit_none_clears_the_signal(void **state)
@@ -508,7 +496,7 @@ static void test_unread_count_limit_none_clears_the_signal(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(a, UNREAD, 1);
     write_n(a, 3);
     expect_exceeded(a);
@@ -516,8 +504,8 @@ static void test_unread_count_limit_none_clears_the_signal(void **state)
     expect_not_exceeded(a);
     assert_true(limit_of(a, UNREAD) == MOJO_QUOTA_LIMIT_NONE);
     read_n(b, 3);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_unread_count_is_not_raised_by_received_messages(void **state)
@@ -525,14 +513,14 @@ static void test_unread_count_is_not_raised_by_received_messages(void **state)
     (void)state;
     MojoHandle a, b;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     set_quota(b, UNREAD, 1);
     write_n(a, 5); /* b receives, sends nothing */
     expect_not_exceeded(b);
     assert_true(usage_of(b, UNREAD) == 0);
     read_n(b, 5);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 /* ---------------------------------------------------------------- refusals */
@@ -543,7 +531,7 @@ static void test_unknown_quota_type_is_invalid_argument(void **state)
     MojoHandle a, b;
     uint64_t limit = SENTINEL_U64, usage = SENTINEL_U64;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoSetQuota(a, 3, 10, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoSetQuota(a, 0xffffffffu, 10, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoQueryQuota(a, 3, NULL, &limit, &usage), MOJO_RESULT_INVALID_ARGUMENT);
@@ -551,8 +539,8 @@ static void test_unknown_quota_type_is_invalid_argument(void **state)
                      MOJO_RESULT_INVALID_ARGUMENT);
     assert_true(limit == SENTINEL_U64);
     assert_true(usage == SENTINEL_U64);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_quota_on_non_pipe_handle_is_invalid_argument(void **state)
@@ -567,7 +555,7 @@ static void test_quota_on_non_pipe_handle_is_invalid_argument(void **state)
                      MOJO_RESULT_INVALID_ARGUMENT);
     assert_true(limit == SENTINEL_U64);
     assert_true(usage == SENTINEL_U64);
-    close_ok(trap);
+    cmojo_test_close_ok(trap);
 }
 
 static void test_quota_on_invalid_handle_is_invalid_argument(void **state)
@@ -576,8 +564,8 @@ static void test_quota_on_invalid_handle_is_invalid_argument(void **state)
     MojoHandle a, b;
     uint64_t limit = SENTINEL_U64, usage = SENTINEL_U64;
 
-    make_pipe(&a, &b);
-    close_ok(b);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_close_ok(b);
     assert_int_equal(MojoSetQuota(MOJO_HANDLE_INVALID, LENGTH, 1, NULL),
                      MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoSetQuota(b, LENGTH, 1, NULL), MOJO_RESULT_INVALID_ARGUMENT);
@@ -588,7 +576,7 @@ static void test_quota_on_invalid_handle_is_invalid_argument(void **state)
     assert_int_equal(MojoQueryQuota(b, MEMORY, NULL, &limit, &usage), MOJO_RESULT_INVALID_ARGUMENT);
     assert_true(limit == SENTINEL_U64);
     assert_true(usage == SENTINEL_U64);
-    close_ok(a);
+    cmojo_test_close_ok(a);
 }
 
 static void test_quota_on_in_transit_handle_is_busy(void **state)
@@ -598,7 +586,7 @@ static void test_quota_on_in_transit_handle_is_busy(void **state)
     MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
     uint64_t limit = SENTINEL_U64, usage = SENTINEL_U64;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoCreateMessage(NULL, &m), MOJO_RESULT_OK);
     assert_int_equal(MojoAppendMessageData(m, 0, &a, 1, NULL, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoSetQuota(a, LENGTH, 1, NULL), MOJO_RESULT_BUSY);
@@ -606,7 +594,7 @@ static void test_quota_on_in_transit_handle_is_busy(void **state)
     assert_true(limit == SENTINEL_U64);
     assert_true(usage == SENTINEL_U64);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
-    close_ok(b);
+    cmojo_test_close_ok(b);
 }
 
 static void test_quota_functions_reject_malformed_options(void **state)
@@ -619,7 +607,7 @@ static void test_quota_functions_reject_malformed_options(void **state)
     struct MojoQueryQuotaOptions query_unknown = {sizeof(query_unknown), 0x40};
     uint64_t limit = SENTINEL_U64, usage = SENTINEL_U64;
 
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoSetQuota(a, LENGTH, 1, &set_small), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoSetQuota(a, LENGTH, 1, &set_unknown), MOJO_RESULT_INVALID_ARGUMENT);
     assert_true(limit_of(a, LENGTH) == MOJO_QUOTA_LIMIT_NONE); /* nothing was set */
@@ -636,8 +624,8 @@ static void test_quota_functions_reject_malformed_options(void **state)
     assert_int_equal(MojoQueryQuota(a, LENGTH, &query_good, &limit, &usage), MOJO_RESULT_OK);
     assert_true(limit == 6);
     assert_true(usage == 0);
-    close_ok(a);
-    close_ok(b);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 int main(void)

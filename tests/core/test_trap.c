@@ -262,13 +262,6 @@ static unsigned drain(MojoHandle pipe)
     return n;
 }
 
-static void make_pipe(MojoHandle *a, MojoHandle *b)
-{
-    assert_int_equal(MojoCreateMessagePipe(NULL, a, b), OK);
-    assert_int_not_equal(*a, MOJO_HANDLE_INVALID);
-    assert_int_not_equal(*b, MOJO_HANDLE_INVALID);
-}
-
 static MojoHandle make_trap(void)
 {
     MojoHandle trap = MOJO_HANDLE_INVALID;
@@ -370,7 +363,7 @@ static void test_new_trap_is_disarmed(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 1);
@@ -394,7 +387,7 @@ static void test_add_trigger_rejects_a_trap_handle_that_is_not_a_trap(void **sta
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle closed = make_trap();
     assert_int_equal(MojoClose(closed), OK);
 
@@ -414,7 +407,7 @@ static void test_add_trigger_rejects_an_invalid_watched_handle(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     assert_int_equal(MojoClose(a), OK); /* a's value is now stale */
 
@@ -448,7 +441,7 @@ static void test_add_trigger_rejects_an_unknown_condition(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     assert_int_equal(MojoAddTrigger(trap, b, READABLE, 2, 1, NULL), MOJO_RESULT_INVALID_ARGUMENT);
@@ -467,7 +460,7 @@ static void test_add_trigger_rejects_malformed_options(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     const struct MojoAddTriggerOptions bad[] = {{0, 0}, {4, 0}, {8, 1}, {8, 0x80000000u}};
     const struct MojoAddTriggerOptions good = {sizeof(good), MOJO_ADD_TRIGGER_FLAG_NONE};
@@ -484,8 +477,8 @@ static void test_add_trigger_rejects_a_duplicate_context(void **state)
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 1);
@@ -507,7 +500,7 @@ static void test_add_trigger_rejects_a_second_trigger_on_the_same_handle(void **
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     MojoHandle other = make_trap();
 
@@ -527,7 +520,7 @@ static void test_add_trigger_on_a_handle_in_transit_is_busy(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     MojoMessageHandle msg = MOJO_MESSAGE_HANDLE_INVALID;
 
@@ -545,8 +538,8 @@ static void test_add_trigger_to_an_armed_trap_fires_at_once_if_its_condition_hol
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 1);
@@ -572,8 +565,8 @@ static void test_add_trigger_to_an_armed_trap_reports_a_condition_that_can_never
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, d, READABLE, SATISFIED, 1);
@@ -599,7 +592,7 @@ static void test_arm_trap_without_triggers_is_not_found(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     assert_int_equal(arm(trap), MOJO_RESULT_NOT_FOUND);
@@ -614,7 +607,7 @@ static void test_arm_trap_rejects_a_non_trap_and_malformed_options(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     MojoHandle closed = make_trap();
     assert_int_equal(MojoClose(closed), OK);
@@ -643,9 +636,9 @@ static void test_arm_trap_reports_blocking_events_and_stays_disarmed(void **stat
 {
     (void)state;
     MojoHandle a, b, c, d, e, f;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
-    make_pipe(&e, &f);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
+    cmojo_test_make_pipe(&e, &f);
     MojoHandle trap = make_trap();
 
     write_in_main(a, 1);                /* b: ready, condition met */
@@ -694,7 +687,7 @@ static void test_arm_trap_with_a_null_count_only_reports_the_failure(void **stat
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     write_in_main(a, 1);
@@ -713,7 +706,7 @@ static void test_arm_trap_with_a_zero_count_and_no_array_reports_no_events(void 
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     uint32_t num = 0;
 
@@ -729,8 +722,8 @@ static void test_arm_trap_rejects_a_count_without_an_array(void **state)
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle ready = make_trap();
     MojoHandle idle = make_trap();
     uint32_t num = 1;
@@ -757,7 +750,7 @@ static void test_arm_trap_rotates_blocking_events_round_robin(void **state)
     bool seen[4] = {false, false, false, false};
 
     for (uintptr_t i = 0; i < 3; i++) {
-        make_pipe(&w[i], &r[i]);
+        cmojo_test_make_pipe(&w[i], &r[i]);
         write_in_main(w[i], (uint32_t)i);
         add_trigger(trap, r[i], READABLE, SATISFIED, i + 1);
     }
@@ -786,7 +779,7 @@ static void test_armed_trap_fires_once_inside_the_write_on_the_writers_thread(vo
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 3);
@@ -812,7 +805,7 @@ static void test_trap_disarms_on_firing_until_rearmed(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 1);
@@ -844,7 +837,7 @@ static void test_closing_the_peer_fires_failed_precondition_for_readable(void **
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 1);
@@ -864,7 +857,7 @@ static void test_unsatisfied_condition_fires_when_the_last_message_is_read(void 
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     uint32_t v;
 
@@ -892,7 +885,7 @@ static void test_peer_closed_trigger_fires_ok_when_the_peer_closes(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, MOJO_HANDLE_SIGNAL_PEER_CLOSED, SATISFIED, 1);
@@ -917,7 +910,7 @@ static void test_remove_trigger_delivers_one_cancelled_event_even_when_disarmed(
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 4);
@@ -942,7 +935,7 @@ static void test_remove_trigger_rejects_unknown_context_non_trap_and_bad_options
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     const struct MojoRemoveTriggerOptions bad[] = {{0, 0}, {4, 0}, {8, 1}};
     const struct MojoRemoveTriggerOptions good = {sizeof(good), MOJO_REMOVE_TRIGGER_FLAG_NONE};
@@ -965,8 +958,8 @@ static void test_closing_a_watched_handle_cancels_only_its_trigger(void **state)
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 1);
@@ -998,7 +991,7 @@ static void test_closing_the_trap_cancels_every_trigger(void **state)
     MojoHandle trap = make_trap();
 
     for (uintptr_t i = 0; i < 3; i++) {
-        make_pipe(&w[i], &r[i]);
+        cmojo_test_make_pipe(&w[i], &r[i]);
         add_trigger(trap, r[i], READABLE, SATISFIED, i + 1);
     }
     assert_int_equal(arm(trap), OK);
@@ -1019,7 +1012,7 @@ static void test_cancelled_follows_failed_precondition_and_is_last(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
 
     add_trigger(trap, b, READABLE, SATISFIED, 1);
@@ -1067,7 +1060,7 @@ static void test_handler_may_read_the_message_that_fired_it(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     reset_handler_state();
     h_pipe = b;
@@ -1098,7 +1091,7 @@ static void test_handler_may_rearm_its_trap(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     reset_handler_state();
     h_trap = trap;
@@ -1130,7 +1123,7 @@ static void test_handler_may_close_the_handle_that_fired(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     reset_handler_state();
     h_pipe = b;
@@ -1164,8 +1157,8 @@ static void test_handler_may_close_its_own_trap(void **state)
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = make_trap();
     reset_handler_state();
     h_trap = trap;
@@ -1201,7 +1194,7 @@ static void test_handler_may_remove_its_own_trigger(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     reset_handler_state();
     h_trap = trap;
@@ -1238,7 +1231,7 @@ static void test_a_removed_trigger_gets_no_event_that_was_already_queued(void **
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     reset_handler_state();
     other_traps[1] = make_trap();
     other_traps[2] = make_trap();
@@ -1278,8 +1271,8 @@ static void test_event_raised_inside_a_handler_waits_until_it_returns(void **sta
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = make_trap();
     reset_handler_state();
     h_trap = trap;
@@ -1348,7 +1341,7 @@ static void test_handler_calls_for_one_trigger_never_overlap_across_threads(void
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     pthread_t threads[OVERLAP_WRITERS];
     reset_handler_state();
@@ -1408,7 +1401,7 @@ static void test_cancelled_waits_for_a_handler_running_on_another_thread(void **
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandle trap = make_trap();
     pthread_t writer;
     void *writer_failed = (void *)1;
@@ -1474,7 +1467,7 @@ static void test_cancelled_stays_last_when_removal_races_events(void **state)
     (void)state;
     for (int round = 0; round < RACE_ROUNDS; round++) {
         MojoHandle a, b;
-        make_pipe(&a, &b);
+        cmojo_test_make_pipe(&a, &b);
         MojoHandle trap = make_trap();
         pthread_t writer;
         void *writer_failed = (void *)1;
@@ -1531,7 +1524,7 @@ static void test_closing_traps_with_many_triggers_cancels_each_once(void **state
     on_event = close_second_trap_once;
 
     for (uintptr_t i = 0; i < MANY_TRIGGERS; i++) {
-        make_pipe(&w[i], &r[i]);
+        cmojo_test_make_pipe(&w[i], &r[i]);
         add_trigger(first, r[i], READABLE, SATISFIED, 100 + i);
         add_trigger(second_trap, r[i], READABLE, SATISFIED, 200 + i);
     }
@@ -1675,7 +1668,7 @@ static void test_ping_pong_between_two_threads_through_traps(void **state)
     (void)state;
     pthread_t ping, pong;
 
-    make_pipe(&pp_end[0], &pp_end[1]);
+    cmojo_test_make_pipe(&pp_end[0], &pp_end[1]);
     atomic_store(&pp_errors, 0);
     atomic_store(&pp_events, 0);
     for (int side = 0; side < 2; side++) {
@@ -1737,7 +1730,7 @@ static void test_handlers_replying_directly_never_reenter_their_trigger(void **s
     (void)state;
     MojoHandle trap0 = make_trap(), trap1 = make_trap();
 
-    make_pipe(&dr_end[0], &dr_end[1]);
+    cmojo_test_make_pipe(&dr_end[0], &dr_end[1]);
     dr_trap[0] = trap0;
     dr_trap[1] = trap1;
     dr_round_trips = 0;

@@ -85,11 +85,6 @@ static MojoResult read_u32(MojoHandle pipe, uint32_t *value)
     return r;
 }
 
-static void make_pipe(MojoHandle *a, MojoHandle *b)
-{
-    assert_int_equal(MojoCreateMessagePipe(NULL, a, b), OK);
-}
-
 static void close_all(const MojoHandle *handles, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -184,7 +179,7 @@ static void test_wait_returns_ok_at_once_when_already_satisfied(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     struct MojoHandleSignalsState st = poisoned_state;
     uint32_t v = 0;
 
@@ -216,7 +211,7 @@ static void test_wait_blocks_until_another_thread_writes(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     struct actor act;
     struct MojoHandleSignalsState st = poisoned_state;
     MojoTimeTicks start = MojoGetTimeTicksNow();
@@ -245,7 +240,7 @@ static void test_wait_many_reports_the_index_of_the_handle_that_became_ready(voi
     struct actor act;
 
     for (int i = 0; i < 3; i++)
-        make_pipe(&w[i], &r[i]);
+        cmojo_test_make_pipe(&w[i], &r[i]);
     memset(st, 0xff, sizeof(st)); /* an entry left unwritten would look READABLE */
     start_actor(&act, w[2], ACT_WRITE, false);
     assert_int_equal(MojoWaitMany(r, signals, 3, SAFETY_DEADLINE_USEC, &index, st), OK);
@@ -267,7 +262,7 @@ static void test_wait_many_reports_the_index_of_the_ready_handle(void **state)
     uint32_t index = 77;
 
     for (int i = 0; i < 3; i++)
-        make_pipe(&w[i], &r[i]);
+        cmojo_test_make_pipe(&w[i], &r[i]);
     assert_int_equal(write_u32(w[1], 1), OK);
     memset(st, 0xff, sizeof(st));
     assert_int_equal(MojoWaitMany(r, signals, 3, MOJO_DEADLINE_INDEFINITE, &index, st), OK);
@@ -290,7 +285,7 @@ static void test_wait_fails_precondition_when_the_signal_can_never_be_satisfied(
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     struct MojoHandleSignalsState st = poisoned_state;
 
     assert_int_equal(MojoClose(a), OK);
@@ -307,7 +302,7 @@ static void test_wait_is_ok_while_messages_sent_before_the_close_remain(void **s
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     uint32_t v;
 
     assert_int_equal(write_u32(a, 1), OK);
@@ -322,7 +317,7 @@ static void test_wait_fails_precondition_when_the_peer_closes_during_the_wait(vo
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     struct actor act;
     struct MojoHandleSignalsState st = poisoned_state;
 
@@ -340,8 +335,8 @@ static void test_wait_many_reports_the_index_of_an_unsatisfiable_handle(void **s
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle handles[2] = {b, d};
     MojoHandleSignals signals[2] = {READABLE, READABLE};
     uint32_t index = 77;
@@ -357,7 +352,7 @@ static void test_wait_with_a_zero_deadline_on_an_unsatisfied_handle_exceeds_it(v
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     struct MojoHandleSignalsState st = poisoned_state;
 
     assert_int_equal(MojoWait(b, READABLE, 0, &st), MOJO_RESULT_DEADLINE_EXCEEDED);
@@ -379,7 +374,7 @@ static void test_wait_with_a_short_deadline_returns_once_it_has_passed(void **st
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     const MojoDeadline deadline = 10000;
     MojoTimeTicks start = MojoGetTimeTicksNow();
 
@@ -401,10 +396,10 @@ static void test_wait_on_an_invalid_handle_is_invalid_argument_at_its_index(void
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle stale, unused;
-    make_pipe(&stale, &unused);
+    cmojo_test_make_pipe(&stale, &unused);
     close_all((MojoHandle[]){stale, unused}, 2);
 
     assert_int_equal(MojoWait(MOJO_HANDLE_INVALID, READABLE, 0, NULL),
@@ -454,7 +449,7 @@ static void test_wait_many_rejects_null_arrays_and_an_endless_empty_wait(void **
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     MojoHandleSignals signals = READABLE;
 
     assert_int_equal(MojoWaitMany(NULL, &signals, 1, 0, NULL, NULL), MOJO_RESULT_INVALID_ARGUMENT);
@@ -482,7 +477,7 @@ static void test_wait_is_cancelled_when_another_thread_closes_the_handle(void **
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     struct actor act;
 
     start_actor(&act, b, ACT_CLOSE, true);
@@ -497,8 +492,8 @@ static void test_wait_many_is_cancelled_at_the_index_of_the_closed_handle(void *
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle handles[2] = {b, d};
     MojoHandleSignals signals[2] = {READABLE, READABLE};
     uint32_t index = 77;
@@ -516,8 +511,8 @@ static void test_wait_on_a_handle_in_transit_is_busy(void **state)
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoMessageHandle msg = MOJO_MESSAGE_HANDLE_INVALID;
 
     assert_int_equal(MojoCreateMessage(NULL, &msg), OK);
@@ -539,7 +534,7 @@ static void test_wait_leaves_no_handles_behind(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    make_pipe(&a, &b);
+    cmojo_test_make_pipe(&a, &b);
     struct actor act;
     size_t before = core_debug_handle_count();
 
@@ -576,8 +571,8 @@ static void test_wait_works_inside_a_trap_handler(void **state)
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = MOJO_HANDLE_INVALID;
 
     in_handler_ready = b; /* the handle that fired: readable */
@@ -614,8 +609,8 @@ static void test_wait_inside_a_trap_handler_can_block_for_another_thread(void **
 {
     (void)state;
     MojoHandle a, b, c, d;
-    make_pipe(&a, &b);
-    make_pipe(&c, &d);
+    cmojo_test_make_pipe(&a, &b);
+    cmojo_test_make_pipe(&c, &d);
     MojoHandle trap = MOJO_HANDLE_INVALID;
 
     in_handler_idle = c;  /* the helper writes to c ... */
