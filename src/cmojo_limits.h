@@ -80,4 +80,50 @@
  */
 #define CMOJO_MAX_TRIGGERS_PER_TRAP 65536u
 
+/*
+ * Largest frame on a channel, header included. A ports event of
+ * CMOJO_MAX_EVENT_SIZE plus the node layer's own header must fit, so the
+ * frame limit is the event limit plus a little room; the receive buffer
+ * never grows beyond it, which bounds what a peer can make us allocate.
+ */
+#define CMOJO_MAX_FRAME_SIZE (CMOJO_MAX_EVENT_SIZE + 4096u)
+
+/*
+ * File descriptors one frame (so one message) may carry. The kernel's
+ * SCM_MAX_FD is 253 per sendmsg; keeping one frame's fds within one kernel
+ * limit bounds the fds a peer can make us hold while a frame is incomplete.
+ */
+#define CMOJO_MAX_FDS_PER_FRAME 253u
+
+/*
+ * File descriptors the channel passes to one sendmsg. Below the kernel's 253
+ * so that the receive side's control buffer stays small (128 x 4 bytes) and a
+ * frame with more fds is spread over several sendmsg calls, each carrying at
+ * least one byte of its frame (so all of a frame's fds have arrived by the
+ * time its last byte has).
+ */
+#define CMOJO_MAX_FDS_PER_SENDMSG 128u
+
+/*
+ * Events a node keeps for a peer it has asked the broker to introduce, and
+ * how many such peers may be pending at once. A route to a new node carries
+ * a burst of messages before the introduction comes back; beyond these
+ * bounds the ports waiting are failed (peer closed) rather than buffered
+ * without limit for a peer that may not exist.
+ */
+#define CMOJO_MAX_PENDING_EVENTS_PER_PEER 65536u
+#define CMOJO_MAX_PENDING_INTRODUCTIONS 1024u
+
+/* Bytes in one invitation attachment name (Mojo's are short strings or ids). */
+#define CMOJO_MAX_INVITATION_NAME 256u
+
+/* Pipes one invitation may carry; each costs a port and a merge round trip. */
+#define CMOJO_MAX_INVITATION_ATTACHMENTS 64u
+
+/* Bytes of a reason string in a bad-message report from another node. */
+#define CMOJO_MAX_ERROR_MESSAGE 1024u
+
+/* Peer processes (channels) one node keeps at once. */
+#define CMOJO_MAX_PEERS 4096u
+
 #endif /* CMOJO_LIMITS_H_ */

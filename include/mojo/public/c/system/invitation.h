@@ -6,10 +6,16 @@
  * Linux, one end of a Unix socket pair); the invited process extracts them by
  * name and from then on both processes talk through Mojo.
  *
- * Status: the types below are final (Mojo's names, values and layouts). The
- * functions (MojoCreateInvitation, MojoAttachMessagePipeToInvitation,
- * MojoSendInvitation, MojoAcceptInvitation, ...) are declared here once
- * implemented.
+ * The first process to send a (non-isolated) invitation becomes the broker
+ * of its process graph: the processes it invites can then reach each other,
+ * the broker introducing them on demand. An ISOLATED invitation connects just
+ * two processes. A process that was itself invited may send only ISOLATED
+ * invitations (FAILED_PRECONDITION otherwise).
+ *
+ * Transport: MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL with exactly one
+ * MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR, one end of a connected
+ * SOCK_STREAM socketpair(AF_UNIX); the other end goes to the other process
+ * (typically inherited across fork/exec, as a launcher does).
  */
 #ifndef MOJO_PUBLIC_C_SYSTEM_INVITATION_H_
 #define MOJO_PUBLIC_C_SYSTEM_INVITATION_H_

@@ -5,9 +5,8 @@
  * A wrapped handle can be sent over a message pipe like any Mojo handle; on
  * Linux the file descriptor travels with SCM_RIGHTS.
  *
- * Status: the types below are final (Mojo's names, values and layouts). The
- * functions (MojoWrapPlatformHandle, MojoUnwrapPlatformHandle and the shared
- * memory region variants) are declared here once implemented.
+ * Status: MojoWrapPlatformHandle and MojoUnwrapPlatformHandle are
+ * implemented; the shared memory region functions are declared once they are.
  */
 #ifndef MOJO_PUBLIC_C_SYSTEM_PLATFORM_HANDLE_H_
 #define MOJO_PUBLIC_C_SYSTEM_PLATFORM_HANDLE_H_
@@ -123,5 +122,37 @@ struct MOJO_ALIGNAS(8) MojoUnwrapPlatformSharedMemoryRegionOptions {
 };
 MOJO_STATIC_ASSERT(sizeof(struct MojoUnwrapPlatformSharedMemoryRegionOptions) == 8,
                    "MojoUnwrapPlatformSharedMemoryRegionOptions must be 8 bytes");
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Wraps a file descriptor (MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR, value
+ * >= 0) as a Mojo handle. On OK the descriptor is cmojo's: it is closed with
+ * the handle, or travels when the handle is sent in a message (the receiver
+ * gets an equivalent descriptor, close-on-exec); on failure it stays the
+ * caller's.
+ * Returns OK; INVALID_ARGUMENT (NULL or malformed |platform_handle| or
+ * |options|, another handle type, a negative or closed descriptor, NULL
+ * |mojo_handle|); RESOURCE_EXHAUSTED.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoWrapPlatformHandle(
+    const struct MojoPlatformHandle *platform_handle,
+    const struct MojoWrapPlatformHandleOptions *options, MojoHandle *mojo_handle);
+
+/*
+ * Unwraps: closes |mojo_handle| and gives its descriptor back in
+ * |*platform_handle| (whose struct_size the caller sets), now the caller's.
+ * Returns OK; INVALID_ARGUMENT (not a wrapped platform handle, NULL or
+ * malformed |platform_handle| or |options|); BUSY (in transit).
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoUnwrapPlatformHandle(
+    MojoHandle mojo_handle, const struct MojoUnwrapPlatformHandleOptions *options,
+    struct MojoPlatformHandle *platform_handle);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
 
 #endif /* MOJO_PUBLIC_C_SYSTEM_PLATFORM_HANDLE_H_ */
