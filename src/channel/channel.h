@@ -39,6 +39,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h> /* struct msghdr, for the syscall hooks */
 #include <sys/types.h>
 #include <sys/uio.h>
 
