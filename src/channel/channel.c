@@ -98,6 +98,7 @@ struct channel {
     bool started;
     bool want_write; /* EPOLLOUT is in the watch's interest set */
     bool failed;
+    bool write_broken; /* see mark_write_broken_locked */
     bool error_delivered;
     bool shut;
     bool shut_done;
@@ -321,6 +322,23 @@ static bool mark_failed_locked(channel *c, int protocol, const char *why)
     atomic_store(&c->stopped, true);
     tx_drop_all_locked(c);
     return true;
+}
+
+/*
+ * A write failed (EPIPE, ECONNRESET, ...): the peer is gone or going, but
+ * what it sent before may still wait in our receive buffer, and it must be
+ * read -- a pipe's last messages before its peer's process exits are in
+ * there. So only the write side stops: the queue is dropped (closing its
+ * fds), later writes get -EPIPE, and the channel fails when the read side
+ * reaches EOF (or an error), which a closed peer socket always gives.
+ */
+static void mark_write_broken_locked(channel *c)
+{
+    if (c->write_broken || c->failed || c->shut)
+        return;
+    c->write_broken = true;
+    tx_drop_all_locked(c);
+    set_want_write_locked(c, false);
 }
 
 static void rx_discard_locked(channel *c)
@@ -575,9 +593,9 @@ static void on_io(void *ctx, uint32_t events)
         return;
     }
     c->in_callback++;
-    if (!c->failed && (events & PLAT_IO_WRITABLE)) {
+    if (!c->failed && !c->write_broken && (events & PLAT_IO_WRITABLE)) {
         if (flush_locked(c) < 0)
-            mark_failed_locked(c, 0, "write to the socket failed");
+            mark_write_broken_locked(c);
     }
     bool failed = c->failed;
     pthread_mutex_unlock(&c->mu);
@@ -710,7 +728,7 @@ int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt
     bool tried = false;
     tx_entry *e;
     pthread_mutex_lock(&c->mu);
-    if (c->shut || c->failed) {
+    if (c->shut || c->failed || c->write_broken) {
         rc = -EPIPE;
         goto out_close_fds;
     }
@@ -719,8 +737,7 @@ int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt
         tried = true;
         ssize_t n = send_some(c->fd, parts, nparts, wire, fds, num_fds);
         if (n < 0 && n != -EAGAIN) {
-            if (mark_failed_locked(c, 0, "write to the socket failed"))
-                post_error_locked(c);
+            mark_write_broken_locked(c);
             rc = -EPIPE;
             goto out_close_fds;
         }
@@ -751,8 +768,7 @@ int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt
         /* Just refused (or took part of it): wait for EPOLLOUT rather than retry now. */
         int frc = tried ? set_want_write_locked(c, true) : flush_locked(c);
         if (frc < 0) {
-            if (mark_failed_locked(c, 0, "write to the socket failed"))
-                post_error_locked(c);
+            mark_write_broken_locked(c);
             /* The frame may be partly sent; either way the caller learns it did not go. */
             rc = -EPIPE;
         }
@@ -831,4 +847,12 @@ void channel_release(channel *c)
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->mu);
     free(c);
+}
+
+bool channel_write_idle(channel *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool idle = c->tx_head == NULL || c->failed || c->shut || c->write_broken;
+    pthread_mutex_unlock(&c->mu);
+    return idle;
 }
