@@ -277,15 +277,22 @@ int plat_io_add(plat_io *io, int fd, uint32_t events, plat_io_callback cb, void 
 
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
     pthread_mutex_lock(&io->mutex);
+    /*
+     * *out is written before the fd is registered (and under the mutex that
+     * dispatch takes), so a callback that runs at once already sees its
+     * watch, e.g. to remove itself.
+     */
+    plat_io_watch *old = *out;
+    *out = w;
     if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         int err = errno;
+        *out = old;
         pthread_mutex_unlock(&io->mutex);
         free(w);
         return -err;
     }
     io->live_watches++;
     pthread_mutex_unlock(&io->mutex);
-    *out = w;
     return 0;
 }
 
