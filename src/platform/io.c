@@ -104,26 +104,31 @@ static void drain_wakefd(plat_io *io)
     }
 }
 
-/* Runs every queued task, oldest first. Returns true when the thread should exit. */
+/*
+ * Runs the tasks queued now, oldest first; tasks they post wait for the next
+ * turn (their post woke the loop), so a task that keeps re-posting itself
+ * cannot starve the watches. True when the thread should exit: stopping,
+ * with nothing left to run.
+ */
 static bool run_tasks(plat_io *io)
 {
-    for (;;) {
-        pthread_mutex_lock(&io->mutex);
-        io_task *t = io->tasks_head;
-        io->tasks_head = NULL;
-        io->tasks_tail = NULL;
-        bool stopping = io->stopping;
-        pthread_mutex_unlock(&io->mutex);
+    pthread_mutex_lock(&io->mutex);
+    io_task *t = io->tasks_head;
+    io->tasks_head = NULL;
+    io->tasks_tail = NULL;
+    pthread_mutex_unlock(&io->mutex);
 
-        if (t == NULL)
-            return stopping;
-        while (t != NULL) {
-            io_task *next = t->next;
-            t->fn(t->arg);
-            free(t);
-            t = next;
-        }
+    while (t != NULL) {
+        io_task *next = t->next;
+        t->fn(t->arg);
+        free(t);
+        t = next;
     }
+
+    pthread_mutex_lock(&io->mutex);
+    bool exit = io->stopping && io->tasks_head == NULL;
+    pthread_mutex_unlock(&io->mutex);
+    return exit;
 }
 
 static void bury_dead(plat_io *io)
@@ -277,15 +282,22 @@ int plat_io_add(plat_io *io, int fd, uint32_t events, plat_io_callback cb, void 
 
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
     pthread_mutex_lock(&io->mutex);
+    /*
+     * *out is written before the fd is registered (and under the mutex that
+     * dispatch takes), so a callback that runs at once already sees its
+     * watch, e.g. to remove itself.
+     */
+    plat_io_watch *old = *out;
+    *out = w;
     if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         int err = errno;
+        *out = old;
         pthread_mutex_unlock(&io->mutex);
         free(w);
         return -err;
     }
     io->live_watches++;
     pthread_mutex_unlock(&io->mutex);
-    *out = w;
     return 0;
 }
 

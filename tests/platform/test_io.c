@@ -506,6 +506,57 @@ static void test_stop_runs_pending_tasks(void **state)
     assert_int_equal(atomic_load(&stop_on_thread), 100);
 }
 
+/* A task that keeps re-posting itself gets one run per loop turn, so watches still fire. */
+typedef struct repost_state {
+    plat_io *io;
+    atomic_int stop;
+    atomic_int runs;
+    event finished;
+} repost_state;
+
+static void repost_task(void *arg)
+{
+    repost_state *r = arg;
+    if (atomic_fetch_add(&r->runs, 1) >= 1000000 || atomic_load(&r->stop)) {
+        event_signal(&r->finished);
+        return;
+    }
+    if (plat_io_post(r->io, repost_task, r) != 0)
+        abort();
+}
+
+static void stop_reposting_cb(void *ctx, uint32_t events)
+{
+    (void)events;
+    repost_state *r = ctx;
+    atomic_store(&r->stop, 1);
+}
+
+static void test_reposting_task_does_not_starve_watches(void **state)
+{
+    (void)state;
+    plat_io *io;
+    int p[2];
+    plat_io_watch *w;
+    repost_state r;
+    memset(&r, 0, sizeof(r));
+    event_init(&r.finished);
+    assert_int_equal(plat_io_start(&io), 0);
+    r.io = io;
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, stop_reposting_cb, &r, &w), 0);
+    assert_int_equal(plat_io_post(io, repost_task, &r), 0);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    assert_true(event_wait(&r.finished));
+    assert_int_equal(atomic_load(&r.stop), 1);
+    assert_true(atomic_load(&r.runs) < 1000000);
+    plat_io_remove(w);
+    close(p[0]);
+    close(p[1]);
+    plat_io_stop(io);
+    event_destroy(&r.finished);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -527,6 +578,8 @@ int main(void)
                                         cmojo_test_fd_teardown),
         cmocka_unit_test_setup_teardown(test_post_keeps_order_per_poster, cmojo_test_fd_setup,
                                         cmojo_test_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_reposting_task_does_not_starve_watches,
+                                        cmojo_test_fd_setup, cmojo_test_fd_teardown),
         cmocka_unit_test_setup_teardown(test_stop_runs_pending_tasks, cmojo_test_fd_setup,
                                         cmojo_test_fd_teardown),
     };
