@@ -61,7 +61,7 @@ static void send_text(MojoHandle pipe, const char *text, MojoHandle *handles, ui
     static const struct MojoAppendMessageDataOptions commit = {
         sizeof(commit), MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
     MojoMessageHandle m;
-    void *buf;
+    void *buf = NULL;
     uint32_t len = (uint32_t)strlen(text);
     if (MojoCreateMessage(NULL, &m) != MOJO_RESULT_OK ||
         MojoAppendMessageData(m, len, handles, n, &commit, &buf, NULL) != MOJO_RESULT_OK)

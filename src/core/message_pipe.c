@@ -5,6 +5,7 @@
  */
 #include "core/message_pipe.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "core/core.h"
@@ -228,11 +229,19 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
     }
     uint32_t n = m->num_attachments;
     uint64_t stack[16];
+    bool stack_objects[16];
     uint64_t *values = n <= 16 ? stack : malloc(n * sizeof(*values));
+    /*
+     * Which attachments travel as objects. Once sent, an object may already
+     * be serialized and freed by another thread: decide everything before.
+     */
+    bool *object = n <= 16 ? stack_objects : malloc(n * sizeof(*object));
     core_attachment *travel = n ? calloc(n, sizeof(*travel)) : NULL;
-    if (!values || (n && !travel)) {
+    if (!values || !object || (n && !travel)) {
         if (values != stack)
             free(values);
+        if (object != stack_objects)
+            free(object);
         free(travel);
         give_back(core, m);
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
@@ -242,10 +251,11 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
     for (uint32_t i = 0; i < n; i++) {
         if (att[i].dispatcher && att[i].handle)
             values[nvalues++] = att[i].handle;
-        if (!att[i].dispatcher || att[i].dispatcher->type == CORE_DISPATCHER_MESSAGE_PIPE)
-            nports++;
-        else
+        object[i] = att[i].dispatcher && att[i].dispatcher->type != CORE_DISPATCHER_MESSAGE_PIPE;
+        if (object[i])
             travel[i].dispatcher = att[i].dispatcher; /* the message's reference */
+        else
+            nports++;
     }
     m->attachments = travel;
     m->num_attachments = m->cap_attachments = n;
@@ -278,7 +288,7 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
                                     core_dispatcher_release_obj);
         for (uint32_t i = 0; i < n; i++) {
             core_dispatcher *d = att[i].dispatcher;
-            if (d && d->type == CORE_DISPATCHER_MESSAGE_PIPE) {
+            if (d && !object[i]) {
                 close_for_transfer((core_pipe *)d);
                 core_dispatcher_release(d);
             }
@@ -298,7 +308,7 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
             abort(); /* the ports layer consumes a refused message */
         for (uint32_t i = 0; i < n; i++) {
             core_dispatcher *d = att[i].dispatcher;
-            if (d && d->type == CORE_DISPATCHER_MESSAGE_PIPE && att[i].handle) {
+            if (d && !object[i] && att[i].handle) {
                 core_pipe *carried = (core_pipe *)d;
                 ports_port_set_user_data(&carried->port, carried);
                 core_dispatcher_notify(&carried->base);
@@ -320,6 +330,8 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
     }
     if (values != stack)
         free(values);
+    if (object != stack_objects)
+        free(object);
     free(att);
     return rv;
 }

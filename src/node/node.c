@@ -585,6 +585,16 @@ static void on_invite(peer *p, const node_wire_msg *m)
     node_controller *n = p->n;
     bool isolated = m->flags & NODE_INVITE_ISOLATED;
     const char *why = NULL;
+    named_port *offered = calloc(m->num_attachments ? m->num_attachments : 1, sizeof(*offered));
+    ports_port_ref *to_close = calloc(m->num_attachments + 1, sizeof(*to_close));
+    if (!offered || !to_close)
+        abort();
+    /*
+     * All under the lock, so that an extraction on another thread sees the
+     * invitation either before (and adds to the early list, matched here)
+     * or after (and finds its pipe offered). Ports calls made here never
+     * call back into the node; closing waits until the lock is released.
+     */
     pthread_mutex_lock(&n->lock);
     if (isolated != p->isolated)
         why = "INVITE isolation does not match the acceptance";
@@ -596,6 +606,8 @@ static void on_invite(peer *p, const node_wire_msg *m)
         why = "second broker";
     if (why) {
         pthread_mutex_unlock(&n->lock);
+        free(offered);
+        free(to_close);
         drop_peer(p, why, true);
         return;
     }
@@ -607,33 +619,22 @@ static void on_invite(peer *p, const node_wire_msg *m)
     if (!isolated)
         n->broker = p;
     node_invitation *inv = p->inv;
-    inv->invite_received = true;
     uint8_t acc[NODE_NAME_WIRE_SIZE];
     node_wire_write_name(acc, self_name(n));
     send_msg(p, NODE_MSG_ACCEPT, acc, sizeof(acc), NULL, 0);
 
     /* Match what was extracted early with what is offered. */
-    named_port *offered = calloc(m->num_attachments ? m->num_attachments : 1, sizeof(*offered));
-    named_port *early = inv->early;
-    uint32_t num_early = inv->num_early;
-    inv->early = NULL;
-    inv->num_early = inv->cap_early = 0;
-    bool closed = inv->closed;
-    pthread_mutex_unlock(&n->lock);
-    if (!offered)
-        abort();
-
-    uint32_t num_offered = 0;
+    uint32_t num_offered = 0, num_close = 0;
     size_t pos = 0;
     node_wire_name name;
     uint8_t msg[NODE_MERGE_PORT_FIXED_SIZE + CMOJO_MAX_INVITATION_NAME];
     while (node_wire_next_name(m, &pos, &name)) {
         ports_port_ref merge = {0};
-        for (uint32_t i = 0; i < num_early; i++) {
-            if (early[i].port.port && early[i].len == name.len &&
-                memcmp(early[i].name, name.bytes, name.len) == 0) {
-                merge = early[i].port;
-                early[i].port = (ports_port_ref){0};
+        for (uint32_t i = 0; i < inv->num_early; i++) {
+            if (inv->early[i].port.port && inv->early[i].len == name.len &&
+                memcmp(inv->early[i].name, name.bytes, name.len) == 0) {
+                merge = inv->early[i].port;
+                inv->early[i].port = (ports_port_ref){0};
                 break;
             }
         }
@@ -641,9 +642,8 @@ static void on_invite(peer *p, const node_wire_msg *m)
             ports_port_ref b;
             if (ports_node_create_port_pair(n->ports, &b, &merge) != PORTS_OK)
                 abort();
-            if (closed) {
-                ports_node_close_port(n->ports, &b);
-                ports_port_ref_release(&b);
+            if (inv->closed) {
+                to_close[num_close++] = b;
             } else {
                 named_port *o = &offered[num_offered++];
                 memcpy(o->name, name.bytes, name.len);
@@ -656,7 +656,16 @@ static void on_invite(peer *p, const node_wire_msg *m)
         send_msg(p, NODE_MSG_MERGE_PORT, msg, len, NULL, 0);
         ports_port_ref_release(&merge);
     }
-    /* Extracted, but the inviter has no such pipe: it is broken. */
+    named_port *early = inv->early;
+    uint32_t num_early = inv->num_early;
+    inv->early = NULL;
+    inv->num_early = inv->cap_early = 0;
+    inv->offered = offered;
+    inv->num_offered = num_offered;
+    inv->invite_received = true;
+    pthread_mutex_unlock(&n->lock);
+
+    /* Extracted, but the inviter has no such pipe (or it was closed): broken. */
     n->d.enter();
     for (uint32_t i = 0; i < num_early; i++) {
         if (early[i].port.port) {
@@ -664,12 +673,13 @@ static void on_invite(peer *p, const node_wire_msg *m)
             ports_port_ref_release(&early[i].port);
         }
     }
+    for (uint32_t i = 0; i < num_close; i++) {
+        ports_node_close_port(n->ports, &to_close[i]);
+        ports_port_ref_release(&to_close[i]);
+    }
     n->d.leave();
     free(early);
-    pthread_mutex_lock(&n->lock);
-    inv->offered = offered;
-    inv->num_offered = num_offered;
-    pthread_mutex_unlock(&n->lock);
+    free(to_close);
 }
 
 static void on_accept(peer *p, const node_wire_msg *m)
