@@ -6,17 +6,21 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cmojo/wait.h"
 #include "core/core.h"
-#include "mojo/public/c/system/functions.h"
+#include "mojo/public/c/system/core.h"
+#include "mojo/public/c/system/invitation.h"
 
 extern char **environ;
 
@@ -510,4 +514,215 @@ int cmojo_mp_core_teardown(void **state)
     if (check_fd_baseline() != 0)
         failed = 1;
     return failed ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* cmojo helpers for both sides of a multi-process test.                    */
+
+void cmojo_mp_send(MojoHandle pipe, uint32_t tag, uint32_t seq, uint64_t value,
+                   const MojoHandle *handles, uint32_t num_handles)
+{
+    struct MojoAppendMessageDataOptions commit = {sizeof(commit),
+                                                  MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
+    MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
+    void *buf = NULL;
+    cmojo_mp_msg body = {tag, seq, value};
+
+    CMOJO_MP_CHECK_RESULT(MojoCreateMessage(NULL, &m), MOJO_RESULT_OK);
+    CMOJO_MP_CHECK_RESULT(
+        MojoAppendMessageData(m, sizeof(body), handles, num_handles, &commit, &buf, NULL),
+        MOJO_RESULT_OK);
+    memcpy(buf, &body, sizeof(body));
+    CMOJO_MP_CHECK_RESULT(MojoWriteMessage(pipe, m, NULL), MOJO_RESULT_OK);
+}
+
+MojoResult cmojo_mp_try_recv(MojoHandle pipe, cmojo_mp_msg *out, MojoHandle *handles,
+                             uint32_t *num_handles)
+{
+    MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
+    void *buf = NULL;
+    uint32_t len = 0;
+    uint32_t n = num_handles != NULL ? *num_handles : 0;
+
+    MojoResult r = MojoReadMessage(pipe, NULL, &m);
+    if (r != MOJO_RESULT_OK)
+        return r;
+    CMOJO_MP_CHECK_RESULT(MojoGetMessageData(m, NULL, &buf, &len, handles, &n), MOJO_RESULT_OK);
+    CMOJO_MP_CHECK_RESULT(len, sizeof(cmojo_mp_msg));
+    memcpy(out, buf, sizeof(cmojo_mp_msg));
+    if (num_handles != NULL)
+        *num_handles = n;
+    else
+        CMOJO_MP_CHECK_RESULT(n, 0);
+    CMOJO_MP_CHECK_RESULT(MojoDestroyMessage(m), MOJO_RESULT_OK);
+    return MOJO_RESULT_OK;
+}
+
+cmojo_mp_msg cmojo_mp_recv(MojoHandle pipe, MojoHandle *handles, uint32_t *num_handles)
+{
+    struct MojoHandleSignalsState st;
+    cmojo_mp_msg out;
+
+    CMOJO_MP_CHECK_RESULT(MojoWait(pipe, MOJO_HANDLE_SIGNAL_READABLE,
+                                   (MojoDeadline)CMOJO_MP_IO_TIMEOUT_MS * 1000, &st),
+                          MOJO_RESULT_OK);
+    CMOJO_MP_CHECK_RESULT(cmojo_mp_try_recv(pipe, &out, handles, num_handles), MOJO_RESULT_OK);
+    return out;
+}
+
+cmojo_mp_msg cmojo_mp_recv_tag(MojoHandle pipe, uint32_t tag, MojoHandle *handles,
+                               uint32_t *num_handles)
+{
+    cmojo_mp_msg m = cmojo_mp_recv(pipe, handles, num_handles);
+
+    CMOJO_MP_CHECK_RESULT(m.tag, tag);
+    return m;
+}
+
+void cmojo_mp_expect_peer_closed(MojoHandle pipe)
+{
+    struct MojoHandleSignalsState st;
+    MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
+
+    CMOJO_MP_CHECK_RESULT(MojoWait(pipe, MOJO_HANDLE_SIGNAL_PEER_CLOSED,
+                                   (MojoDeadline)CMOJO_MP_IO_TIMEOUT_MS * 1000, &st),
+                          MOJO_RESULT_OK);
+    CMOJO_MP_CHECK((st.satisfied_signals & MOJO_HANDLE_SIGNAL_READABLE) == 0);
+    CMOJO_MP_CHECK_RESULT(MojoReadMessage(pipe, NULL, &m), MOJO_RESULT_FAILED_PRECONDITION);
+}
+
+void cmojo_mp_expect_peer_remote(MojoHandle pipe)
+{
+    struct MojoHandleSignalsState st;
+
+    CMOJO_MP_CHECK_RESULT(MojoWait(pipe, MOJO_HANDLE_SIGNAL_PEER_REMOTE,
+                                   (MojoDeadline)CMOJO_MP_IO_TIMEOUT_MS * 1000, &st),
+                          MOJO_RESULT_OK);
+    CMOJO_MP_CHECK(st.satisfied_signals & MOJO_HANDLE_SIGNAL_PEER_REMOTE);
+}
+
+void cmojo_mp_close_all(const MojoHandle *handles, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        CMOJO_MP_CHECK_RESULT(MojoClose(handles[i]), MOJO_RESULT_OK);
+}
+
+/* One lock for every log: reports are rare and the handler runs on any thread. */
+static pthread_mutex_t logs_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    int reports;
+    int disconnected;
+    int empty_messages;
+    char last[256];
+} logs[CMOJO_MP_MAX_LOGS];
+
+void cmojo_mp_reset_logs(void)
+{
+    pthread_mutex_lock(&logs_mu);
+    memset(logs, 0, sizeof(logs));
+    pthread_mutex_unlock(&logs_mu);
+}
+
+void cmojo_mp_on_process_error(uintptr_t context, const struct MojoProcessErrorDetails *details)
+{
+    if (context >= CMOJO_MP_MAX_LOGS)
+        abort();
+    pthread_mutex_lock(&logs_mu);
+    logs[context].reports++;
+    if (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED)
+        logs[context].disconnected++;
+    if (details->error_message_length == 0 || details->error_message == NULL) {
+        logs[context].empty_messages++;
+    } else {
+        size_t n = details->error_message_length;
+        if (n >= sizeof(logs[context].last))
+            n = sizeof(logs[context].last) - 1;
+        memcpy(logs[context].last, details->error_message, n);
+        logs[context].last[n] = '\0';
+    }
+    pthread_mutex_unlock(&logs_mu);
+}
+
+cmojo_mp_log_state cmojo_mp_log(int index)
+{
+    cmojo_mp_log_state s;
+
+    pthread_mutex_lock(&logs_mu);
+    s.reports = logs[index].reports;
+    s.disconnected = logs[index].disconnected;
+    s.empty_messages = logs[index].empty_messages;
+    memcpy(s.last, logs[index].last, sizeof(s.last));
+    pthread_mutex_unlock(&logs_mu);
+    return s;
+}
+
+bool cmojo_mp_wait_disconnected(int index, int timeout_ms)
+{
+    int64_t deadline = cmojo_mp_now_ms() + timeout_ms;
+
+    for (;;) {
+        if (cmojo_mp_log(index).disconnected > 0)
+            return true;
+        if (cmojo_mp_now_ms() >= deadline) {
+            fprintf(stderr, "mp: no DISCONNECTED report in log %d after %d ms\n", index,
+                    timeout_ms);
+            return false;
+        }
+        cmojo_mp_sleep_ms(2);
+    }
+}
+
+void cmojo_mp_invite(const char *role, const char *arg, const char *const *names, size_t n,
+                     MojoHandle *pipes, cmojo_mp_child *child, int log_index)
+{
+    int sv[2];
+    MojoHandle invitation = MOJO_HANDLE_INVALID;
+
+    CMOJO_MP_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    CMOJO_MP_CHECK_RESULT(MojoCreateInvitation(NULL, &invitation), MOJO_RESULT_OK);
+    for (size_t i = 0; i < n; i++)
+        CMOJO_MP_CHECK_RESULT(MojoAttachMessagePipeToInvitation(invitation, names[i],
+                                                                (uint32_t)strlen(names[i]), NULL,
+                                                                &pipes[i]),
+                              MOJO_RESULT_OK);
+    CMOJO_MP_CHECK(cmojo_mp_spawn(role, &sv[1], 1, arg, child) == 0);
+    close(sv[1]);
+
+    struct MojoPlatformHandle transport = {
+        sizeof(transport), MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR, (uint64_t)sv[0]};
+    struct MojoInvitationTransportEndpoint endpoint = {
+        sizeof(endpoint), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL, 1, &transport};
+    struct MojoPlatformProcessHandle process = {sizeof(process), (uint64_t)child->pid};
+    CMOJO_MP_CHECK_RESULT(MojoSendInvitation(invitation, &process, &endpoint,
+                                             cmojo_mp_on_process_error, (uintptr_t)log_index, NULL),
+                          MOJO_RESULT_OK);
+}
+
+void cmojo_mp_accept(int fd, const char *const *names, size_t n, MojoHandle *pipes)
+{
+    MojoHandle invitation = MOJO_HANDLE_INVALID;
+    struct MojoPlatformHandle transport = {sizeof(transport),
+                                           MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR, (uint64_t)fd};
+    struct MojoInvitationTransportEndpoint endpoint = {
+        sizeof(endpoint), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL, 1, &transport};
+
+    CMOJO_MP_CHECK_RESULT(MojoInitialize(NULL), MOJO_RESULT_OK);
+    CMOJO_MP_CHECK_RESULT(MojoAcceptInvitation(&endpoint, NULL, &invitation), MOJO_RESULT_OK);
+    for (size_t i = 0; i < n; i++)
+        CMOJO_MP_CHECK_RESULT(MojoExtractMessagePipeFromInvitation(invitation, names[i],
+                                                                   (uint32_t)strlen(names[i]), NULL,
+                                                                   &pipes[i]),
+                              MOJO_RESULT_OK);
+    CMOJO_MP_CHECK_RESULT(MojoClose(invitation), MOJO_RESULT_OK);
+}
+
+int cmojo_mp_child_finish(const char *who, const MojoHandle *handles, size_t n)
+{
+    CMOJO_MP_CHECK(cmojo_mp_wait_counts(who, n, n, CMOJO_MP_SETTLE_MS));
+    cmojo_mp_close_all(handles, n);
+    CMOJO_MP_CHECK(cmojo_mp_wait_counts(who, 0, 0, CMOJO_MP_SETTLE_MS));
+    CMOJO_MP_CHECK_RESULT(core_debug_message_count(), 0);
+    CMOJO_MP_CHECK_RESULT(MojoShutdown(NULL), MOJO_RESULT_OK);
+    CMOJO_MP_CHECK(cmojo_mp_only_fds(who, NULL, 0));
+    return 0;
 }

@@ -37,6 +37,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "mojo/public/c/system/invitation.h"
+#include "mojo/public/c/system/types.h"
+
 /*
  * Exit codes the harness itself uses in a child. Role functions should use
  * other values (1..99 is a good range; see CMOJO_MP_CHECK for codes chosen
@@ -191,5 +194,84 @@ bool cmojo_mp_wait_counts(const char *who, size_t ports, size_t handles, int tim
 _Noreturn void cmojo_mp_child_fail(const char *file, int line, const char *what);
 _Noreturn void cmojo_mp_child_fail_values(const char *file, int line, const char *what,
                                           unsigned long long got, unsigned long long want);
+
+/* ------------------------------------------------------------------------
+ * cmojo helpers, for the parent and for child roles alike. Each fails the
+ * way CMOJO_MP_CHECK does: a cmocka failure in the parent, _exit in a child.
+ * Every wait has a deadline (CMOJO_MP_IO_TIMEOUT_MS).
+ */
+
+/* Generous: sanitizer builds on a loaded 2-core machine are slow. */
+#define CMOJO_MP_IO_TIMEOUT_MS 60000
+#define CMOJO_MP_SETTLE_MS 20000
+#define CMOJO_MP_CHILD_TIMEOUT_MS 120000
+
+/* The body of every message the helpers send: 16 bytes (plus handles). */
+typedef struct cmojo_mp_msg {
+    uint32_t tag;
+    uint32_t seq;
+    uint64_t value;
+} cmojo_mp_msg;
+
+/* Writes a message {tag, seq, value} carrying handles[0..num_handles). */
+void cmojo_mp_send(MojoHandle pipe, uint32_t tag, uint32_t seq, uint64_t value,
+                   const MojoHandle *handles, uint32_t num_handles);
+
+/*
+ * Reads one message if there is one: OK (*out filled in), SHOULD_WAIT, or
+ * FAILED_PRECONDITION (peer closed, nothing left). *num_handles: capacity in,
+ * count out; NULL means the message must carry none.
+ */
+MojoResult cmojo_mp_try_recv(MojoHandle pipe, cmojo_mp_msg *out, MojoHandle *handles,
+                             uint32_t *num_handles);
+
+/* Waits for and reads one message (fails on timeout or peer closed). */
+cmojo_mp_msg cmojo_mp_recv(MojoHandle pipe, MojoHandle *handles, uint32_t *num_handles);
+/* The same, and the tag must be `tag`. */
+cmojo_mp_msg cmojo_mp_recv_tag(MojoHandle pipe, uint32_t tag, MojoHandle *handles,
+                               uint32_t *num_handles);
+
+/* Waits for PEER_CLOSED; nothing may be left to read. */
+void cmojo_mp_expect_peer_closed(MojoHandle pipe);
+/* Waits for PEER_REMOTE. */
+void cmojo_mp_expect_peer_remote(MojoHandle pipe);
+void cmojo_mp_close_all(const MojoHandle *handles, size_t n);
+
+/*
+ * Process error logs: cmojo_mp_invite passes cmojo_mp_on_process_error with
+ * a log index as the error handler, so a test can see what each child's
+ * connection was told.
+ */
+#define CMOJO_MP_MAX_LOGS 8
+typedef struct cmojo_mp_log_state {
+    int reports;
+    int disconnected;   /* reports with MOJO_PROCESS_ERROR_FLAG_DISCONNECTED */
+    int empty_messages; /* reports with no error_message */
+    char last[256];     /* the last error_message, NUL-terminated */
+} cmojo_mp_log_state;
+
+void cmojo_mp_reset_logs(void);
+void cmojo_mp_on_process_error(uintptr_t context, const struct MojoProcessErrorDetails *details);
+cmojo_mp_log_state cmojo_mp_log(int index);
+/* Polls until log `index` has a DISCONNECTED report. */
+bool cmojo_mp_wait_disconnected(int index, int timeout_ms);
+
+/*
+ * Parent: spawns `role` (with `arg`) on one end of a new socketpair and sends
+ * it an invitation carrying pipes named names[0..n), whose local ends go to
+ * pipes[]; errors for it go to log `log_index`.
+ */
+void cmojo_mp_invite(const char *role, const char *arg, const char *const *names, size_t n,
+                     MojoHandle *pipes, cmojo_mp_child *child, int log_index);
+
+/* Child: MojoInitialize, accept the invitation on `fd`, extract the named pipes. */
+void cmojo_mp_accept(int fd, const char *const *names, size_t n, MojoHandle *pipes);
+
+/*
+ * Child, at the end: waits until it holds exactly handles[0..n) (n pipes:
+ * n ports, proxies gone), closes them, waits for zero ports and handles,
+ * MojoShutdown, and checks only stdio is left open. Returns 0.
+ */
+int cmojo_mp_child_finish(const char *who, const MojoHandle *handles, size_t n);
 
 #endif /* CMOJO_TEST_MP_H_ */
