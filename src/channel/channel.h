@@ -17,9 +17,11 @@
  * fds is spread over several sendmsg calls, each with at least one byte of
  * the frame.
  *
- * Failure: EOF, a read or write error, or a protocol error fails the channel
- * once. The owner's on_error then runs, once, on the IO thread; after that
- * no on_frame comes and writes return -EPIPE.
+ * Failure: EOF, a read error, or a protocol error fails the channel once.
+ * A write error stops only the write side (queue dropped, later writes get
+ * -EPIPE): what the peer sent before it went away is still read, and the
+ * EOF that follows fails the channel. The owner's on_error then runs, once, on the IO thread; after
+ * that no on_frame comes and writes return -EPIPE.
  *
  * Ownership: the channel owns the socket from channel_create on (also when
  * it fails) and closes it in channel_shutdown. fds given to channel_write
@@ -37,8 +39,10 @@
 #ifndef CMOJO_CHANNEL_CHANNEL_H_
 #define CMOJO_CHANNEL_CHANNEL_H_
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h> /* struct msghdr, for the syscall hooks */
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -90,6 +94,12 @@ int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt
  * a shutdown.
  */
 void channel_shutdown(channel *c);
+
+/*
+ * True when nothing waits in the write queue (or the channel is down):
+ * what MojoShutdown waits for, so that messages already written leave.
+ */
+bool channel_write_idle(channel *c);
 
 void channel_acquire(channel *c);
 void channel_release(channel *c); /* NULL is fine */

@@ -15,11 +15,12 @@
 #include "core/message_pipe.h"
 #include "core/request_context.h"
 #include "mojo/public/c/system/functions.h"
-#include "platform/random.h"
+#include "node/node.h"
 #include "ports/ports.h"
 
 struct core_state {
-    ports_node *node;
+    node_controller *nc;
+    ports_node *node; /* node_ports(nc) */
     core_table handles;
     core_table messages;
 };
@@ -30,28 +31,10 @@ static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool g_initialized;
 static bool g_load_only;
 
-/* ----------------------------------------------------- ports delegate */
+/* ------------------------------------------------------ node delegate */
 
-static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
+static void port_status_changed(const ports_port_ref *ref)
 {
-    core_state *core = ctx;
-    if (ports_name_eq(to, ports_node_name(core->node))) {
-        ports_node_accept_event(core->node, to, ev);
-        return;
-    }
-    /* No other node is reachable from a process without channels. */
-    ports_event_destroy(ev);
-}
-
-static void broadcast_event(void *ctx, ports_event *ev)
-{
-    (void)ctx;
-    ports_event_destroy(ev); /* nobody else to tell */
-}
-
-static void port_status_changed(void *ctx, const ports_port_ref *ref)
-{
-    (void)ctx;
     core_pipe_port_status_changed(ref);
 }
 
@@ -62,23 +45,21 @@ static core_state *create_state(void)
     core_state *core = calloc(1, sizeof(*core));
     if (!core)
         return NULL;
-    ports_name name;
-    if (plat_random_bytes(&name, sizeof(name)) != 0)
-        goto fail;
-    if (!ports_name_is_valid(&name))
-        name.v2 = 1;
-    ports_delegate delegate = {
-        .ctx = core,
-        .forward_event = forward_event,
-        .broadcast_event = broadcast_event,
+    node_delegate delegate = {
         .port_status_changed = port_status_changed,
+        .payload_measure = core_message_wire_measure,
+        .payload_serialize = core_message_wire_serialize,
+        .payload_parse = core_message_wire_parse,
+        .enter = core_rc_enter_system,
+        .leave = core_rc_leave_system,
     };
     if (core_table_init(&core->handles, CMOJO_MAX_HANDLES, core_dispatcher_acquire_obj) != 0)
         goto fail;
     if (core_table_init(&core->messages, CMOJO_MAX_MESSAGES, NULL) != 0)
         goto fail;
-    if (ports_node_create(&name, &delegate, &core->node) != PORTS_OK)
+    if (node_create(&delegate, &core->nc) != 0)
         goto fail;
+    core->node = node_ports(core->nc);
     return core;
 fail:
     core_table_destroy(&core->handles);
@@ -105,6 +86,11 @@ core_state *core_get(void)
 ports_node *core_node(core_state *core)
 {
     return core->node;
+}
+
+node_controller *core_node_controller(core_state *core)
+{
+    return core->nc;
 }
 
 core_table *core_handles(core_state *core)
@@ -259,7 +245,7 @@ MojoResult MojoShutdown(const struct MojoShutdownOptions *options)
 
     close_everything(core);
     atomic_store_explicit(&g_core, NULL, memory_order_release);
-    ports_node_destroy(core->node);
+    node_destroy(core->nc);
     core_table_destroy(&core->handles);
     core_table_destroy(&core->messages);
     free(core);

@@ -25,6 +25,10 @@ core_state *core_get(void);
 /* The process's ports node (core_get() must have succeeded). */
 ports_node *core_node(core_state *core);
 
+/* The node controller that owns it (channels, invitations). */
+typedef struct node_controller node_controller;
+node_controller *core_node_controller(core_state *core);
+
 /*
  * Handle table access for the entry points. core_resolve creates the core if
  * needed and looks the handle up with a reference the caller must drop

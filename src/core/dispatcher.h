@@ -31,9 +31,12 @@
 
 #include "mojo/public/c/system/types.h"
 
+/* The values are also the handle types of the message envelope (message.h). */
 typedef enum core_dispatcher_type {
     CORE_DISPATCHER_MESSAGE_PIPE = 1,
     CORE_DISPATCHER_TRAP = 2,
+    CORE_DISPATCHER_PLATFORM_HANDLE = 3,
+    CORE_DISPATCHER_INVITATION = 4,
 } core_dispatcher_type;
 
 typedef struct core_dispatcher core_dispatcher;
@@ -52,6 +55,13 @@ typedef struct core_dispatcher_ops {
     void (*get_signals)(core_dispatcher *d, struct MojoHandleSignalsState *out);
     /* Frees the memory once the last reference is gone. */
     void (*destroy)(core_dispatcher *d);
+    /*
+     * For dispatchers that travel in messages as objects (everything that
+     * may be attached but a pipe, whose port travels instead): gives up the
+     * one fd it holds, for the wire. The dispatcher is closed afterwards.
+     * NULL for dispatchers that cannot be attached.
+     */
+    int (*take_fd)(core_dispatcher *d);
 } core_dispatcher_ops;
 
 struct core_dispatcher {

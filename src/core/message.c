@@ -6,8 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "cmojo_limits.h"
+#include "cmojo_wire.h"
 #include "core/core.h"
+#include "core/platform_handle.h"
+#include "node/node.h"
 #include "core/handle_table.h"
 #include "core/message_pipe.h"
 #include "core/request_context.h"
@@ -41,23 +46,66 @@ static void message_free(core_message *m)
     free(m);
 }
 
-static void payload_destroy(ports_payload *payload)
+/* The message this thread is writing (see core_message_send_begin). */
+static _Thread_local core_message *tls_sending;
+static _Thread_local bool tls_sending_destroyed;
+
+void core_message_send_begin(core_message *m)
 {
-    core_message *m = (core_message *)payload;
-    /* A message in flight carries its handles as event ports, not here. */
+    tls_sending = m;
+    tls_sending_destroyed = false;
+}
+
+bool core_message_send_end(core_message *m)
+{
+    (void)m;
+    tls_sending = NULL;
+    return tls_sending_destroyed;
+}
+
+void core_message_free_shell(core_message *m)
+{
     message_free(m);
 }
 
-/* Closes what the attachments own: appended handles and received ports. */
+static void close_object(core_attachment *a)
+{
+    core_dispatcher_close(a->dispatcher);
+    core_dispatcher_release(a->dispatcher);
+    a->dispatcher = NULL;
+}
+
+static void payload_destroy(ports_payload *payload)
+{
+    core_message *m = (core_message *)payload;
+    if (m == tls_sending) {
+        /* Refused or dropped inside the writer's send: the writer decides. */
+        tls_sending_destroyed = true;
+        return;
+    }
+    /*
+     * Dropped in flight: the ports layer closes the pipes' ports; the
+     * objects are ours to close.
+     */
+    core_rc_enter();
+    for (uint32_t i = 0; i < m->num_attachments; i++)
+        if (m->attachments[i].dispatcher)
+            close_object(&m->attachments[i]);
+    core_rc_leave();
+    message_free(m);
+}
+
+/* Closes what the attachments own: appended handles, objects and received ports. */
 static void close_attachments(core_state *core, core_attachment *att, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        if (att[i].dispatcher) {
+        if (att[i].dispatcher && att[i].handle) {
             uint64_t value = att[i].handle;
             core_table_complete_transit(core_handles(core), &value, 1, core_dispatcher_release_obj);
-            core_dispatcher_close(att[i].dispatcher);
-            core_dispatcher_release(att[i].dispatcher);
-        } else {
+            close_object(&att[i]);
+        } else if (att[i].dispatcher) {
+            close_object(&att[i]);
+        } else if (ports_name_is_valid(&att[i].port)) {
             core_close_port_named(&att[i].port);
         }
     }
@@ -132,11 +180,12 @@ core_message *core_message_from_event(ports_event *ev)
 {
     ports_payload *payload = ev->u.user.payload;
     ev->u.user.payload = NULL;
+    uint32_t n = ev->u.user.num_ports;
     core_message *m;
     if (payload && payload->ops == &message_ops) {
         m = (core_message *)payload;
     } else {
-        /* Bytes from another node (or no payload at all). */
+        /* Bytes made by someone other than the core (or no payload at all). */
         m = message_new(CMOJO_MAX_MESSAGE_NUM_BYTES);
         size_t len = payload ? payload->size : 0;
         if (m && len && (len > m->max_size || !reserve(m, (uint32_t)len))) {
@@ -149,26 +198,30 @@ core_message *core_message_from_event(ports_event *ev)
             m->size = (uint32_t)len;
             m->has_data = true;
             m->committed = true;
+            if (n && !(m->attachments = calloc(n, sizeof(*m->attachments)))) {
+                message_free(m);
+                m = NULL;
+            } else {
+                m->num_attachments = m->cap_attachments = n;
+            }
         }
         ports_payload_destroy(payload);
     }
-    uint32_t n = ev->u.user.num_ports;
-    if (m && n) {
-        m->attachments = calloc(n, sizeof(*m->attachments));
-        if (!m->attachments) {
-            message_free(m);
+    /* The ports the event carried fill the pipes' places, in order. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; m && i < m->num_attachments; i++)
+        if (!m->attachments[i].dispatcher && k < n)
+            m->attachments[i].port = ev->u.user.ports[k++];
+    if (!m || k != n) {
+        for (uint32_t i = m ? k : 0; i < n; i++)
+            core_close_port_named(&ev->u.user.ports[i]);
+        if (m) {
+            core_message_destroy(m);
             m = NULL;
         }
-    }
-    if (!m) {
-        for (uint32_t i = 0; i < n; i++)
-            core_close_port_named(&ev->u.user.ports[i]);
         ports_event_destroy(ev);
         return NULL;
     }
-    for (uint32_t i = 0; i < n; i++)
-        m->attachments[i].port = ev->u.user.ports[i];
-    m->num_attachments = m->cap_attachments = n;
     m->handles_extracted = false;
     ports_event_destroy(ev);
     return m;
@@ -205,7 +258,11 @@ static void serialize_context(core_message *m, MojoMessageHandle handle)
 
 static int payload_will_be_routed_externally(ports_payload *payload)
 {
-    core_message *m = (core_message *)payload;
+    return core_message_serialize_for_transit((core_message *)payload);
+}
+
+int core_message_serialize_for_transit(core_message *m)
+{
     if (!m->context)
         return 0;
     if (!m->serializer)
@@ -310,7 +367,9 @@ MojoResult MojoReserveMessageCapacity(MojoMessageHandle message, uint32_t payloa
 static MojoResult check_transferable(void *obj)
 {
     const core_dispatcher *d = obj;
-    return d->type == CORE_DISPATCHER_MESSAGE_PIPE ? MOJO_RESULT_OK : MOJO_RESULT_INVALID_ARGUMENT;
+    return d->type == CORE_DISPATCHER_MESSAGE_PIPE || d->ops->take_fd
+               ? MOJO_RESULT_OK
+               : MOJO_RESULT_INVALID_ARGUMENT;
 }
 
 MojoResult MojoAppendMessageData(MojoMessageHandle message, uint32_t additional_payload_size,
@@ -361,10 +420,22 @@ MojoResult MojoAppendMessageData(MojoMessageHandle message, uint32_t additional_
             vs[i] = handles[i];
         MojoResult rv = core_table_begin_transit(core_handles(core_get()), vs, num_handles,
                                                  check_transferable, (void **)ds);
-        if (rv == MOJO_RESULT_OK)
+        uint32_t fds = 0;
+        for (uint32_t i = 0; rv == MOJO_RESULT_OK && i < num_handles; i++)
+            fds += ds[i]->type != CORE_DISPATCHER_MESSAGE_PIPE;
+        if (rv == MOJO_RESULT_OK && (uint64_t)m->num_fds + fds > CMOJO_MAX_FDS_PER_FRAME) {
+            /* More fds than one frame (one sendmsg) can carry to another process. */
+            core_table_cancel_transit(core_handles(core_get()), vs, num_handles);
+            for (uint32_t i = 0; i < num_handles; i++)
+                core_dispatcher_release(ds[i]);
+            rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
+        }
+        if (rv == MOJO_RESULT_OK) {
+            m->num_fds += fds;
             for (uint32_t i = 0; i < num_handles; i++)
                 m->attachments[m->num_attachments++] =
                     (core_attachment){.dispatcher = ds[i], .handle = handles[i]};
+        }
         if (ds != stack)
             free(ds);
         if (vs != values)
@@ -388,7 +459,7 @@ MojoResult MojoAppendMessageData(MojoMessageHandle message, uint32_t additional_
 /* Turns attachment i into a handle in the table. */
 static MojoResult extract_one(core_state *core, core_attachment *a, MojoHandle *out)
 {
-    if (a->dispatcher) {
+    if (a->dispatcher && a->handle) {
         /* Appended in this process and never sent: just usable again. */
         uint64_t value = a->handle;
         core_table_cancel_transit(core_handles(core), &value, 1);
@@ -396,6 +467,14 @@ static MojoResult extract_one(core_state *core, core_attachment *a, MojoHandle *
         a->dispatcher = NULL;
         *out = a->handle;
         return MOJO_RESULT_OK;
+    }
+    if (a->dispatcher) {
+        /* An object that travelled: its reference goes to the table. */
+        MojoResult rv = core_add_dispatcher(core, a->dispatcher, out);
+        if (rv != MOJO_RESULT_OK)
+            close_object(a);
+        a->dispatcher = NULL;
+        return rv;
     }
     ports_port_ref ref;
     if (ports_node_get_port(core_node(core), &a->port, &ref) != PORTS_OK)
@@ -507,12 +586,129 @@ MojoResult MojoNotifyBadMessage(MojoMessageHandle message, const char *error,
 {
     if (!core_options_ok(options, 0, NULL) || (!error && error_num_bytes))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    if (!lookup(message))
+    core_message *m = lookup(message);
+    if (!m)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    /*
-     * A message that came from this process has no sender to blame; the
-     * report to another process's error handler arrives with the channel
-     * layer (issue 4).
-     */
+    /* A message that came from this process has no sender to blame. */
+    if (ports_name_is_valid(&m->from_node))
+        node_report_bad_message(core_node_controller(core_get()), &m->from_node, error,
+                                error ? error_num_bytes : 0);
     return MOJO_RESULT_OK;
+}
+
+/* ------------------------------------------------------------ envelope */
+
+int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t *num_fds)
+{
+    core_message *m = (core_message *)payload;
+    if (payload->ops != &message_ops || !m->has_data || !m->committed)
+        return -1;
+    *num_bytes = CORE_ENVELOPE_HEADER_SIZE +
+                 (size_t)m->num_attachments * CORE_ENVELOPE_HANDLE_SIZE + m->size;
+    size_t fds = 0;
+    for (uint32_t i = 0; i < m->num_attachments; i++)
+        fds += m->attachments[i].dispatcher != NULL;
+    *num_fds = fds;
+    return 0;
+}
+
+void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds)
+{
+    core_message *m = (core_message *)payload;
+    wire_store_u32(buf, m->size);
+    wire_store_u32(buf + 4, m->num_attachments);
+    uint8_t *p = buf + CORE_ENVELOPE_HEADER_SIZE;
+    size_t k = 0;
+    core_rc_enter();
+    for (uint32_t i = 0; i < m->num_attachments; i++, p += CORE_ENVELOPE_HANDLE_SIZE) {
+        core_attachment *a = &m->attachments[i];
+        uint32_t type = CORE_DISPATCHER_MESSAGE_PIPE;
+        if (a->dispatcher) {
+            type = a->dispatcher->type;
+            fds[k++] = a->dispatcher->ops->take_fd(a->dispatcher);
+            close_object(a);
+        }
+        wire_store_u32(p, type);
+        wire_store_u32(p + 4, 0);
+    }
+    core_rc_leave();
+    if (m->size)
+        memcpy(p, m->data, m->size);
+}
+
+int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
+                            uint32_t num_ports, int *fds, size_t num_fds, ports_payload **out,
+                            const char **why)
+{
+    core_message *m = NULL;
+    *why = "malformed message envelope";
+    if (len < CORE_ENVELOPE_HEADER_SIZE)
+        goto fail;
+    uint32_t size = wire_load_u32(buf), n = wire_load_u32(buf + 4);
+    if (n > CMOJO_MAX_MESSAGE_HANDLES || size > CMOJO_MAX_MESSAGE_NUM_BYTES ||
+        len - CORE_ENVELOPE_HEADER_SIZE != (uint64_t)n * CORE_ENVELOPE_HANDLE_SIZE + size)
+        goto fail;
+    const uint8_t *p = buf + CORE_ENVELOPE_HEADER_SIZE;
+    uint32_t pipes = 0, objects = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t type = wire_load_u32(p + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE);
+        uint32_t state = wire_load_u32(p + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE + 4);
+        if (state != 0)
+            goto fail;
+        if (type == CORE_DISPATCHER_MESSAGE_PIPE)
+            pipes++;
+        else if (type == CORE_DISPATCHER_PLATFORM_HANDLE)
+            objects++;
+        else
+            goto fail;
+    }
+    if (pipes != num_ports || objects != num_fds) {
+        *why = "message envelope does not match its ports and fds";
+        goto fail;
+    }
+    m = message_new(CMOJO_MAX_MESSAGE_NUM_BYTES);
+    if (!m || (size && !reserve(m, size)) ||
+        (n && !(m->attachments = calloc(n, sizeof(*m->attachments))))) {
+        *why = "out of memory for a message";
+        goto fail;
+    }
+    m->cap_attachments = n;
+    size_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t type = wire_load_u32(p + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE);
+        core_attachment *a = &m->attachments[m->num_attachments];
+        if (type == CORE_DISPATCHER_PLATFORM_HANDLE) {
+            a->dispatcher = core_platform_handle_new(fds[k]);
+            if (!a->dispatcher) {
+                *why = "out of memory for a message";
+                goto fail;
+            }
+            fds[k++] = -1; /* the dispatcher's now */
+            m->num_fds++;
+        }
+        m->num_attachments++;
+    }
+    p += (size_t)n * CORE_ENVELOPE_HANDLE_SIZE;
+    if (size)
+        memcpy(m->data, p, size);
+    m->size = size;
+    m->has_data = true;
+    m->committed = true;
+    m->base.size = size;
+    m->from_node = *from;
+    *out = &m->base;
+    return 0;
+fail:
+    for (size_t i = 0; i < num_fds; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (m) {
+        core_rc_enter();
+        for (uint32_t i = 0; i < m->num_attachments; i++)
+            if (m->attachments[i].dispatcher)
+                close_object(&m->attachments[i]);
+        core_rc_leave();
+        message_free(m);
+    }
+    return -1;
 }

@@ -9,11 +9,23 @@
  * message routed to another node is turned into bytes
  * (ops->will_be_routed_externally).
  *
- * Attachments: a handle appended by the user stays in the handle table,
- * busy, with its dispatcher referenced here, until the message is written
- * (the entry is removed) or destroyed (the handle is closed). A message read
- * from a pipe carries its handles as the names of receiving ports on this
- * node; MojoGetMessageData turns them into handles.
+ * Attachments, in the order the user appended them, are one of:
+ *  - appended: the handle stays in the handle table, busy, with its
+ *    dispatcher referenced here, until the message is written (the entry is
+ *    removed) or destroyed (the handle is closed);
+ *  - an object in flight or received (a wrapped fd, later buffers): the
+ *    dispatcher, referenced here, in no table;
+ *  - a pipe: the name of its port. While the message travels the ports layer
+ *    carries the ports (ev->u.user.ports, in order), and the name is filled
+ *    in when the message is read: then it is a receiving port on this node.
+ * MojoGetMessageData turns attachments into handles.
+ *
+ * Envelope (what a message is on the wire, the payload of its ports event):
+ *   u32 num_bytes, u32 num_handles,
+ *   num_handles x { u32 type (core_dispatcher_type), u32 state_size (0) },
+ *   num_bytes bytes.
+ * A MESSAGE_PIPE takes the event's next port, a PLATFORM_HANDLE the frame's
+ * next fd; the counts must match exactly.
  *
  * Threads: a message is used by one thread at a time (Mojo's rule); the
  * message table that names them is thread-safe.
@@ -29,10 +41,13 @@
 #include "ports/event.h"
 
 typedef struct core_attachment {
-    core_dispatcher *dispatcher; /* appended here, in transit; NULL once received */
-    MojoHandle handle;           /* its (busy) handle while appended */
-    ports_name port;             /* received: a receiving port on this node */
+    core_dispatcher *dispatcher; /* appended or object; NULL for a pipe's port */
+    MojoHandle handle;           /* its (busy) handle while appended; 0 for an object */
+    ports_name port;             /* a pipe: its port, once read */
 } core_attachment;
+
+#define CORE_ENVELOPE_HEADER_SIZE 8u
+#define CORE_ENVELOPE_HANDLE_SIZE 8u
 
 typedef struct core_message {
     ports_payload base; /* first: what the ports layer carries */
@@ -50,7 +65,9 @@ typedef struct core_message {
 
     core_attachment *attachments;
     uint32_t num_attachments, cap_attachments;
+    uint32_t num_fds; /* attachments that are fd-carrying objects */
     bool handles_extracted;
+    ports_name from_node; /* the process it came from; zero if this one */
 } core_message;
 
 /*
@@ -74,6 +91,30 @@ MojoResult core_message_publish(core_message *m, MojoMessageHandle *out);
  * (the payload is destroyed, the ports are closed).
  */
 core_message *core_message_from_event(ports_event *ev);
+
+/* The node layer's codec for the envelope (node.h, node_delegate). */
+int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t *num_fds);
+void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds);
+int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
+                            uint32_t num_ports, int *fds, size_t num_fds, ports_payload **out,
+                            const char **why);
+
+/*
+ * Runs the context serializer now (a write to a pipe whose peer is in
+ * another process). Nonzero if the message cannot be serialized.
+ */
+int core_message_serialize_for_transit(core_message *m);
+
+/*
+ * pipe_write's bracket around the send: while it is open, the ports layer
+ * destroying m on this thread (a refused send) leaves m and its objects to
+ * the writer. core_message_send_end says whether that happened.
+ */
+void core_message_send_begin(core_message *m);
+bool core_message_send_end(core_message *m);
+
+/* Frees m without touching its attachments (the writer dealt with them). */
+void core_message_free_shell(core_message *m);
 
 /*
  * Whether the message can be written: NOT_FOUND with neither data nor

@@ -189,14 +189,14 @@ MojoResult MojoCreateMessagePipe(const struct MojoCreateMessagePipeOptions *opti
 
 /*
  * A write that failed before reaching the pipe: the user's handles are
- * usable again; ports the message had received go down with it.
+ * usable again; what the message had received goes down with it.
  */
 static void give_back(core_state *core, core_message *m)
 {
     uint32_t kept = 0;
     for (uint32_t i = 0; i < m->num_attachments; i++) {
         core_attachment *a = &m->attachments[i];
-        if (a->dispatcher) {
+        if (a->dispatcher && a->handle) {
             uint64_t value = a->handle;
             core_table_cancel_transit(core_handles(core), &value, 1);
             core_dispatcher_release(a->dispatcher);
@@ -210,70 +210,113 @@ static void give_back(core_state *core, core_message *m)
 
 /*
  * The write itself. Consumes m. On failure the handles the user appended are
- * usable again; ports the message had received are closed with it.
+ * usable again; what the message had received is closed with it.
+ *
+ * While the message travels, the event carries the pipes' ports and the
+ * message keeps the objects (wrapped fds) in their places; see message.h.
  */
 static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
 {
+    if (m->context) {
+        /* Bound for another process: serialize now, while handles can still be attached. */
+        ports_port_status st;
+        if (ports_node_get_status(core_node(core), &p->port, &st) == PORTS_OK && st.peer_remote &&
+            core_message_serialize_for_transit(m) != 0) {
+            give_back(core, m);
+            return MOJO_RESULT_INVALID_ARGUMENT;
+        }
+    }
     uint32_t n = m->num_attachments;
     uint64_t stack[16];
     uint64_t *values = n <= 16 ? stack : malloc(n * sizeof(*values));
-    if (!values) {
+    core_attachment *travel = n ? calloc(n, sizeof(*travel)) : NULL;
+    if (!values || (n && !travel)) {
+        if (values != stack)
+            free(values);
+        free(travel);
         give_back(core, m);
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
     }
-    /* The event carries the handles as ports; the message keeps the bytes. */
     core_attachment *att = m->attachments;
-    m->attachments = NULL;
-    m->num_attachments = m->cap_attachments = 0;
-    m->base.size = m->size;
-    uint32_t nvalues = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (att[i].dispatcher)
+    uint32_t nvalues = 0, nports = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (att[i].dispatcher && att[i].handle)
             values[nvalues++] = att[i].handle;
-    ports_event *ev = ports_user_message_new(n, &m->base); /* destroys m on failure */
+        if (!att[i].dispatcher || att[i].dispatcher->type == CORE_DISPATCHER_MESSAGE_PIPE)
+            nports++;
+        else
+            travel[i].dispatcher = att[i].dispatcher; /* the message's reference */
+    }
+    m->attachments = travel;
+    m->num_attachments = m->cap_attachments = n;
+    m->base.size = m->size;
+
+    core_message_send_begin(m);
+    ports_event *ev = ports_user_message_new(nports, &m->base);
     MojoResult rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
     if (ev) {
+        uint32_t k = 0;
         for (uint32_t i = 0; i < n; i++) {
-            if (att[i].dispatcher) {
+            if (!att[i].dispatcher) {
+                ev->u.user.ports[k++] = att[i].port;
+            } else if (att[i].dispatcher->type == CORE_DISPATCHER_MESSAGE_PIPE) {
                 core_pipe *carried = (core_pipe *)att[i].dispatcher;
                 /*
                  * Its status changes are nobody's business while it travels;
                  * a failed send gives the endpoint its port back below.
                  */
                 ports_port_set_user_data(&carried->port, NULL);
-                ev->u.user.ports[i] = carried->port.name;
-            } else {
-                ev->u.user.ports[i] = att[i].port;
+                ev->u.user.ports[k++] = carried->port.name;
             }
         }
         rv = from_ports(ports_node_send_user_message(core_node(core), &p->port, ev));
     }
+    bool dropped = core_message_send_end(m);
 
     if (rv == MOJO_RESULT_OK) {
         core_table_complete_transit(core_handles(core), values, nvalues,
                                     core_dispatcher_release_obj);
         for (uint32_t i = 0; i < n; i++) {
-            if (att[i].dispatcher) {
-                close_for_transfer((core_pipe *)att[i].dispatcher);
-                core_dispatcher_release(att[i].dispatcher);
+            core_dispatcher *d = att[i].dispatcher;
+            if (d && d->type == CORE_DISPATCHER_MESSAGE_PIPE) {
+                close_for_transfer((core_pipe *)d);
+                core_dispatcher_release(d);
             }
         }
+        if (dropped) {
+            /* Sent into a port that was gone: the objects go with it. */
+            for (uint32_t i = 0; i < n; i++) {
+                if (travel[i].dispatcher) {
+                    core_dispatcher_close(travel[i].dispatcher);
+                    core_dispatcher_release(travel[i].dispatcher);
+                }
+            }
+            core_message_free_shell(m);
+        }
     } else {
+        if (!dropped)
+            abort(); /* the ports layer consumes a refused message */
         for (uint32_t i = 0; i < n; i++) {
-            core_pipe *carried = (core_pipe *)att[i].dispatcher;
-            if (carried) {
+            core_dispatcher *d = att[i].dispatcher;
+            if (d && d->type == CORE_DISPATCHER_MESSAGE_PIPE && att[i].handle) {
+                core_pipe *carried = (core_pipe *)d;
                 ports_port_set_user_data(&carried->port, carried);
                 core_dispatcher_notify(&carried->base);
             }
         }
         core_table_cancel_transit(core_handles(core), values, nvalues);
         for (uint32_t i = 0; i < n; i++) {
-            if (att[i].dispatcher) {
-                core_dispatcher_release(att[i].dispatcher);
+            core_dispatcher *d = att[i].dispatcher;
+            if (d && att[i].handle) {
+                core_dispatcher_release(d);
+            } else if (d) {
+                core_dispatcher_close(d); /* received, never a handle here */
+                core_dispatcher_release(d);
             } else {
                 core_close_port_named(&att[i].port); /* it went down with the message */
             }
         }
+        core_message_free_shell(m);
     }
     if (values != stack)
         free(values);

@@ -11,6 +11,7 @@ typedef struct rc_event {
     core_trigger *trigger;
     MojoResult result;
     struct MojoHandleSignalsState state;
+    bool within_api_call;
 } rc_event;
 
 /*
@@ -22,6 +23,8 @@ typedef struct rc_event {
 
 typedef struct rc_state {
     unsigned depth;
+    bool system;        /* the outermost entry was the IO thread's, not an API call */
+    unsigned api_depth; /* API calls in progress on this thread */
     rc_event *events;
     size_t head, count, cap;
     rc_event inline_events[RC_INLINE_EVENTS];
@@ -58,6 +61,13 @@ void core_rc_run_after_delivery(void)
 void core_rc_enter(void)
 {
     rc.depth++;
+    rc.api_depth++;
+}
+
+void core_rc_enter_system(void)
+{
+    if (rc.depth++ == 0)
+        rc.system = true;
 }
 
 void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSignalsState *state)
@@ -88,10 +98,10 @@ void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSi
         rc.cap = cap;
     }
     core_trigger_acquire(t);
-    rc.events[rc.count++] = (rc_event){t, result, *state};
+    rc.events[rc.count++] = (rc_event){t, result, *state, !rc.system || rc.api_depth > 0};
 }
 
-void core_rc_leave(void)
+static void leave(void)
 {
     assert(rc.depth > 0);
     if (rc.depth > 1) {
@@ -104,7 +114,7 @@ void core_rc_leave(void)
      */
     while (rc.head < rc.count) {
         rc_event ev = rc.events[rc.head++];
-        core_trigger_deliver(ev.trigger, ev.result, &ev.state);
+        core_trigger_deliver(ev.trigger, ev.result, &ev.state, ev.within_api_call);
         core_trigger_release(ev.trigger);
     }
     if (rc.events != rc.inline_events)
@@ -112,4 +122,17 @@ void core_rc_leave(void)
     rc.events = NULL;
     rc.head = rc.count = rc.cap = 0;
     rc.depth = 0;
+    rc.system = false;
+}
+
+void core_rc_leave(void)
+{
+    assert(rc.api_depth > 0);
+    rc.api_depth--;
+    leave();
+}
+
+void core_rc_leave_system(void)
+{
+    leave();
 }

@@ -23,6 +23,15 @@ typedef struct core_trigger core_trigger;
 void core_rc_enter(void);
 void core_rc_leave(void);
 
+/*
+ * The same for work the IO thread does on behalf of another process (a
+ * message arrived, a peer died): handlers it triggers run without
+ * MOJO_TRAP_EVENT_FLAG_WITHIN_API_CALL, unless an API call of this thread
+ * (a handler's, say) caused the event.
+ */
+void core_rc_enter_system(void);
+void core_rc_leave_system(void);
+
 /* Queues an event for t (acquiring a reference to t). Must be inside. */
 void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSignalsState *state);
 

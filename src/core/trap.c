@@ -107,7 +107,7 @@ void core_trigger_cancel_for_closed_handle(core_trigger *t)
 }
 
 void core_trigger_deliver(core_trigger *t, MojoResult result,
-                          const struct MojoHandleSignalsState *state)
+                          const struct MojoHandleSignalsState *state, bool within_api_call)
 {
     pthread_mutex_lock(&t->delivery_lock);
     bool deliver =
@@ -117,7 +117,7 @@ void core_trigger_deliver(core_trigger *t, MojoResult result,
             t->cancel_delivered = true;
         struct MojoTrapEvent event = {
             .struct_size = sizeof(event),
-            .flags = MOJO_TRAP_EVENT_FLAG_WITHIN_API_CALL,
+            .flags = within_api_call ? MOJO_TRAP_EVENT_FLAG_WITHIN_API_CALL : 0,
             .trigger_context = t->context,
             .result = result,
             .signals_state = *state,

@@ -61,6 +61,6 @@ void core_trigger_cancel_for_closed_handle(core_trigger *t);
 
 /* Runs the handler for one queued event (request_context.c). */
 void core_trigger_deliver(core_trigger *t, MojoResult result,
-                          const struct MojoHandleSignalsState *state);
+                          const struct MojoHandleSignalsState *state, bool within_api_call);
 
 #endif /* CMOJO_CORE_TRAP_H_ */

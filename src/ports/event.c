@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "cmojo_limits.h"
+#include "cmojo_wire.h"
 
 #define NAME_WIRE_SIZE 16u
 /* What one attached port costs on the wire: its descriptor plus its name. */
@@ -85,44 +86,6 @@ _Static_assert(sizeof(ports_port_descriptor) % _Alignof(ports_name) == 0, "inlin
 _Static_assert(CMOJO_MAX_EVENT_SIZE / USER_PORT_WIRE_SIZE > CMOJO_MAX_PORTS_PER_MESSAGE,
                "a message with the most ports fits the event limit");
 _Static_assert((uint64_t)CMOJO_MAX_EVENT_SIZE <= (uint64_t)SIZE_MAX / 2, "event limit fits size_t");
-
-/* ---- little-endian access ---- */
-
-static uint32_t load_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_u64(const uint8_t *p)
-{
-    return (uint64_t)load_u32(p) | (uint64_t)load_u32(p + 4) << 32;
-}
-
-static void store_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static void store_u64(uint8_t *p, uint64_t v)
-{
-    store_u32(p, (uint32_t)v);
-    store_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-static ports_name load_name(const uint8_t *p)
-{
-    ports_name n = {load_u64(p), load_u64(p + 8)};
-    return n;
-}
-
-static void store_name(uint8_t *p, const ports_name *n)
-{
-    store_u64(p, n->v1);
-    store_u64(p + 8, n->v2);
-}
 
 /* ---- payloads ---- */
 
@@ -263,13 +226,13 @@ size_t ports_event_serialized_size(const ports_event *ev)
 
 static void store_descriptor(uint8_t *p, const ports_port_descriptor *d)
 {
-    store_name(p + DESC_OFF_PEER_NODE, &d->peer_node);
-    store_name(p + DESC_OFF_PEER_PORT, &d->peer_port);
-    store_name(p + DESC_OFF_REFERRING_NODE, &d->referring_node);
-    store_name(p + DESC_OFF_REFERRING_PORT, &d->referring_port);
-    store_u64(p + DESC_OFF_NEXT_SEND, d->next_sequence_num_to_send);
-    store_u64(p + DESC_OFF_NEXT_RECEIVE, d->next_sequence_num_to_receive);
-    store_u64(p + DESC_OFF_LAST_RECEIVE, d->last_sequence_num_to_receive);
+    wire_store_name(p + DESC_OFF_PEER_NODE, &d->peer_node);
+    wire_store_name(p + DESC_OFF_PEER_PORT, &d->peer_port);
+    wire_store_name(p + DESC_OFF_REFERRING_NODE, &d->referring_node);
+    wire_store_name(p + DESC_OFF_REFERRING_PORT, &d->referring_port);
+    wire_store_u64(p + DESC_OFF_NEXT_SEND, d->next_sequence_num_to_send);
+    wire_store_u64(p + DESC_OFF_NEXT_RECEIVE, d->next_sequence_num_to_receive);
+    wire_store_u64(p + DESC_OFF_LAST_RECEIVE, d->last_sequence_num_to_receive);
     p[DESC_OFF_PEER_CLOSED] = d->peer_closed ? 1 : 0;
     memset(p + DESC_OFF_RESERVED, 0, PORTS_DESCRIPTOR_SIZE - DESC_OFF_RESERVED);
 }
@@ -277,55 +240,55 @@ static void store_descriptor(uint8_t *p, const ports_port_descriptor *d)
 void ports_event_serialize(const ports_event *ev, uint8_t *buf)
 {
     assert((unsigned)ev->type < PORTS_EVENT_TYPE_COUNT);
-    store_u32(buf + OFF_TYPE, (uint32_t)ev->type);
-    store_u32(buf + OFF_RESERVED, 0);
-    store_name(buf + OFF_PORT_NAME, &ev->port_name);
-    store_name(buf + OFF_FROM_PORT, &ev->from_port);
-    store_u64(buf + OFF_CONTROL_SEQ, ev->control_sequence_num);
+    wire_store_u32(buf + OFF_TYPE, (uint32_t)ev->type);
+    wire_store_u32(buf + OFF_RESERVED, 0);
+    wire_store_name(buf + OFF_PORT_NAME, &ev->port_name);
+    wire_store_name(buf + OFF_FROM_PORT, &ev->from_port);
+    wire_store_u64(buf + OFF_CONTROL_SEQ, ev->control_sequence_num);
 
     uint8_t *b = buf + PORTS_EVENT_HEADER_SIZE;
     switch (ev->type) {
     case PORTS_EVENT_USER_MESSAGE: {
         uint32_t n = ev->u.user.num_ports;
         assert(n <= CMOJO_MAX_PORTS_PER_MESSAGE);
-        store_u64(b, ev->u.user.sequence_num);
-        store_u32(b + 8, n);
-        store_u32(b + 12, 0);
+        wire_store_u64(b, ev->u.user.sequence_num);
+        wire_store_u32(b + 8, n);
+        wire_store_u32(b + 12, 0);
         uint8_t *descs = b + PORTS_USER_MESSAGE_FIXED_SIZE;
         uint8_t *names = descs + (size_t)n * PORTS_DESCRIPTOR_SIZE;
         for (uint32_t i = 0; i < n; i++) {
             store_descriptor(descs + (size_t)i * PORTS_DESCRIPTOR_SIZE, &ev->u.user.descriptors[i]);
-            store_name(names + (size_t)i * NAME_WIRE_SIZE, &ev->u.user.ports[i]);
+            wire_store_name(names + (size_t)i * NAME_WIRE_SIZE, &ev->u.user.ports[i]);
         }
         break;
     }
     case PORTS_EVENT_PORT_ACCEPTED:
         break;
     case PORTS_EVENT_OBSERVE_PROXY:
-        store_name(b, &ev->u.observe_proxy.proxy_node);
-        store_name(b + 16, &ev->u.observe_proxy.proxy_port);
-        store_name(b + 32, &ev->u.observe_proxy.proxy_target_node);
-        store_name(b + 48, &ev->u.observe_proxy.proxy_target_port);
+        wire_store_name(b, &ev->u.observe_proxy.proxy_node);
+        wire_store_name(b + 16, &ev->u.observe_proxy.proxy_port);
+        wire_store_name(b + 32, &ev->u.observe_proxy.proxy_target_node);
+        wire_store_name(b + 48, &ev->u.observe_proxy.proxy_target_port);
         break;
     case PORTS_EVENT_OBSERVE_PROXY_ACK:
-        store_u64(b, ev->u.observe_proxy_ack.last_sequence_num);
+        wire_store_u64(b, ev->u.observe_proxy_ack.last_sequence_num);
         break;
     case PORTS_EVENT_OBSERVE_CLOSURE:
-        store_u64(b, ev->u.observe_closure.last_sequence_num);
+        wire_store_u64(b, ev->u.observe_closure.last_sequence_num);
         break;
     case PORTS_EVENT_MERGE_PORT:
-        store_name(b, &ev->u.merge_port.new_port_name);
+        wire_store_name(b, &ev->u.merge_port.new_port_name);
         store_descriptor(b + NAME_WIRE_SIZE, &ev->u.merge_port.descriptor);
         break;
     case PORTS_EVENT_USER_MESSAGE_READ_ACK_REQUEST:
-        store_u64(b, ev->u.read_ack_request.sequence_num_to_acknowledge);
+        wire_store_u64(b, ev->u.read_ack_request.sequence_num_to_acknowledge);
         break;
     case PORTS_EVENT_USER_MESSAGE_READ_ACK:
-        store_u64(b, ev->u.read_ack.sequence_num_acknowledged);
+        wire_store_u64(b, ev->u.read_ack.sequence_num_acknowledged);
         break;
     case PORTS_EVENT_UPDATE_PREVIOUS_PEER:
-        store_name(b, &ev->u.update_previous_peer.new_node);
-        store_name(b + 16, &ev->u.update_previous_peer.new_port);
+        wire_store_name(b, &ev->u.update_previous_peer.new_node);
+        wire_store_name(b + 16, &ev->u.update_previous_peer.new_port);
         break;
     }
 }
@@ -346,13 +309,13 @@ static bool descriptor_is_canonical(const uint8_t *p)
 
 static void load_descriptor(const uint8_t *p, ports_port_descriptor *d)
 {
-    d->peer_node = load_name(p + DESC_OFF_PEER_NODE);
-    d->peer_port = load_name(p + DESC_OFF_PEER_PORT);
-    d->referring_node = load_name(p + DESC_OFF_REFERRING_NODE);
-    d->referring_port = load_name(p + DESC_OFF_REFERRING_PORT);
-    d->next_sequence_num_to_send = load_u64(p + DESC_OFF_NEXT_SEND);
-    d->next_sequence_num_to_receive = load_u64(p + DESC_OFF_NEXT_RECEIVE);
-    d->last_sequence_num_to_receive = load_u64(p + DESC_OFF_LAST_RECEIVE);
+    d->peer_node = wire_load_name(p + DESC_OFF_PEER_NODE);
+    d->peer_port = wire_load_name(p + DESC_OFF_PEER_PORT);
+    d->referring_node = wire_load_name(p + DESC_OFF_REFERRING_NODE);
+    d->referring_port = wire_load_name(p + DESC_OFF_REFERRING_PORT);
+    d->next_sequence_num_to_send = wire_load_u64(p + DESC_OFF_NEXT_SEND);
+    d->next_sequence_num_to_receive = wire_load_u64(p + DESC_OFF_NEXT_RECEIVE);
+    d->last_sequence_num_to_receive = wire_load_u64(p + DESC_OFF_LAST_RECEIVE);
     d->peer_closed = p[DESC_OFF_PEER_CLOSED] != 0;
 }
 
@@ -405,9 +368,9 @@ static int parse_user_message(const parsed_header *h, const uint8_t *body, size_
 {
     if (body_len < PORTS_USER_MESSAGE_FIXED_SIZE)
         return PORTS_ERROR_MALFORMED;
-    uint64_t sequence_num = load_u64(body);
-    uint32_t num_ports = load_u32(body + 8);
-    if (load_u32(body + 12) != 0)
+    uint64_t sequence_num = wire_load_u64(body);
+    uint32_t num_ports = wire_load_u32(body + 8);
+    if (wire_load_u32(body + 12) != 0)
         return PORTS_ERROR_MALFORMED;
     /* 0 means "not yet assigned": a message on the wire always has one. */
     if (sequence_num == 0)
@@ -431,7 +394,7 @@ static int parse_user_message(const parsed_header *h, const uint8_t *body, size_
         if (!descriptor_is_canonical(descs + (size_t)i * PORTS_DESCRIPTOR_SIZE))
             return PORTS_ERROR_MALFORMED;
         /* A carried port has a real name and is not the port it is sent to. */
-        ports_name name = load_name(names + (size_t)i * NAME_WIRE_SIZE);
+        ports_name name = wire_load_name(names + (size_t)i * NAME_WIRE_SIZE);
         if (!ports_name_is_valid(&name) || ports_name_eq(&name, &h->port_name))
             return PORTS_ERROR_MALFORMED;
     }
@@ -443,7 +406,7 @@ static int parse_user_message(const parsed_header *h, const uint8_t *body, size_
     ev->u.user.sequence_num = sequence_num;
     for (uint32_t i = 0; i < num_ports; i++) {
         load_descriptor(descs + (size_t)i * PORTS_DESCRIPTOR_SIZE, &ev->u.user.descriptors[i]);
-        ev->u.user.ports[i] = load_name(names + (size_t)i * NAME_WIRE_SIZE);
+        ev->u.user.ports[i] = wire_load_name(names + (size_t)i * NAME_WIRE_SIZE);
     }
     int rc = check_names_distinct(ev->u.user.ports, num_ports);
     if (rc != PORTS_OK)
@@ -469,14 +432,14 @@ int ports_event_parse(const void *buf, size_t len, ports_event **out)
         return PORTS_ERROR_MALFORMED;
 
     parsed_header h;
-    h.type = load_u32(p + OFF_TYPE);
+    h.type = wire_load_u32(p + OFF_TYPE);
     if (h.type >= PORTS_EVENT_TYPE_COUNT)
         return PORTS_ERROR_MALFORMED;
-    if (load_u32(p + OFF_RESERVED) != 0)
+    if (wire_load_u32(p + OFF_RESERVED) != 0)
         return PORTS_ERROR_MALFORMED;
-    h.port_name = load_name(p + OFF_PORT_NAME);
-    h.from_port = load_name(p + OFF_FROM_PORT);
-    h.control_sequence_num = load_u64(p + OFF_CONTROL_SEQ);
+    h.port_name = wire_load_name(p + OFF_PORT_NAME);
+    h.from_port = wire_load_name(p + OFF_FROM_PORT);
+    h.control_sequence_num = wire_load_u64(p + OFF_CONTROL_SEQ);
 
     /*
      * A sequenced event must name its sending port and carry a real control
@@ -512,30 +475,30 @@ int ports_event_parse(const void *buf, size_t len, ports_event **out)
     case PORTS_EVENT_PORT_ACCEPTED:
         break;
     case PORTS_EVENT_OBSERVE_PROXY:
-        ev->u.observe_proxy.proxy_node = load_name(b);
-        ev->u.observe_proxy.proxy_port = load_name(b + 16);
-        ev->u.observe_proxy.proxy_target_node = load_name(b + 32);
-        ev->u.observe_proxy.proxy_target_port = load_name(b + 48);
+        ev->u.observe_proxy.proxy_node = wire_load_name(b);
+        ev->u.observe_proxy.proxy_port = wire_load_name(b + 16);
+        ev->u.observe_proxy.proxy_target_node = wire_load_name(b + 32);
+        ev->u.observe_proxy.proxy_target_port = wire_load_name(b + 48);
         break;
     case PORTS_EVENT_OBSERVE_PROXY_ACK:
-        ev->u.observe_proxy_ack.last_sequence_num = load_u64(b);
+        ev->u.observe_proxy_ack.last_sequence_num = wire_load_u64(b);
         break;
     case PORTS_EVENT_OBSERVE_CLOSURE:
-        ev->u.observe_closure.last_sequence_num = load_u64(b);
+        ev->u.observe_closure.last_sequence_num = wire_load_u64(b);
         break;
     case PORTS_EVENT_MERGE_PORT:
-        ev->u.merge_port.new_port_name = load_name(b);
+        ev->u.merge_port.new_port_name = wire_load_name(b);
         load_descriptor(b + NAME_WIRE_SIZE, &ev->u.merge_port.descriptor);
         break;
     case PORTS_EVENT_USER_MESSAGE_READ_ACK_REQUEST:
-        ev->u.read_ack_request.sequence_num_to_acknowledge = load_u64(b);
+        ev->u.read_ack_request.sequence_num_to_acknowledge = wire_load_u64(b);
         break;
     case PORTS_EVENT_USER_MESSAGE_READ_ACK:
-        ev->u.read_ack.sequence_num_acknowledged = load_u64(b);
+        ev->u.read_ack.sequence_num_acknowledged = wire_load_u64(b);
         break;
     case PORTS_EVENT_UPDATE_PREVIOUS_PEER:
-        ev->u.update_previous_peer.new_node = load_name(b);
-        ev->u.update_previous_peer.new_port = load_name(b + 16);
+        ev->u.update_previous_peer.new_node = wire_load_name(b);
+        ev->u.update_previous_peer.new_port = wire_load_name(b + 16);
         break;
     case PORTS_EVENT_USER_MESSAGE:
         assert(0 && "handled above");

@@ -207,6 +207,91 @@ typedef void (*MojoProcessErrorHandler)(uintptr_t context,
  */
 typedef void (*MojoDefaultProcessErrorHandler)(const struct MojoProcessErrorDetails *details);
 
+/*
+ * Creates an invitation to which pipes can be attached before it is sent.
+ * Returns OK; INVALID_ARGUMENT (NULL |invitation_handle|, malformed
+ * |options|); RESOURCE_EXHAUSTED.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoCreateInvitation(
+    const struct MojoCreateInvitationOptions *options, MojoHandle *invitation_handle);
+
+/*
+ * Creates a pipe, attaches one end to the invitation under |name| (1 to 256
+ * bytes, at most 64 attachments per invitation) and returns the other end in
+ * |*message_pipe_handle|. Messages written to it before the invitation is
+ * accepted wait in this process.
+ * Returns OK; INVALID_ARGUMENT (not an invitation, NULL or oversized |name|,
+ * NULL |message_pipe_handle|, malformed |options|); ALREADY_EXISTS (|name| is
+ * attached already); RESOURCE_EXHAUSTED (too many attachments, or no memory);
+ * FAILED_PRECONDITION (an accepted invitation).
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoAttachMessagePipeToInvitation(
+    MojoHandle invitation_handle, const void *name, uint32_t name_num_bytes,
+    const struct MojoAttachMessagePipeToInvitationOptions *options,
+    MojoHandle *message_pipe_handle);
+
+/*
+ * Takes the pipe attached under |name| out of an invitation. On an accepted
+ * invitation this succeeds at once: whether the inviter attached such a pipe
+ * is learnt later, and if it did not, the pipe becomes peer-closed. On an
+ * invitation created here (not sent), NOT_FOUND if no pipe has that name;
+ * the pipe returned is then no longer sent with it.
+ * Returns OK; INVALID_ARGUMENT (not an invitation, bad |name|, NULL
+ * |message_pipe_handle|, malformed |options|); NOT_FOUND; RESOURCE_EXHAUSTED.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoExtractMessagePipeFromInvitation(
+    MojoHandle invitation_handle, const void *name, uint32_t name_num_bytes,
+    const struct MojoExtractMessagePipeFromInvitationOptions *options,
+    MojoHandle *message_pipe_handle);
+
+/*
+ * Sends the invitation over |transport_endpoint| (see the top of this file).
+ * |process_handle| may be NULL. |error_handler| (may be NULL) is told, on any
+ * thread with no cmojo lock held, when the invited process sends something
+ * malformed, when a message from it is reported with MojoNotifyBadMessage
+ * (by any process of the graph), and once, last, with
+ * MOJO_PROCESS_ERROR_FLAG_DISCONNECTED when the connection is gone.
+ * On OK the invitation handle is closed and the socket is cmojo's (the
+ * caller's descriptor is closed); on any failure both stay the caller's.
+ * Returns OK; INVALID_ARGUMENT (not an invitation created here, NULL or
+ * malformed |transport_endpoint| or |options|, a descriptor that is not a
+ * stream socket); FAILED_PRECONDITION (no pipe attached, or a non-isolated
+ * invitation from a process that was itself invited); UNIMPLEMENTED (a
+ * transport type other than CHANNEL); ABORTED (the channel could not be set
+ * up); RESOURCE_EXHAUSTED.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoSendInvitation(
+    MojoHandle invitation_handle, const struct MojoPlatformProcessHandle *process_handle,
+    const struct MojoInvitationTransportEndpoint *transport_endpoint,
+    MojoProcessErrorHandler error_handler, uintptr_t error_handler_context,
+    const struct MojoSendInvitationOptions *options);
+
+/*
+ * Accepts an invitation arriving on |transport_endpoint| and returns a handle
+ * from which its pipes are extracted. Does not wait for the inviter: pipes
+ * extracted now start working once its invitation arrives. Closing the handle
+ * closes the pipes not extracted. On OK the socket is cmojo's (the caller's
+ * descriptor is closed).
+ * Returns OK; INVALID_ARGUMENT (NULL or malformed arguments, not a stream
+ * socket); FAILED_PRECONDITION (a non-isolated invitation was accepted, or
+ * one sent, already); UNIMPLEMENTED (transport type); ABORTED;
+ * RESOURCE_EXHAUSTED.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoAcceptInvitation(
+    const struct MojoInvitationTransportEndpoint *transport_endpoint,
+    const struct MojoAcceptInvitationOptions *options, MojoHandle *invitation_handle);
+
+/*
+ * Installs (or, with NULL, removes) the handler told about malformed input
+ * on connections to processes this process did not invite (its inviter, or
+ * a process the broker introduced). Returns OK; INVALID_ARGUMENT (malformed
+ * |options|); ALREADY_EXISTS (a handler is installed and |handler| is not
+ * NULL).
+ */
+MOJO_SYSTEM_EXPORT MojoResult
+MojoSetDefaultProcessErrorHandler(MojoDefaultProcessErrorHandler handler,
+                                  const struct MojoSetDefaultProcessErrorHandlerOptions *options);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -1,0 +1,14 @@
+/*
+ * Wrapped platform handles (MojoWrapPlatformHandle): a dispatcher that owns
+ * one file descriptor, closes it when closed, and can travel in messages
+ * (in-process as the object itself, to another process as the fd).
+ */
+#ifndef CMOJO_CORE_PLATFORM_HANDLE_H_
+#define CMOJO_CORE_PLATFORM_HANDLE_H_
+
+#include "core/dispatcher.h"
+
+/* A dispatcher owning fd (one reference, the caller's). NULL on ENOMEM (fd untouched). */
+core_dispatcher *core_platform_handle_new(int fd);
+
+#endif /* CMOJO_CORE_PLATFORM_HANDLE_H_ */
