@@ -2,8 +2,8 @@
  * A hostile invitee: the parent sends it an invitation as usual, but the
  * child speaks raw bytes on the socket instead of using cmojo (garbage, lying
  * or truncated or oversized frame headers, fds beyond what frames claim,
- * an EVENT carrying a port it does not own, node messages of a wrong or
- * unknown type).
+ * an EVENT carrying a port it does not own, an EVENT before the handshake,
+ * node messages of an unknown type or one only the broker may send).
  *
  * Pinned, for each: the parent survives and disconnects the child (the child
  * sees EOF; a child that half-closed sees it too); the error handler given to
@@ -283,8 +283,13 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
     memset(buf, 0, sizeof(buf));
 
     if (strcmp(arg, "garbage") == 0) {
+        /* A plausible size, so the rest of the header is looked at too. */
         memset(buf, 0xa5, 64);
+        put32(buf, 64);
         send_raw(s, buf, 64, NULL, 0);
+    } else if (strcmp(arg, "event_before_handshake") == 0) {
+        frame_header(buf, CHANNEL_FRAME_HEADER_SIZE + PORTS_EVENT_HEADER_SIZE, NODE_MSG_EVENT, 0);
+        send_raw(s, buf, CHANNEL_FRAME_HEADER_SIZE + PORTS_EVENT_HEADER_SIZE, NULL, 0);
     } else if (strcmp(arg, "lying_size_then_eof") == 0) {
         frame_header(buf, CHANNEL_FRAME_HEADER_SIZE + 4096, NODE_MSG_ACCEPT, 0);
         send_raw(s, buf, CHANNEL_FRAME_HEADER_SIZE + 100, NULL, 0);
@@ -463,6 +468,12 @@ static void test_unknown_message_type(void **state)
     run_hostile("unknown_type");
 }
 
+static void test_event_before_the_handshake(void **state)
+{
+    (void)state;
+    run_hostile("event_before_handshake");
+}
+
 static void test_introduce_from_a_client(void **state)
 {
     (void)state;
@@ -491,6 +502,7 @@ int main(int argc, char **argv)
         HOSTILE_TEST(test_fds_without_frame),
         HOSTILE_TEST(test_event_carrying_a_port_it_does_not_own),
         HOSTILE_TEST(test_unknown_message_type),
+        HOSTILE_TEST(test_event_before_the_handshake),
         HOSTILE_TEST(test_introduce_from_a_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
