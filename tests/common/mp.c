@@ -698,6 +698,15 @@ void cmojo_mp_invite(const char *role, const char *arg, const char *const *names
                           MOJO_RESULT_OK);
 }
 
+/* In a child: any connection error is worth a line on stderr when a test fails. */
+static void child_default_error(const struct MojoProcessErrorDetails *details)
+{
+    fprintf(stderr, "[mp child pid %d] process error%s: %.*s\n", (int)getpid(),
+            details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED ? " (disconnected)" : "",
+            (int)details->error_message_length,
+            details->error_message != NULL ? details->error_message : "");
+}
+
 void cmojo_mp_accept(int fd, const char *const *names, size_t n, MojoHandle *pipes)
 {
     MojoHandle invitation = MOJO_HANDLE_INVALID;
@@ -707,6 +716,8 @@ void cmojo_mp_accept(int fd, const char *const *names, size_t n, MojoHandle *pip
         sizeof(endpoint), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL, 1, &transport};
 
     CMOJO_MP_CHECK_RESULT(MojoInitialize(NULL), MOJO_RESULT_OK);
+    CMOJO_MP_CHECK_RESULT(MojoSetDefaultProcessErrorHandler(child_default_error, NULL),
+                          MOJO_RESULT_OK);
     CMOJO_MP_CHECK_RESULT(MojoAcceptInvitation(&endpoint, NULL, &invitation), MOJO_RESULT_OK);
     for (size_t i = 0; i < n; i++)
         CMOJO_MP_CHECK_RESULT(MojoExtractMessagePipeFromInvitation(invitation, names[i],
