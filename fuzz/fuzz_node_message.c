@@ -128,11 +128,10 @@ static void check_event(const uint8_t *buf, size_t len, int *fds, size_t nfds)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int baseline = -1;
-    if (baseline < 0)
-        baseline = open_fd_count();
     if (size < 2)
         return 0;
+    /* Counted per input: libFuzzer itself opens and closes files between inputs. */
+    int baseline = open_fd_count();
     uint16_t type = (uint16_t)(data[0] % 10);
     size_t nfds = data[1] % 8;
     int fds[8];

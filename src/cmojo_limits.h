@@ -15,17 +15,21 @@
 
 /*
  * User messages a port will hold whose sequence number is ahead of the next
- * one it can deliver. Control sequencing delivers a healthy route's messages
- * in order, so any gap is transient; a peer that opens more than this many
- * holes is flooding us and is cut off.
+ * one it can deliver. Across processes a route can legitimately run two
+ * ways at once while a proxy is being removed (a sender's newer messages go
+ * straight to the receiver while older ones still pass through the proxy),
+ * so thousands of messages may overtake a slow one: the multi-process tests
+ * saw more than 256 with 5,000 messages in flight. Beyond this many the
+ * sender is flooding us and is cut off. Each costs one queued message.
  */
-#define CMOJO_MAX_OUT_OF_ORDER_MESSAGES 256u
+#define CMOJO_MAX_OUT_OF_ORDER_MESSAGES 65536u
 
 /*
  * How far ahead of the next expected sequence number a user message may be.
- * Bounds the sequence space a peer can make us wait on.
+ * Bounds the sequence space a peer can make us wait on; at least the
+ * out-of-order bound.
  */
-#define CMOJO_MAX_SEQUENCE_GAP 65536u
+#define CMOJO_MAX_SEQUENCE_GAP (1u << 20)
 
 /*
  * Events a port will hold that arrived from a port which is not (yet) its
