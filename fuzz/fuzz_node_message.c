@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int open_fd_count(void)
 {
-    /* One past the highest fd in use among the first 256 (the fuzzer's are low). */
+    /* Open descriptors among the first 256 (every one the fuzzer and we use is low). */
     int count = 0;
     for (int fd = 0; fd < 256; fd++)
         count += fcntl(fd, F_GETFD) >= 0;

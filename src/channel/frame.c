@@ -7,11 +7,11 @@
 #include "channel/frame.h"
 
 #include <assert.h>
-#include <endian.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "cmojo_limits.h"
+#include "cmojo_wire.h"
 
 /* Field offsets in the header. */
 #define OFF_TOTAL_SIZE 0u
@@ -21,42 +21,11 @@
 #define OFF_RESERVED 10u
 #define NUM_RESERVED 3u
 
+_Static_assert(CHANNEL_FRAME_ALIGNMENT == 8, "padding uses wire_align8");
 _Static_assert(CMOJO_MAX_FRAME_SIZE % CHANNEL_FRAME_ALIGNMENT == 0,
                "the largest frame must need no padding, so its wire size is the limit too");
 _Static_assert(CMOJO_MAX_FRAME_SIZE <= UINT32_MAX, "total_size is a u32");
 _Static_assert(CMOJO_MAX_FDS_PER_FRAME <= UINT16_MAX, "num_fds is a u16");
-
-static uint16_t get_le16(const uint8_t *p)
-{
-    uint16_t v;
-    memcpy(&v, p, sizeof(v));
-    return le16toh(v);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, sizeof(v));
-    return le32toh(v);
-}
-
-static void put_le16(uint8_t *p, uint16_t v)
-{
-    v = htole16(v);
-    memcpy(p, &v, sizeof(v));
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, sizeof(v));
-}
-
-/* total_size rounded up to the alignment; 64-bit so a u32 near its max cannot wrap. */
-static uint64_t padded(uint64_t size)
-{
-    return (size + (CHANNEL_FRAME_ALIGNMENT - 1)) & ~(uint64_t)(CHANNEL_FRAME_ALIGNMENT - 1);
-}
 
 size_t channel_frame_max_payload(void)
 {
@@ -68,7 +37,7 @@ size_t channel_frame_wire_size(size_t payload_size)
     /* Beyond any frame's size: say so without wrapping round to a small number. */
     if (payload_size > SIZE_MAX - CHANNEL_FRAME_HEADER_SIZE - (CHANNEL_FRAME_ALIGNMENT - 1))
         return SIZE_MAX;
-    return (size_t)padded((uint64_t)payload_size + CHANNEL_FRAME_HEADER_SIZE);
+    return (size_t)wire_align8((uint64_t)payload_size + CHANNEL_FRAME_HEADER_SIZE);
 }
 
 void channel_frame_write_header(uint8_t *out, uint16_t type, size_t payload_size, size_t num_fds)
@@ -78,10 +47,10 @@ void channel_frame_write_header(uint8_t *out, uint16_t type, size_t payload_size
     assert(payload_size <= channel_frame_max_payload());
     assert(num_fds <= CMOJO_MAX_FDS_PER_FRAME);
 
-    put_le32(out + OFF_TOTAL_SIZE, (uint32_t)(payload_size + CHANNEL_FRAME_HEADER_SIZE));
-    put_le16(out + OFF_HEADER_SIZE, (uint16_t)CHANNEL_FRAME_HEADER_SIZE);
-    put_le16(out + OFF_TYPE, type);
-    put_le16(out + OFF_NUM_FDS, (uint16_t)num_fds);
+    wire_store_u32(out + OFF_TOTAL_SIZE, (uint32_t)(payload_size + CHANNEL_FRAME_HEADER_SIZE));
+    wire_store_u16(out + OFF_HEADER_SIZE, (uint16_t)CHANNEL_FRAME_HEADER_SIZE);
+    wire_store_u16(out + OFF_TYPE, type);
+    wire_store_u16(out + OFF_NUM_FDS, (uint16_t)num_fds);
     memset(out + OFF_RESERVED, 0, NUM_RESERVED * sizeof(uint16_t));
 }
 
@@ -93,21 +62,22 @@ void channel_frame_write_header(uint8_t *out, uint16_t type, size_t payload_size
 static const char *check_header_prefix(const uint8_t *buf, size_t len)
 {
     if (len >= OFF_TOTAL_SIZE + 4) {
-        uint32_t total = get_le32(buf + OFF_TOTAL_SIZE);
+        uint32_t total = wire_load_u32(buf + OFF_TOTAL_SIZE);
         if (total < CHANNEL_FRAME_HEADER_SIZE)
             return "frame size smaller than its header";
         if (total > CMOJO_MAX_FRAME_SIZE)
             return "frame size beyond the limit";
     }
-    if (len >= OFF_HEADER_SIZE + 2 && get_le16(buf + OFF_HEADER_SIZE) != CHANNEL_FRAME_HEADER_SIZE)
+    if (len >= OFF_HEADER_SIZE + 2 &&
+        wire_load_u16(buf + OFF_HEADER_SIZE) != CHANNEL_FRAME_HEADER_SIZE)
         return "bad frame header size";
-    if (len >= OFF_TYPE + 2 && get_le16(buf + OFF_TYPE) == 0)
+    if (len >= OFF_TYPE + 2 && wire_load_u16(buf + OFF_TYPE) == 0)
         return "frame type 0";
-    if (len >= OFF_NUM_FDS + 2 && get_le16(buf + OFF_NUM_FDS) > CMOJO_MAX_FDS_PER_FRAME)
+    if (len >= OFF_NUM_FDS + 2 && wire_load_u16(buf + OFF_NUM_FDS) > CMOJO_MAX_FDS_PER_FRAME)
         return "frame claims too many fds";
     for (size_t i = 0; i < NUM_RESERVED; i++) {
         size_t off = OFF_RESERVED + 2 * i;
-        if (len >= off + 2 && get_le16(buf + off) != 0)
+        if (len >= off + 2 && wire_load_u16(buf + off) != 0)
             return "nonzero reserved field in frame header";
     }
     return NULL;
@@ -143,9 +113,9 @@ channel_frame_result channel_frame_parse(const uint8_t *buf, size_t len, size_t 
     }
 
     /* The whole header is here and valid: total_size is within the limit. */
-    size_t total = get_le32(buf + OFF_TOTAL_SIZE);
-    size_t num_fds = get_le16(buf + OFF_NUM_FDS);
-    size_t wire = (size_t)padded(total);
+    size_t total = wire_load_u32(buf + OFF_TOTAL_SIZE);
+    size_t num_fds = wire_load_u16(buf + OFF_NUM_FDS);
+    size_t wire = (size_t)wire_align8(total);
 
     /* Padding that has arrived must be zero, complete frame or not. */
     if (len > total) {
@@ -171,7 +141,7 @@ channel_frame_result channel_frame_parse(const uint8_t *buf, size_t len, size_t 
         return CHANNEL_FRAME_BAD;
     }
 
-    out->type = get_le16(buf + OFF_TYPE);
+    out->type = wire_load_u16(buf + OFF_TYPE);
     out->payload = buf + CHANNEL_FRAME_HEADER_SIZE;
     out->payload_size = total - CHANNEL_FRAME_HEADER_SIZE;
     out->num_fds = num_fds;

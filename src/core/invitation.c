@@ -43,16 +43,17 @@ static void inv_close(core_dispatcher *d)
     core_state *core = core_get();
     pthread_mutex_lock(&d->lock);
     attachment *att = inv->att;
+    /* Once sent, the reserved ports are the node's (their refs were released). */
     uint32_t n = inv->sent ? 0 : inv->num_att;
     node_invitation *accepted = inv->accepted;
     inv->att = NULL;
     inv->num_att = 0;
     inv->accepted = NULL;
     pthread_mutex_unlock(&d->lock);
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
         ports_node_close_port(core_node(core), &att[i].reserved);
-    for (uint32_t i = 0; att && i < (inv->sent ? 0 : n); i++)
         ports_port_ref_release(&att[i].reserved);
+    }
     free(att);
     if (accepted)
         node_invitation_close(core_node_controller(core), accepted);

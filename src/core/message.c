@@ -56,9 +56,8 @@ void core_message_send_begin(core_message *m)
     tls_sending_destroyed = false;
 }
 
-bool core_message_send_end(core_message *m)
+bool core_message_send_end(void)
 {
-    (void)m;
     tls_sending = NULL;
     return tls_sending_destroyed;
 }
@@ -181,32 +180,15 @@ core_message *core_message_from_event(ports_event *ev)
     ports_payload *payload = ev->u.user.payload;
     ev->u.user.payload = NULL;
     uint32_t n = ev->u.user.num_ports;
-    core_message *m;
-    if (payload && payload->ops == &message_ops) {
+    /*
+     * Every payload is a core message: written here, or parsed from another
+     * process by core_message_wire_parse.
+     */
+    core_message *m = NULL;
+    if (payload && payload->ops == &message_ops)
         m = (core_message *)payload;
-    } else {
-        /* Bytes made by someone other than the core (or no payload at all). */
-        m = message_new(CMOJO_MAX_MESSAGE_NUM_BYTES);
-        size_t len = payload ? payload->size : 0;
-        if (m && len && (len > m->max_size || !reserve(m, (uint32_t)len))) {
-            message_free(m);
-            m = NULL;
-        }
-        if (m) {
-            if (len)
-                memcpy(m->data, ports_payload_bytes_data(payload), len);
-            m->size = (uint32_t)len;
-            m->has_data = true;
-            m->committed = true;
-            if (n && !(m->attachments = calloc(n, sizeof(*m->attachments)))) {
-                message_free(m);
-                m = NULL;
-            } else {
-                m->num_attachments = m->cap_attachments = n;
-            }
-        }
+    else
         ports_payload_destroy(payload);
-    }
     /* The ports the event carried fill the pipes' places, in order. */
     uint32_t k = 0;
     for (uint32_t i = 0; m && i < m->num_attachments; i++)

@@ -111,7 +111,7 @@ int core_message_serialize_for_transit(core_message *m);
  * the writer. core_message_send_end says whether that happened.
  */
 void core_message_send_begin(core_message *m);
-bool core_message_send_end(core_message *m);
+bool core_message_send_end(void);
 
 /* Frees m without touching its attachments (the writer dealt with them). */
 void core_message_free_shell(core_message *m);

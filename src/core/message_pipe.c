@@ -281,7 +281,7 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
         }
         rv = from_ports(ports_node_send_user_message(core_node(core), &p->port, ev));
     }
-    bool dropped = core_message_send_end(m);
+    bool dropped = core_message_send_end();
 
     if (rv == MOJO_RESULT_OK) {
         core_table_complete_transit(core_handles(core), values, nvalues,
