@@ -129,6 +129,13 @@ void core_dispatcher_release(core_dispatcher *d); /* NULL is fine */
  */
 bool core_dispatcher_close(core_dispatcher *d);
 
+/*
+ * Cancels every trigger watching d without closing it: an object that
+ * leaves its handle to travel in a message (its handle is gone, the object
+ * lives on). No dispatcher lock may be held.
+ */
+void core_dispatcher_cancel_watchers(core_dispatcher *d);
+
 /* Re-evaluates every trigger watching d. No dispatcher lock may be held. */
 void core_dispatcher_notify(core_dispatcher *d);
 

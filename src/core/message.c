@@ -11,6 +11,7 @@
 #include "cmojo_limits.h"
 #include "cmojo_wire.h"
 #include "core/core.h"
+#include "core/data_pipe.h"
 #include "core/platform_handle.h"
 #include "node/node.h"
 #include "core/handle_table.h"
@@ -93,6 +94,8 @@ static bool takes_port(const core_attachment *a)
 static const core_wire_type wire_types[] = {
     {CORE_DISPATCHER_MESSAGE_PIPE, 0, true, NULL},
     {CORE_DISPATCHER_PLATFORM_HANDLE, 1, false, core_platform_handle_deserialize},
+    {CORE_DISPATCHER_DATA_PIPE_PRODUCER, 1, true, core_data_pipe_producer_deserialize},
+    {CORE_DISPATCHER_DATA_PIPE_CONSUMER, 1, true, core_data_pipe_consumer_deserialize},
 };
 
 const core_wire_type *core_wire_type_find(uint32_t type)
