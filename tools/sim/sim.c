@@ -1341,10 +1341,12 @@ static void ch_task_run(void *arg)
     sim *s = t->s;
     sim_lock(s);
     bool run = !s->ch->stopping && s->nodes[t->node].alive;
-    if (t->lost >= 0)
+    if (t->lost >= 0) {
         s->ch->lost_posted[t->node][t->lost] = false;
-    else if (run)
+    } else if (run) {
+        s->res->self_events++;
         ch_count_delivery_locked(s);
+    }
     sim_unlock(s);
     if (t->lost >= 0) {
         if (run) {
@@ -1452,7 +1454,6 @@ static void ch_forward(sim *s, int f, int t, ports_event *ev)
         return;
     }
     if (f == t) {
-        s->res->self_events++;
         ch_add_locked(s, 1);
         sim_unlock(s);
         ch_post(s, t, -1, ev);

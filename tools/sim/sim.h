@@ -165,7 +165,7 @@ typedef struct sim_result {
     uint64_t channel_bytes_sent;
     uint64_t channel_bytes_received;
     uint64_t channel_bytes_lost;
-    uint64_t self_events;       /* events a node sent itself, run as IO tasks */
+    uint64_t self_events;       /* events a node sent itself, accepted in IO tasks */
     uint64_t io_thread_events;  /* events accepted on the IO thread */
     uint64_t overlapped_events; /* ...while the scenario's thread was inside an action */
     uint64_t max_in_flight;     /* most events in flight at once (a maximum) */
