@@ -93,6 +93,7 @@ static bool takes_port(const core_attachment *a)
 static const core_wire_type wire_types[] = {
     {CORE_DISPATCHER_MESSAGE_PIPE, 0, true, NULL},
     {CORE_DISPATCHER_PLATFORM_HANDLE, 1, false, core_platform_handle_deserialize},
+    {CORE_DISPATCHER_SHARED_BUFFER, 1, false, core_shared_buffer_deserialize},
 };
 
 const core_wire_type *core_wire_type_find(uint32_t type)
