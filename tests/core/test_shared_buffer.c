@@ -925,6 +925,13 @@ static void a_buffer_in_transit_is_busy_and_an_unread_one_is_closed(void **state
     assert_int_equal(MojoMapBuffer(h, 0, 1, NULL, &p), MOJO_RESULT_BUSY);
     assert_int_equal(MojoGetBufferInfo(h, NULL, &info), MOJO_RESULT_BUSY);
     assert_int_equal(MojoDuplicateBufferHandle(h, NULL, &d), MOJO_RESULT_BUSY);
+    struct MojoPlatformHandle ph = {sizeof(ph), 0, 0};
+    uint32_t n = 1;
+    uint64_t size;
+    struct MojoSharedBufferGuid g;
+    MojoPlatformSharedMemoryRegionAccessMode mode;
+    assert_int_equal(MojoUnwrapPlatformSharedMemoryRegion(h, NULL, &ph, &n, &size, &g, &mode),
+                     MOJO_RESULT_BUSY);
     assert_int_equal(MojoClose(h), MOJO_RESULT_BUSY);
     assert_int_equal(MojoDestroyMessage(m), OK); /* closes it */
     assert_int_equal(MojoClose(h), INVALID);
