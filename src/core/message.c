@@ -94,6 +94,7 @@ static bool takes_port(const core_attachment *a)
 static const core_wire_type wire_types[] = {
     {CORE_DISPATCHER_MESSAGE_PIPE, 0, true, NULL},
     {CORE_DISPATCHER_PLATFORM_HANDLE, 1, false, core_platform_handle_deserialize},
+    {CORE_DISPATCHER_SHARED_BUFFER, 1, false, core_shared_buffer_deserialize},
     {CORE_DISPATCHER_DATA_PIPE_PRODUCER, 1, true, core_data_pipe_producer_deserialize},
     {CORE_DISPATCHER_DATA_PIPE_CONSUMER, 1, true, core_data_pipe_consumer_deserialize},
 };
