@@ -428,11 +428,16 @@ static void test_end_travels_a_ring_of_four_processes(void **state)
     cmojo_mp_send(traveller, TAG_DATA, 78, ID_BROKER, NULL, 0);
     m = cmojo_mp_recv_tag(home, TAG_DATA, NULL, NULL);
     CHECK_RESULT(m.seq, 78);
+    /* ctl x3 + both ends of the traveller: every proxy on the ring is gone. */
+    assert_true(cmojo_mp_wait_counts("broker", 5, 5, SETTLE_MS));
+    /*
+     * Only then is the peer local: until the ring's proxies have removed
+     * themselves the route still leaves the process (a test that checked
+     * this earlier failed under load).
+     */
     struct MojoHandleSignalsState st;
     assert_int_equal(MojoQueryHandleSignalsState(home, &st), OK);
     assert_false(st.satisfied_signals & PEER_REMOTE);
-    /* ctl x3 + both ends of the traveller: every proxy on the ring is gone. */
-    assert_true(cmojo_mp_wait_counts("broker", 5, 5, SETTLE_MS));
     ring_finish(&r);
     cmojo_mp_close_all((MojoHandle[]){traveller, home}, 2);
 }
