@@ -13,6 +13,7 @@
 #include "core/core.h"
 #include "core/data_pipe.h"
 #include "core/platform_handle.h"
+#include "core/shared_buffer.h"
 #include "node/node.h"
 #include "core/handle_table.h"
 #include "core/message_pipe.h"
