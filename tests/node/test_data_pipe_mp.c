@@ -21,8 +21,15 @@
  *    every byte counted before the kill, then FAILED_PRECONDITION and
  *    PEER_CLOSED; kill -9 in the middle of a stream: the consumer reads an
  *    exact prefix of the stream, then the same; kill -9 of a consumer's
- *    process: the producer sees PEER_CLOSED. The broker and a third process
- *    keep streaming afterwards.
+ *    process: the producer sees PEER_CLOSED; kill -9 of a process a consumer
+ *    was sent to, before it read the message: the producer, in a third
+ *    process, sees PEER_CLOSED having written at most a ring beyond what
+ *    was read. The broker and a third process keep streaming afterwards.
+ *  - A consumer that bounces 24 times between the broker and a child while
+ *    its producer streams: every byte read by either is checked at its
+ *    position, the last holder reads to the exact end.
+ *  - A producer's process that writes its last bytes and exits without
+ *    closing anything (MojoShutdown): every byte arrives, then PEER_CLOSED.
  */
 #include "cmojo_test.h"
 #include "dp_stream.h"
@@ -459,6 +466,76 @@ static void test_producer_moves_to_a_third_process_mid_stream(void **state)
     finish_child(ctl_b, &b);
 }
 
+/*
+ * "bouncer": gets the consumer again and again (value: the stream position
+ * it is at; seq: bytes to read before sending it back, 0: read to the end,
+ * report the position and stop).
+ */
+static int role_bouncer(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl;
+    cmojo_mp_msg m;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    for (uint64_t rng = 100;; rng++) {
+        MojoHandle consumer = recv_handle(ctl, &m);
+        dps_opts o = {
+            .seed = MOVE_SEED, .element_size = 1, .max_chunk = 3001, .rng = rng, .verify = true};
+        if (m.seq == 0) {
+            uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
+            expect_drained_and_closed(consumer);
+            CHECK_RESULT(MojoClose(consumer), OK);
+            cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
+            break;
+        }
+        uint64_t pos = dps_consume(consumer, &o, m.value, m.value + m.seq);
+        CHECK_RESULT(pos, m.value + m.seq);
+        cmojo_mp_send(ctl, TAG_HANDLES, 1, pos, &consumer, 1);
+    }
+    cmojo_mp_recv_tag(ctl, TAG_DONE, NULL, NULL);
+    return cmojo_mp_child_finish("bouncer", &ctl, 1);
+}
+
+#define BOUNCES 24
+
+static void test_consumer_bounces_between_processes_mid_stream(void **state)
+{
+    MojoHandle ctl_a, ctl_b, producer, consumer;
+    cmojo_mp_child a, b;
+    cmojo_mp_msg m;
+
+    (void)state;
+    uint64_t total = dps_volume(24 * MIB, 1);
+    uint64_t share = total / (2 * BOUNCES + 2);
+    cmojo_mp_invite("move_writer", NULL, ctl_name, 1, &ctl_a, &a, 0);
+    cmojo_mp_invite("bouncer", NULL, ctl_name, 1, &ctl_b, &b, 1);
+    make_data_pipe(1, 16384, &producer, &consumer);
+    cmojo_mp_send(ctl_a, TAG_HANDLES, 1, total, &producer, 1);
+
+    /* Here, there, here, there...: each holder reads an odd share, checking every byte. */
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < BOUNCES; i++) {
+        dps_opts o = {
+            .seed = MOVE_SEED, .element_size = 1, .max_chunk = 2999, .rng = i, .verify = true};
+        uint64_t want = share + 7 * i + 1;
+        assert_int_equal(dps_consume(consumer, &o, pos, pos + want), pos + want);
+        pos += want;
+        uint32_t theirs = (uint32_t)(share - 5 * i);
+        cmojo_mp_send(ctl_b, TAG_HANDLES, theirs, pos, &consumer, 1);
+        consumer = recv_handle(ctl_b, &m);
+        assert_int_equal(m.value, pos + theirs);
+        pos = m.value;
+    }
+    cmojo_mp_send(ctl_b, TAG_HANDLES, 0, pos, &consumer, 1);
+    assert_int_equal(recv_report(ctl_a, REPORT_POSITION), total);
+    assert_int_equal(recv_report(ctl_b, REPORT_POSITION), total);
+    assert_true(cmojo_mp_wait_counts("broker", 2, 2, SETTLE_MS));
+    finish_child(ctl_a, &a);
+    finish_child(ctl_b, &b);
+}
+
 /* ------------------------------------------------------------------------ */
 /* kill -9.                                                                 */
 
@@ -509,6 +586,86 @@ static int role_victim(const int *fds, size_t n, const char *arg)
     for (int i = 0; i < 1200; i++)
         cmojo_mp_sleep_ms(100);
     return 3; /* should have been killed long ago */
+}
+
+/* Writes the stream until the consumer is gone; returns how far it got. */
+static uint64_t produce_until_closed(MojoHandle producer)
+{
+    uint8_t buf[3000];
+    uint64_t pos = 0;
+
+    for (;;) {
+        uint32_t len = sizeof(buf);
+        dps_fill(KILL_SEED, pos, buf, len);
+        MojoResult r = MojoWriteData(producer, buf, &len, NULL);
+        if (r == OK) {
+            pos += len;
+            continue;
+        }
+        if (r == MOJO_RESULT_FAILED_PRECONDITION)
+            return pos;
+        CHECK_RESULT(r, MOJO_RESULT_SHOULD_WAIT);
+        struct MojoHandleSignalsState st;
+        r = MojoWait(producer, WRITABLE, DEADLINE_US, &st);
+        if (r == MOJO_RESULT_FAILED_PRECONDITION)
+            return pos;
+        CHECK_RESULT(r, OK);
+    }
+}
+
+/*
+ * "until_closed": writes the stream to the producer it gets until the
+ * consumer is gone, then reports how far it got.
+ */
+static int role_until_closed(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    MojoHandle producer = recv_handle(ctl, NULL);
+    uint64_t pos = produce_until_closed(producer);
+    expect_producer_peer_closed(producer);
+    CHECK_RESULT(MojoClose(producer), OK);
+    cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, pos, NULL, 0);
+    cmojo_mp_recv_tag(ctl, TAG_DONE, NULL, NULL);
+    return cmojo_mp_child_finish("writer until closed", &ctl, 1);
+}
+
+/* "sleeper": joins, never reads, waits to be killed. */
+static int role_sleeper(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    cmojo_mp_send(ctl, TAG_READY, 0, 0, NULL, 0);
+    for (int i = 0; i < 1200; i++)
+        cmojo_mp_sleep_ms(100);
+    return 3;
+}
+
+/*
+ * "leaver": writes value bytes of the stream to the producer it gets, then
+ * shuts down and exits without closing anything: MojoShutdown closes the
+ * producer after its last counts have left.
+ */
+static int role_leaver(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl;
+    cmojo_mp_msg m;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    MojoHandle producer = recv_handle(ctl, &m);
+    dps_opts o = {.seed = KILL_SEED, .element_size = m.seq, .max_chunk = 6000, .rng = 15};
+    dps_produce(producer, &o, 0, m.value);
+    CHECK_RESULT(MojoShutdown(NULL), OK);
+    CHECK(cmojo_mp_only_fds("leaver", NULL, 0));
+    return 0;
 }
 
 /* "helper": writes value bytes of the stream to the producer it gets, then closes it. */
@@ -641,6 +798,65 @@ static void test_kill_9_consumer(void **state)
     finish_child(ctl_h, &helper);
 }
 
+static void test_producer_process_exits_without_closing(void **state)
+{
+    MojoHandle ctl, producer, consumer;
+    cmojo_mp_child child;
+    const uint64_t bytes = 1 * MIB + 4;
+
+    (void)state;
+    cmojo_mp_invite("leaver", NULL, ctl_name, 1, &ctl, &child, 0);
+    make_data_pipe(4, 65536, &producer, &consumer);
+    cmojo_mp_send(ctl, TAG_HANDLES, 4, bytes, &producer, 1);
+    /* Read most of it while it writes, the rest once it is gone. */
+    dps_opts o = {
+        .seed = KILL_SEED, .element_size = 4, .max_chunk = 4 * 999, .rng = 16, .verify = true};
+    uint64_t pos = dps_consume(consumer, &o, 0, bytes - 65536);
+    assert_int_equal(pos, bytes - 65536);
+    assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
+    assert_int_equal(dps_consume(consumer, &o, pos, UINT64_MAX), bytes);
+    expect_drained_and_closed(consumer);
+    assert_int_equal(MojoClose(consumer), OK);
+    cmojo_mp_expect_peer_closed(ctl);
+    assert_int_equal(MojoClose(ctl), OK);
+}
+
+/*
+ * The consumer is sent to a process that is killed before it reads the
+ * message: the consumer's control port dies with it, and the producer, in a
+ * third process, sees PEER_CLOSED (through the route the port had taken).
+ */
+static void test_kill_9_process_holding_a_consumer_in_transit(void **state)
+{
+    MojoHandle ctl_w, ctl_s, ctl_h, producer, consumer;
+    cmojo_mp_child writer, sleeper, helper;
+
+    (void)state;
+    cmojo_mp_invite("until_closed", NULL, ctl_name, 1, &ctl_w, &writer, 0);
+    cmojo_mp_invite("sleeper", NULL, ctl_name, 1, &ctl_s, &sleeper, 1);
+    cmojo_mp_invite("helper", NULL, ctl_name, 1, &ctl_h, &helper, 2);
+    cmojo_mp_recv_tag(ctl_s, TAG_READY, NULL, NULL);
+    make_data_pipe(1, 8192, &producer, &consumer);
+    cmojo_mp_send(ctl_w, TAG_HANDLES, 1, 0, &producer, 1);
+    dps_opts o = {
+        .seed = KILL_SEED, .element_size = 1, .max_chunk = 1000, .rng = 14, .verify = true};
+    assert_int_equal(dps_consume(consumer, &o, 0, 100000), 100000);
+    cmojo_mp_send(ctl_s, TAG_HANDLES, 1, 100000, &consumer, 1);
+    kill_and_reap(&sleeper);
+    uint64_t reached = recv_report(ctl_w, REPORT_POSITION);
+    /* What it wrote: what we read, and at most a ring's worth more. */
+    assert_true(reached >= 100000 && reached <= 100000 + 8192);
+    assert_true(cmojo_mp_wait_disconnected(1, IO_TIMEOUT_MS));
+    cmojo_mp_expect_peer_closed(ctl_s);
+    assert_int_equal(MojoClose(ctl_s), OK);
+
+    helper_still_streams(ctl_h);
+    assert_int_equal(cmojo_mp_log(0).reports, 0);
+    assert_int_equal(cmojo_mp_log(2).reports, 0);
+    finish_child(ctl_w, &writer);
+    finish_child(ctl_h, &helper);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static int setup(void **state)
@@ -658,6 +874,10 @@ static const cmojo_mp_role roles[] = {
     {"pmove_b", role_pmove_b},
     {"victim", role_victim},
     {"helper", role_helper},
+    {"bouncer", role_bouncer},
+    {"until_closed", role_until_closed},
+    {"sleeper", role_sleeper},
+    {"leaver", role_leaver},
     {NULL, NULL},
 };
 
@@ -672,9 +892,12 @@ int main(int argc, char **argv)
         DP_TEST(test_stream_parent_to_child_small_ring_12_byte_elements),
         DP_TEST(test_consumer_moves_to_a_third_process_mid_stream),
         DP_TEST(test_producer_moves_to_a_third_process_mid_stream),
+        DP_TEST(test_consumer_bounces_between_processes_mid_stream),
         DP_TEST(test_kill_9_producer_with_a_full_ring),
         DP_TEST(test_kill_9_producer_mid_stream),
         DP_TEST(test_kill_9_consumer),
+        DP_TEST(test_kill_9_process_holding_a_consumer_in_transit),
+        DP_TEST(test_producer_process_exits_without_closing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
