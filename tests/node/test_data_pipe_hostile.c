@@ -23,6 +23,9 @@
  *    and the hostile child's other pipe keeps working; whatever was
  *    attached to a control message is closed (a pipe's port, a data pipe
  *    end with its ring, an fd);
+ *  - a serialised consumer whose state is odd but possible (a full ring
+ *    whose next byte is the last element before the wrap): accepted, and
+ *    read to exactly its claimed count, every span inside the ring;
  *  - a serialised end that lies: the message is refused and the sender cut
  *    off (DISCONNECTED, with the reason the data pipe check gives), every fd
  *    it sent is closed (fd count back to where it was; a pipe's write end
@@ -102,6 +105,7 @@ typedef enum scenario_class {
     BAD_END,         /* the child sends an end whose wire form lies */
     SCRIBBLE,        /* the child's producer scribbles over the ring */
     HIJACK,          /* the child speaks on the consumer's control port itself */
+    ODD_END,         /* the child sends a consumer whose state is strange but possible */
 } scenario_class;
 
 typedef enum tamper_kind {
@@ -214,6 +218,14 @@ static const scenario scenarios[] = {
     TO_PRODUCER("read_control_long", TAMPER_CONTROL_SIZE, 1, 0, 0, 16, FD_NONE),
     TO_PRODUCER("written_to_producer", TAMPER_CONTROL_CMD, 1, DP_CONTROL_DATA_WAS_WRITTEN, 0, 0,
                 FD_NONE),
+    /* Possible, so accepted: a full ring whose next byte is the last element before the wrap. */
+    {.name = "state_full_ring_about_to_wrap",
+     .cls = ODD_END,
+     .kind = TAMPER_STATE_FIELD,
+     .num_values = 2,
+     .values = {CAP - ES, CAP},
+     .field_or_size = F_OFFSET,
+     .readable = CAP},
     STATE_FIELD("state_element_size_zero", F_ELEMENT, 0, false),
     STATE_FIELD("state_capacity_zero", F_CAPACITY, 0, false),
     STATE_FIELD("state_capacity_partial_element", F_CAPACITY, CAP - 2, false),
@@ -422,7 +434,9 @@ static void tamper_event(outbuf *o, const uint8_t *frame, size_t total, const in
         size_t new_len = env_len;
         int new_fd = fds[0];
         if (plan.kind == TAMPER_STATE_FIELD) {
-            put32(copy + 16 + 4 * plan.field_or_size, plan.values[0]);
+            /* values[i] into field + i: one field, or two neighbours at once. */
+            for (unsigned i = 0; i < plan.num_values; i++)
+                put32(copy + 16 + 4 * (plan.field_or_size + i), plan.values[i]);
         } else if (plan.kind == TAMPER_RING_FD) {
             new_fd = plan.fd;
         } else {
@@ -905,6 +919,14 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
     case HIJACK:
         hijack(ctl, sc);
         break;
+    case ODD_END:
+        CHECK_RESULT(MojoCreateDataPipe(&opts, &producer, &consumer), OK);
+        write_all(producer, 0, LEGIT);
+        cmojo_mp_send(ctl, TAG_HANDLES, 0, 0, &consumer, 1);
+        CHECK_RESULT(MojoClose(producer), OK);
+        echo_until_done(ctl);
+        CHECK_RESULT(atomic_load(&tampered), 1);
+        break;
     case SCRIBBLE: {
         pthread_t t;
         CHECK_RESULT(MojoCreateDataPipe(&opts, &producer, &consumer), OK);
@@ -1173,6 +1195,12 @@ static void run(const char *name)
         cmojo_mp_recv_tag(ctl, TAG_READY, NULL, NULL);
         break;
     }
+    case ODD_END:
+        /* All of the ring it claims, wrapping at once, in bounds; then closed. */
+        end = recv_end(ctl, &m);
+        assert_int_equal(read_scribbled(end), sc->readable);
+        expect_drained_and_closed(end);
+        break;
     case SCRIBBLE: {
         end = recv_end(ctl, &m);
         assert_int_equal(m.value, SCRIBBLE_BYTES);
@@ -1237,6 +1265,7 @@ SCENARIO_TEST(read_cumulative)
 SCENARIO_TEST(read_control_with_fd)
 SCENARIO_TEST(read_control_long)
 SCENARIO_TEST(written_to_producer)
+SCENARIO_TEST(state_full_ring_about_to_wrap)
 SCENARIO_TEST(state_element_size_zero)
 SCENARIO_TEST(state_capacity_zero)
 SCENARIO_TEST(state_capacity_partial_element)
@@ -1298,6 +1327,7 @@ int main(int argc, char **argv)
         T(read_control_with_fd),
         T(read_control_long),
         T(written_to_producer),
+        T(state_full_ring_about_to_wrap),
         T(state_element_size_zero),
         T(state_capacity_zero),
         T(state_capacity_partial_element),
