@@ -59,7 +59,6 @@
 #include "channel/frame.h"
 #include "cmojo/wait.h"
 #include "cmojo_limits.h"
-#include "core/core.h"
 #include "core/data_pipe_wire.h"
 #include "core/dispatcher.h"
 #include "core/message.h"

@@ -42,7 +42,6 @@
 #include <sys/wait.h>
 
 #include "cmojo/wait.h"
-#include "core/core.h"
 #include "mojo/public/c/system/core.h"
 #include "mojo/public/c/system/data_pipe.h"
 
