@@ -28,6 +28,9 @@
  *  - A consumer that bounces 24 times between the broker and a child while
  *    its producer streams: every byte read by either is checked at its
  *    position, the last holder reads to the exact end.
+ *  - Producer and consumer, in two children, sent to each other at the same
+ *    moment with unread bytes in the ring: the stream carries on with the
+ *    roles swapped, every byte checked, to the exact end.
  *  - A producer's process that writes its last bytes and exits without
  *    closing anything (MojoShutdown): every byte arrives, then PEER_CLOSED.
  */
@@ -535,6 +538,80 @@ static void test_consumer_bounces_between_processes_mid_stream(void **state)
     finish_child(ctl_b, &b);
 }
 
+/*
+ * "swapper" (arg "a" or "b"): A gets the producer, B the consumer, each
+ * with one end of a pipe to the other (ctl value: the stream's length; seq:
+ * where A stops writing). A writes [0, stop) while B reads [0, stop -
+ * SWAP_BEHIND); then each sends its end to the other at once, with where it
+ * stopped, and the roles turn: B writes on from A's position, A reads on
+ * from B's, to the end.
+ */
+#define SWAP_CAPACITY 32768u
+#define SWAP_BEHIND 20000u
+
+static int role_swapper(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl, h[2];
+    uint32_t nh = 2;
+    bool is_a = strcmp(arg, "a") == 0;
+
+    (void)n;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    cmojo_mp_msg m = cmojo_mp_recv_tag(ctl, TAG_HANDLES, h, &nh);
+    CHECK_RESULT(nh, 2);
+    MojoHandle end = h[0], other = h[1];
+    uint64_t total = m.value, stop = m.seq;
+    dps_opts o = {.seed = MOVE_SEED, .element_size = 1, .max_chunk = 5003, .rng = is_a ? 20 : 21};
+    uint64_t mine = is_a ? stop : stop - SWAP_BEHIND;
+    if (is_a) {
+        dps_produce(end, &o, 0, mine);
+    } else {
+        o.verify = true;
+        CHECK_RESULT(dps_consume(end, &o, 0, mine), mine);
+    }
+    /* Both ends in flight at once, the ring holding what lies between. */
+    cmojo_mp_send(other, TAG_HANDLES, 1, mine, &end, 1);
+    MojoHandle theirs = recv_handle(other, &m);
+    uint64_t reached;
+    if (is_a) {
+        o.verify = true;
+        reached = dps_consume(theirs, &o, m.value, UINT64_MAX);
+        expect_drained_and_closed(theirs);
+    } else {
+        o.verify = false;
+        dps_produce(theirs, &o, m.value, total);
+        reached = total;
+    }
+    CHECK_RESULT(MojoClose(theirs), OK);
+    cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, reached, NULL, 0);
+    cmojo_mp_recv_tag(ctl, TAG_DONE, NULL, NULL);
+    MojoHandle left[] = {ctl, other};
+    return cmojo_mp_child_finish(is_a ? "swapper A" : "swapper B", left, 2);
+}
+
+static void test_producer_and_consumer_swap_processes_at_once(void **state)
+{
+    MojoHandle ctl_a, ctl_b, producer, consumer, x, y;
+    cmojo_mp_child a, b;
+
+    (void)state;
+    uint64_t total = dps_volume(16 * MIB, 1);
+    uint64_t stop = total / 2 + 101;
+    cmojo_mp_invite("swapper", "a", ctl_name, 1, &ctl_a, &a, 0);
+    cmojo_mp_invite("swapper", "b", ctl_name, 1, &ctl_b, &b, 1);
+    make_data_pipe(1, SWAP_CAPACITY, &producer, &consumer);
+    cmojo_test_make_pipe(&x, &y);
+    MojoHandle to_a[] = {producer, x}, to_b[] = {consumer, y};
+    cmojo_mp_send(ctl_a, TAG_HANDLES, (uint32_t)stop, total, to_a, 2);
+    cmojo_mp_send(ctl_b, TAG_HANDLES, (uint32_t)stop, total, to_b, 2);
+    /* A read everything from where B stopped; B wrote everything from where A stopped. */
+    assert_int_equal(recv_report(ctl_a, REPORT_POSITION), total);
+    assert_int_equal(recv_report(ctl_b, REPORT_POSITION), total);
+    assert_true(cmojo_mp_wait_counts("broker", 2, 2, SETTLE_MS));
+    finish_child(ctl_a, &a);
+    finish_child(ctl_b, &b);
+}
+
 /* ------------------------------------------------------------------------ */
 /* kill -9.                                                                 */
 
@@ -877,6 +954,7 @@ static const cmojo_mp_role roles[] = {
     {"until_closed", role_until_closed},
     {"sleeper", role_sleeper},
     {"leaver", role_leaver},
+    {"swapper", role_swapper},
     {NULL, NULL},
 };
 
@@ -892,6 +970,7 @@ int main(int argc, char **argv)
         DP_TEST(test_consumer_moves_to_a_third_process_mid_stream),
         DP_TEST(test_producer_moves_to_a_third_process_mid_stream),
         DP_TEST(test_consumer_bounces_between_processes_mid_stream),
+        DP_TEST(test_producer_and_consumer_swap_processes_at_once),
         DP_TEST(test_kill_9_producer_with_a_full_ring),
         DP_TEST(test_kill_9_producer_mid_stream),
         DP_TEST(test_kill_9_consumer),
