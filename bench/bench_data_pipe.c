@@ -10,8 +10,9 @@
  * carrying the "boot" pipe) and one end of a plain socketpair for the
  * baseline. The parent is always the producer and the child the consumer.
  * For each chunk size the parent makes one data pipe of 4 (--capacity-x) x
- * the chunk (16 KB, 256 KB, 4 MB: room for a few chunks in flight, so
- * neither side waits for the other's every chunk) and hands the consumer to
+ * the chunk but at least 256 KiB (256 KB, 256 KB, 4 MB: room for a few
+ * chunks in flight, so neither side waits for the other's every chunk, and
+ * never less than the ~200 KB a socketpair buffers) and hands the consumer to
  * the child with the first command for that size; the same pipe serves
  * every run of that size, so the timed runs see a warm ring, as the socket
  * and the memcpy buffers are warm. Per case the parent sends a command on
@@ -64,15 +65,25 @@
  * getppid() calls just before and after its timed loop as markers, for
  * strace or perf.
  *
- * --capacity-x K makes every pipe (and the memcpy buffer) K chunks deep.
+ * --capacity-x K makes every pipe (and the memcpy buffer) K chunks deep (at
+ * least 256 KiB).
+ *
+ * CPUs: by default nothing is pinned (the scheduler's choice). --cpus one
+ * pins every thread of both processes to one CPU (every wake-up a context
+ * switch there: the CPU cost of each side); --cpus split puts each process,
+ * with its IO thread, on a CPU of its own (every wake-up of the other side
+ * crosses CPUs, which on a small VM can cost tens of microseconds, for the
+ * socketpair as much as for the pipe).
  *
  * Usage: bench_data_pipe [--quick] [--runs R] [--mb M] [--capacity-x K] [--trap-reader]
- *        bench_data_pipe [--mb M] [--capacity-x K] [--trap-reader]
+ *                        [--cpus any|one|split]
+ *        bench_data_pipe [--mb M] [--capacity-x K] [--trap-reader] [--cpus any|one|split]
  *                        --single socketpair|memcpy|oneshot|twophase SIZE
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -128,6 +139,12 @@
 /* Pipe capacity (and the memcpy baseline's buffer) in chunks, by default and at most. */
 #define DP_DEFAULT_CAPACITY_X 4u
 #define DP_MAX_CAPACITY_X 64u
+/*
+ * ... but never less than this: a socketpair buffers about 200 KB before its
+ * writer blocks (net.core.wmem_default is 208 KB), and a pipe that buffers
+ * less than the stream it is compared with measures wake-ups, not transfer.
+ */
+#define DP_MIN_CAPACITY (256u * 1024u)
 /* Largest chunk measured; sizes the static buffers. */
 #define DP_MAX_CHUNK (1024u * 1024u)
 /* Every blocking wait gives up after this long (a hung peer is a failure). */
@@ -169,6 +186,12 @@ typedef struct dp_ack {
 static const char *g_role = "parent";
 /* The consumer reads in a trap handler (else in a thread blocked in MojoWait). */
 static bool g_trap_reader;
+
+/* Where the threads run: the scheduler's choice, all on one CPU, or one CPU per process. */
+typedef enum dp_cpus { CPUS_ANY, CPUS_ONE, CPUS_SPLIT } dp_cpus;
+static dp_cpus g_cpus = CPUS_ANY;
+/* The CPU the child pins itself to (-1: none), as its command line says. */
+static int g_child_cpu = -1;
 /* The case being run, for failure messages. */
 static char g_case[64] = "setup";
 
@@ -181,6 +204,13 @@ static uint64_t g_readbuf[DP_MAX_CHUNK / 8];
 /* The memcpy baseline's stand-in for the ring (capacity bytes), and its size in chunks. */
 static uint8_t *g_ring;
 static unsigned g_capacity_x = DP_DEFAULT_CAPACITY_X;
+
+/* A pipe's capacity (and the memcpy buffer's size) for chunks of size bytes. */
+static uint32_t capacity_of(uint32_t size)
+{
+    uint32_t c = g_capacity_x * size;
+    return c < DP_MIN_CAPACITY ? DP_MIN_CAPACITY : c;
+}
 
 static uint64_t now_ns(void)
 {
@@ -532,12 +562,13 @@ static void spawn_child(dp_child *ch)
     if (pid == 0) {
         /* Copies without CLOEXEC survive the exec. */
         int b = fcntl(boot[1], F_DUPFD, 3), r = fcntl(raw[1], F_DUPFD, 3);
-        char barg[16], rarg[16];
+        char barg[16], rarg[16], carg[16];
         snprintf(barg, sizeof(barg), "%d", b);
         snprintf(rarg, sizeof(rarg), "%d", r);
+        snprintf(carg, sizeof(carg), "%d", g_child_cpu);
         if (b >= 0 && r >= 0)
             execl("/proc/self/exe", "bench_data_pipe", "child", barg, rarg,
-                  g_trap_reader ? "trap" : "wait", (char *)NULL);
+                  g_trap_reader ? "trap" : "wait", carg, (char *)NULL);
         _exit(127);
     }
     close(boot[1]);
@@ -554,10 +585,10 @@ static void spawn_child(dp_child *ch)
     ch->pid = pid;
     ch->raw_fd = raw[0];
 
-    /* One pipe per chunk size, g_capacity_x chunks deep; consumers go with the first case. */
+    /* One pipe per chunk size, capacity_of() deep; consumers go with the first case. */
     for (size_t i = 0; i < NUM_SIZES; i++) {
         struct MojoCreateDataPipeOptions opts = {sizeof(opts), MOJO_CREATE_DATA_PIPE_FLAG_NONE, 1,
-                                                 g_capacity_x * g_sizes[i]};
+                                                 capacity_of(g_sizes[i])};
         BENCH_MOJO(MojoCreateDataPipe(&opts, &ch->producers[i], &ch->consumers[i]));
         ch->consumer_sent[i] = false;
     }
@@ -600,7 +631,7 @@ static dp_ack loop_memcpy(uint32_t size, uint64_t count)
 {
     dp_ack ack = {0, 0};
     uint8_t *ring = g_ring;
-    size_t capacity = (size_t)g_capacity_x * size, offset = 0;
+    size_t capacity = capacity_of(size), offset = 0;
     for (uint64_t i = 0; i < count; i++) {
         g_chunk[0] = tag_of(i);
         memcpy(ring + offset, g_chunk, size);
@@ -773,21 +804,26 @@ static double gbps(uint32_t size, uint64_t count, double ns)
 
 static void print_report(unsigned runs, uint64_t mb, double total_s)
 {
-    printf("bench_data_pipe: producer (parent) and consumer (child) processes, unpinned;\n"
-           "%" PRIu64 " MiB per run, %u runs per case, round-robin; pipe capacity %ux the chunk;\n"
+    static const char *const cpus[] = {"unpinned", "every thread on one CPU",
+                                       "each process (and its IO thread) on its own CPU"};
+    printf("bench_data_pipe: producer (parent) and consumer (child) processes, %s;\n"
+           "%" PRIu64 " MiB per run, %u runs per case, round-robin; pipe capacity %ux the chunk,\n"
+           "at least %u KiB;\n"
            "waiting: producer in MojoWait, consumer %s;\n"
            "GB/s = median run; ratio = median over runs of subject rate / baseline rate\n"
            "(min..max: the extreme per-run ratios)\n\n",
-           mb, runs, g_capacity_x, g_trap_reader ? "in a trap handler" : "in MojoWait");
-    printf("| chunk | data pipe | GB/s | socketpair GB/s | x socketpair | min..max | "
+           cpus[g_cpus], mb, runs, g_capacity_x, DP_MIN_CAPACITY / 1024,
+           g_trap_reader ? "in a trap handler" : "in MojoWait");
+    printf("| chunk | pipe | data pipe | GB/s | socketpair GB/s | x socketpair | min..max | "
            "memcpy GB/s | x memcpy | min..max | goal |\n");
-    printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    printf("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     bool sp_met = true, mc_met = true;
     for (size_t k = 0; k < NUM_SIZES; k++) {
-        char sz[16];
+        char sz[16], cap[16];
         uint32_t size = g_sizes[k];
         uint64_t count = chunks_per_run(size, mb);
         size_label(size, sz, sizeof(sz));
+        size_label(capacity_of(size), cap, sizeof(cap));
         const measurement *sp = find_m(K_SOCKETPAIR, k), *mc = find_m(K_MEMCPY, k);
         static const struct {
             dp_kind kind;
@@ -813,9 +849,9 @@ static void print_report(unsigned runs, uint64_t mb, double total_s)
                              met_sp ? "met" : "NOT met");
                 }
             }
-            printf("| %s | %s | %.2f | %.2f | **%.2f** | %.2f..%.2f | %.2f | **%.2f** | "
+            printf("| %s | %s | %s | %.2f | %.2f | **%.2f** | %.2f..%.2f | %.2f | **%.2f** | "
                    "%.2f..%.2f | %s |\n",
-                   sz, rows[j].what, gbps(size, count, s->ns_median),
+                   sz, cap, rows[j].what, gbps(size, count, s->ns_median),
                    gbps(size, count, sp->ns_median), sp_ratio, sp_lo, sp_hi,
                    gbps(size, count, mc->ns_median), mc_ratio, mc_lo, mc_hi, goal);
         }
@@ -853,6 +889,30 @@ static void run_all(dp_child *ch, unsigned runs, uint64_t mb)
     }
 }
 
+/* The n-th CPU this process may run on (the last one if there are fewer). */
+static int allowed_cpu(int n)
+{
+    cpu_set_t set;
+    BENCH_CHECK(sched_getaffinity(0, sizeof(set), &set) == 0);
+    int found = -1;
+    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE && seen <= n; cpu++)
+        if (CPU_ISSET(cpu, &set)) {
+            found = cpu;
+            seen++;
+        }
+    BENCH_CHECK(found >= 0);
+    return found;
+}
+
+/* Pins this thread (and so every thread and process started from it) to cpu. */
+static void pin_to_cpu(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    BENCH_CHECK(sched_setaffinity(0, sizeof(set), &set) == 0);
+}
+
 static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!s || !*s || *s == '-')
@@ -870,14 +930,18 @@ static void usage(FILE *f, const char *argv0)
 {
     fprintf(f,
             "usage: %s [--quick] [--runs R] [--mb M] [--capacity-x K] [--trap-reader]\n"
-            "       %s [--mb M] [--capacity-x K] [--trap-reader]\n"
+            "          [--cpus any|one|split]\n"
+            "       %s [--mb M] [--capacity-x K] [--trap-reader] [--cpus any|one|split]\n"
             "           --single socketpair|memcpy|oneshot|twophase SIZE\n"
             "  --quick         smoke run: %u runs of %u MiB per case\n"
             "  --runs R        timed runs per case, median reported (default %u, max %u)\n"
             "  --mb M          MiB one run of a case moves (default %u)\n"
-            "  --capacity-x K  pipe capacity (and memcpy buffer) in chunks (default %u, max %u)\n"
+            "  --capacity-x K  pipe capacity (and memcpy buffer) in chunks, at least 256 KiB\n"
+            "                  (default %u, max %u)\n"
             "  --trap-reader   the child reads in a trap handler on its IO thread (an event\n"
             "                  loop) instead of a thread blocked in MojoWait\n"
+            "  --cpus any|one|split  unpinned (default), every thread of both processes on\n"
+            "                  one CPU, or each process with its IO thread on a CPU of its own\n"
             "  --single ...    one run of one case (SIZE: 4096, 65536 or 1048576 bytes a chunk)\n"
             "                  between getppid() markers, for strace or perf\n",
             argv0, argv0, DP_QUICK_RUNS, DP_QUICK_MB, DP_DEFAULT_RUNS, DP_MAX_RUNS, DP_DEFAULT_MB,
@@ -911,11 +975,16 @@ static int single_main(dp_child *ch, const char *kind_name, uint64_t size, uint6
 int main(int argc, char **argv)
 {
     uint64_t child_fds[2];
-    if (argc == 5 && !strcmp(argv[1], "child") && parse_u64(argv[2], 0, INT32_MAX, &child_fds[0]) &&
+    if (argc == 6 && !strcmp(argv[1], "child") && parse_u64(argv[2], 0, INT32_MAX, &child_fds[0]) &&
         parse_u64(argv[3], 0, INT32_MAX, &child_fds[1])) {
+        g_role = "child";
+        g_trap_reader = !strcmp(argv[4], "trap");
+        /* Before MojoInitialize, so that its IO thread inherits the mask. */
+        uint64_t cpu;
+        if (parse_u64(argv[5], 0, CPU_SETSIZE - 1, &cpu))
+            pin_to_cpu((int)cpu);
         /* MojoShutdown (at the end of child_main) lets the last messages leave. */
         BENCH_MOJO(MojoInitialize(NULL));
-        g_trap_reader = !strcmp(argv[4], "trap");
         return child_main((int)child_fds[0], (int)child_fds[1]);
     }
 
@@ -936,6 +1005,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(arg, "--mb") && parse_u64(val, 1, DP_MAX_MB, &v)) {
             mb = v;
             mb_given = true;
+            i++;
+        } else if (!strcmp(arg, "--cpus") && val &&
+                   (!strcmp(val, "any") || !strcmp(val, "one") || !strcmp(val, "split"))) {
+            g_cpus = !strcmp(val, "one") ? CPUS_ONE : !strcmp(val, "split") ? CPUS_SPLIT : CPUS_ANY;
             i++;
         } else if (!strcmp(arg, "--trap-reader")) {
             g_trap_reader = true;
@@ -965,9 +1038,14 @@ int main(int argc, char **argv)
     uint8_t *chunk = (uint8_t *)g_chunk;
     for (size_t i = 0; i < sizeof(g_chunk); i++)
         chunk[i] = (uint8_t)(i * 31 + 7);
-    g_ring = aligned_alloc(64, (size_t)g_capacity_x * DP_MAX_CHUNK);
+    g_ring = aligned_alloc(64, capacity_of(DP_MAX_CHUNK));
     BENCH_CHECK(g_ring != NULL);
 
+    /* Before MojoInitialize, so that its IO thread (and the child) inherit the mask. */
+    if (g_cpus != CPUS_ANY) {
+        g_child_cpu = allowed_cpu(g_cpus == CPUS_SPLIT ? 1 : 0);
+        pin_to_cpu(allowed_cpu(0));
+    }
     BENCH_MOJO(MojoInitialize(NULL));
     dp_child ch;
     spawn_child(&ch);
