@@ -145,6 +145,13 @@
 #define CMOJO_MAX_DATA_PIPE_CAPACITY (256u * 1024u * 1024u)
 
 /*
+ * Live MojoMapBuffer mappings per process. Each is an entry in a table that
+ * MojoUnmapBuffer searches; the kernel's own limit (vm.max_map_count, 65,530
+ * by default) usually bites first. Mojo's default table limit is 1,000,000.
+ */
+#define CMOJO_MAX_BUFFER_MAPPINGS (1u << 20)
+
+/*
  * Capacity of a data pipe created with capacity_num_bytes 0 (Mojo's
  * default), rounded down to a whole number of elements, at least one.
  */
