@@ -594,16 +594,15 @@ MojoResult MojoWriteData(MojoHandle data_pipe_producer_handle, const void *eleme
     return finish(dp, rv, send, &port, n);
 }
 
-MojoResult MojoBeginWriteData(MojoHandle data_pipe_producer_handle,
-                              const struct MojoBeginWriteDataOptions *options, void **buffer,
-                              uint32_t *buffer_num_bytes)
+/*
+ * Begins a two-phase operation on either end: the span is the contiguous
+ * part of the free room (producer) or of the readable bytes (consumer).
+ */
+static MojoResult begin_two_phase(MojoHandle handle, bool producer, uint32_t flags, void **buffer,
+                                  uint32_t *buffer_num_bytes)
 {
-    uint32_t flags;
-    if (!buffer || !buffer_num_bytes ||
-        !core_options_ok(options, MOJO_BEGIN_WRITE_DATA_FLAG_ALL_OR_NONE, &flags))
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_data_pipe *dp;
-    MojoResult rv = get_end(data_pipe_producer_handle, true, &dp);
+    MojoResult rv = get_end(handle, producer, &dp);
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_rc_enter();
@@ -616,10 +615,10 @@ MojoResult MojoBeginWriteData(MojoHandle data_pipe_producer_handle,
         ;
     else if (dp->two_phase)
         rv = MOJO_RESULT_BUSY;
-    else if (dp->peer_closed)
+    else if (producer && dp->peer_closed)
         rv = MOJO_RESULT_FAILED_PRECONDITION;
-    else if (span == 0)
-        rv = MOJO_RESULT_SHOULD_WAIT;
+    else if ((dp->new_data = false), span == 0)
+        rv = dp->peer_closed ? MOJO_RESULT_FAILED_PRECONDITION : MOJO_RESULT_SHOULD_WAIT;
     else if ((flags & MOJO_BEGIN_WRITE_DATA_FLAG_ALL_OR_NONE) && *buffer_num_bytes > span)
         rv = MOJO_RESULT_OUT_OF_RANGE;
     else {
@@ -632,13 +631,15 @@ MojoResult MojoBeginWriteData(MojoHandle data_pipe_producer_handle,
     return finish(dp, rv, false, NULL, 0);
 }
 
-MojoResult MojoEndWriteData(MojoHandle data_pipe_producer_handle, uint32_t num_bytes_written,
-                            const struct MojoEndWriteDataOptions *options)
+/*
+ * Ends a two-phase operation on either end, committing (producer) or
+ * removing (consumer) the first num_bytes of the span. The operation ends
+ * even when the size is wrong; then nothing changes.
+ */
+static MojoResult end_two_phase(MojoHandle handle, bool producer, uint32_t num_bytes)
 {
-    if (!core_options_ok(options, 0, NULL))
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_data_pipe *dp;
-    MojoResult rv = get_end(data_pipe_producer_handle, true, &dp);
+    MojoResult rv = get_end(handle, producer, &dp);
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_rc_enter();
@@ -650,17 +651,36 @@ MojoResult MojoEndWriteData(MojoHandle data_pipe_producer_handle, uint32_t num_b
         ;
     else if (!dp->two_phase)
         rv = MOJO_RESULT_FAILED_PRECONDITION;
-    else if (num_bytes_written > dp->two_phase_size || num_bytes_written % dp->st.element_size)
+    else if (num_bytes > dp->two_phase_size || num_bytes % dp->st.element_size)
         rv = MOJO_RESULT_INVALID_ARGUMENT;
-    else if (num_bytes_written) {
-        advance(dp, num_bytes_written);
-        dp->st.count -= num_bytes_written;
+    else if (num_bytes) {
+        advance(dp, num_bytes);
+        dp->st.count -= num_bytes;
         send = port_use_begin(dp, &port);
     }
     if (rv != MOJO_RESULT_FAILED_PRECONDITION)
-        dp->two_phase = false; /* ended, even on error */
+        dp->two_phase = false;
     pthread_mutex_unlock(&dp->base.lock);
-    return finish(dp, rv, send, &port, num_bytes_written);
+    return finish(dp, rv, send, &port, num_bytes);
+}
+
+MojoResult MojoBeginWriteData(MojoHandle data_pipe_producer_handle,
+                              const struct MojoBeginWriteDataOptions *options, void **buffer,
+                              uint32_t *buffer_num_bytes)
+{
+    uint32_t flags;
+    if (!buffer || !buffer_num_bytes ||
+        !core_options_ok(options, MOJO_BEGIN_WRITE_DATA_FLAG_ALL_OR_NONE, &flags))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    return begin_two_phase(data_pipe_producer_handle, true, flags, buffer, buffer_num_bytes);
+}
+
+MojoResult MojoEndWriteData(MojoHandle data_pipe_producer_handle, uint32_t num_bytes_written,
+                            const struct MojoEndWriteDataOptions *options)
+{
+    if (!core_options_ok(options, 0, NULL))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    return end_two_phase(data_pipe_producer_handle, true, num_bytes_written);
 }
 
 #define READ_FLAGS                                                                                 \
@@ -720,30 +740,11 @@ MojoResult MojoBeginReadData(MojoHandle data_pipe_consumer_handle,
 {
     if (!buffer || !buffer_num_bytes || !core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_data_pipe *dp;
-    MojoResult rv = get_end(data_pipe_consumer_handle, false, &dp);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    core_rc_enter();
-    pthread_mutex_lock(&dp->base.lock);
-    uint32_t span = dp->st.capacity - dp->st.offset;
-    if (span > dp->st.count)
-        span = dp->st.count;
-    rv = usable(dp);
-    if (rv != MOJO_RESULT_OK)
-        ;
-    else if (dp->two_phase)
-        rv = MOJO_RESULT_BUSY;
-    else if ((dp->new_data = false), span == 0)
-        rv = dp->peer_closed ? MOJO_RESULT_FAILED_PRECONDITION : MOJO_RESULT_SHOULD_WAIT;
-    else {
-        dp->two_phase = true;
-        dp->two_phase_size = span;
-        *buffer = dp->ring + dp->st.offset;
-        *buffer_num_bytes = span;
-    }
-    pthread_mutex_unlock(&dp->base.lock);
-    return finish(dp, rv, false, NULL, 0);
+    void *span = NULL;
+    MojoResult rv = begin_two_phase(data_pipe_consumer_handle, false, 0, &span, buffer_num_bytes);
+    if (rv == MOJO_RESULT_OK)
+        *buffer = span;
+    return rv;
 }
 
 MojoResult MojoEndReadData(MojoHandle data_pipe_consumer_handle, uint32_t num_bytes_read,
@@ -751,28 +752,5 @@ MojoResult MojoEndReadData(MojoHandle data_pipe_consumer_handle, uint32_t num_by
 {
     if (!core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_data_pipe *dp;
-    MojoResult rv = get_end(data_pipe_consumer_handle, false, &dp);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    core_rc_enter();
-    ports_port_ref port;
-    bool send = false;
-    pthread_mutex_lock(&dp->base.lock);
-    rv = usable(dp);
-    if (rv != MOJO_RESULT_OK)
-        ;
-    else if (!dp->two_phase)
-        rv = MOJO_RESULT_FAILED_PRECONDITION;
-    else if (num_bytes_read > dp->two_phase_size || num_bytes_read % dp->st.element_size)
-        rv = MOJO_RESULT_INVALID_ARGUMENT;
-    else if (num_bytes_read) {
-        advance(dp, num_bytes_read);
-        dp->st.count -= num_bytes_read;
-        send = port_use_begin(dp, &port);
-    }
-    if (rv != MOJO_RESULT_FAILED_PRECONDITION)
-        dp->two_phase = false; /* ended, even on error */
-    pthread_mutex_unlock(&dp->base.lock);
-    return finish(dp, rv, send, &port, num_bytes_read);
+    return end_two_phase(data_pipe_consumer_handle, false, num_bytes_read);
 }
