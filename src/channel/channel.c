@@ -39,10 +39,19 @@ ssize_t (*channel_sys_sendmsg)(int fd, const struct msghdr *msg, int flags) = se
 ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = recvmsg;
 
 /*
- * Receive buffer kept between frames. Larger frames grow it (never beyond
- * what the frame in hand needs); it shrinks back once it is empty.
+ * Receive buffer. It starts at RX_DEFAULT_CAPACITY; a frame that does not
+ * fit grows it to the frame's size plus RX_SLACK, so the next frame of that
+ * size arrives in one recvmsg that comes back short (a short read is how the
+ * loop knows the socket is drained, without a recvmsg that fails with
+ * EAGAIN). Once empty it is kept, so a peer that keeps sending large frames
+ * costs no allocation (and no page faults) per frame -- up to
+ * RX_KEEP_MAX_CAPACITY, what one wake-up may read anyway: a buffer grown
+ * beyond that for a rare huge frame goes back to the allocator, so an idle
+ * channel never pins more than that.
  */
 #define RX_DEFAULT_CAPACITY (64u * 1024u)
+#define RX_SLACK (4u * 1024u)
+#define RX_KEEP_MAX_CAPACITY (256u * 1024u + RX_SLACK)
 
 /*
  * Bytes one wake-up reads at most before returning to epoll, so that a
@@ -441,11 +450,15 @@ static bool rx_make_room(channel *c)
     if (c->rx_cap == 0) {
         cap = RX_DEFAULT_CAPACITY;
     } else {
-        /* Full of one incomplete frame: grow towards its size, never beyond. */
+        /*
+         * Full of one incomplete frame: grow towards its size plus the
+         * slack, never beyond, doubling so that a peer that announces a huge
+         * frame gets memory only as fast as it sends the bytes.
+         */
         assert(c->rx_need > pending && c->rx_need <= CMOJO_MAX_FRAME_SIZE);
         cap = c->rx_cap * 2;
-        if (cap > c->rx_need)
-            cap = c->rx_need;
+        if (cap > c->rx_need + RX_SLACK)
+            cap = c->rx_need + RX_SLACK;
     }
     uint8_t *rx = realloc(c->rx, cap);
     if (rx == NULL)
@@ -473,7 +486,7 @@ static bool rx_deliver(channel *c)
             if (c->rx_start == c->rx_end) {
                 c->rx_start = 0;
                 c->rx_end = 0;
-                if (c->rx_cap > RX_DEFAULT_CAPACITY) {
+                if (c->rx_cap > RX_KEEP_MAX_CAPACITY) {
                     free(c->rx);
                     c->rx = NULL;
                     c->rx_cap = 0;

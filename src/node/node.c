@@ -14,6 +14,7 @@
  */
 #include "node/node.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -114,6 +115,9 @@ struct node_controller {
     peer *broker;
     node_default_error_fn default_error;
     bool shutting_down;
+
+    /* A send buffer kept for the next event (see send_buf_get). */
+    _Atomic(uint8_t *) spare;
 };
 
 static void forward_event(void *ctx, const ports_name *to, ports_event *ev);
@@ -365,12 +369,62 @@ static void drop_peer(peer *p, const char *why, bool protocol)
 /* ------------------------------------------------------ serialising events */
 
 /*
- * The frame for an event: the ports event, then (user messages) the
- * payload's envelope; its fds go to *fds. Consumes ev. NULL if the payload
- * refuses to leave.
+ * Send buffers. An event is serialised into a buffer that lives only until
+ * channel_write returns (the channel copies what it cannot send at once).
+ * Allocating and freeing one per event is cheap for small events; for large
+ * ones the allocator hands the memory back to the kernel and faults it in
+ * again for the next, a cost that grows with the size. So the node keeps the
+ * last buffer it used (one, whatever the number of sending threads: taking
+ * and returning it are single atomic exchanges) for the next event that
+ * fits. While it is kept, its first bytes hold its capacity. Buffers up to
+ * NODE_SPARE_MAX are kept; larger ones go back to the allocator.
  */
-static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len, int **fds,
-                                size_t *num_fds)
+#define NODE_SPARE_MAX (256u * 1024u + 4096u)
+#define NODE_SEND_BUF_MIN 256u
+
+static uint8_t *send_buf_get(node_controller *n, size_t len, size_t *cap)
+{
+    uint8_t *buf = atomic_exchange_explicit(&n->spare, NULL, memory_order_acquire);
+    if (buf) {
+        size_t have;
+        memcpy(&have, buf, sizeof(have));
+        if (have >= len) {
+            *cap = have;
+            return buf;
+        }
+        free(buf);
+    }
+    /* Rounded up, so sizes that vary a little reuse one buffer. */
+    size_t want = len < NODE_SEND_BUF_MIN ? NODE_SEND_BUF_MIN : (len + 4095u) & ~(size_t)4095u;
+    if (want < len)
+        abort(); /* wrapped: beyond any event the ports layer makes */
+    buf = malloc(want);
+    if (!buf)
+        abort();
+    *cap = want;
+    return buf;
+}
+
+/* Keeps buf (capacity cap) as the spare, or frees it. NULL is fine. */
+static void send_buf_put(node_controller *n, uint8_t *buf, size_t cap)
+{
+    if (!buf)
+        return;
+    if (cap > NODE_SPARE_MAX) {
+        free(buf);
+        return;
+    }
+    memcpy(buf, &cap, sizeof(cap));
+    free(atomic_exchange_explicit(&n->spare, buf, memory_order_release));
+}
+
+/*
+ * The frame for an event: the ports event, then (user messages) the
+ * payload's envelope, in a send buffer of capacity *cap; its fds go to *fds.
+ * Consumes ev. NULL if the payload refuses to leave.
+ */
+static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len, size_t *cap,
+                                int **fds, size_t *num_fds)
 {
     size_t head = ports_event_serialized_size(ev);
     size_t body = 0, nfds = 0;
@@ -379,9 +433,9 @@ static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len
         ports_event_destroy(ev);
         return NULL;
     }
-    uint8_t *buf = malloc(head + body);
+    uint8_t *buf = send_buf_get(n, head + body, cap);
     int *f = nfds ? malloc(nfds * sizeof(*f)) : NULL;
-    if (!buf || (nfds && !f))
+    if (nfds && !f)
         abort();
     ports_event_serialize(ev, buf);
     if (payload)
@@ -393,10 +447,11 @@ static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len
     return buf;
 }
 
-static int write_frame(peer *p, uint16_t type, uint8_t *buf, size_t len, int *fds, size_t num_fds)
+static int write_frame(peer *p, uint16_t type, uint8_t *buf, size_t len, size_t cap, int *fds,
+                       size_t num_fds)
 {
     int rv = send_msg(p, type, buf, len, fds, num_fds);
-    free(buf);
+    send_buf_put(p->n, buf, cap);
     free(fds);
     return rv;
 }
@@ -410,9 +465,9 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
         ports_node_accept_event(n->ports, to, ev);
         return;
     }
-    size_t len, num_fds;
+    size_t len, cap, num_fds;
     int *fds;
-    uint8_t *buf = serialize_event(n, ev, &len, &fds, &num_fds);
+    uint8_t *buf = serialize_event(n, ev, &len, &cap, &fds, &num_fds);
     if (!buf) {
         schedule_lost(n, to);
         return;
@@ -423,7 +478,7 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     if (p) {
         peer_acquire(p);
         pthread_mutex_unlock(&n->lock);
-        write_frame(p, NODE_MSG_EVENT, buf, len, fds, num_fds);
+        write_frame(p, NODE_MSG_EVENT, buf, len, cap, fds, num_fds);
         peer_release(p);
         return;
     }
@@ -464,7 +519,7 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     }
     close_fds(fds, num_fds);
     free(fds);
-    free(buf);
+    send_buf_put(n, buf, cap);
     schedule_lost(n, to);
 }
 
@@ -501,29 +556,54 @@ static void port_status_changed(void *ctx, const ports_port_ref *ref)
 
 /* ----------------------------------------------------------- frames in */
 
+/*
+ * Bytes of a user message's ports event (ports/event.h: header, fixed part,
+ * then per carried port a descriptor and a name), the envelope being the
+ * rest; 0 when buf is no user message or is too short for what its port
+ * count implies. Read from untrusted bytes: only a hint for on_event, which
+ * then hands the parser exactly this prefix and checks what it made of it.
+ */
+#define USER_EVENT_PORT_WIRE_SIZE (PORTS_DESCRIPTOR_SIZE + NODE_NAME_WIRE_SIZE)
+static size_t user_event_size(const uint8_t *buf, size_t len)
+{
+    size_t fixed = PORTS_EVENT_HEADER_SIZE + PORTS_USER_MESSAGE_FIXED_SIZE;
+    if (len < fixed || wire_load_u32(buf) != PORTS_EVENT_USER_MESSAGE)
+        return 0;
+    uint32_t num_ports = wire_load_u32(buf + PORTS_EVENT_HEADER_SIZE + 8);
+    if (num_ports > CMOJO_MAX_PORTS_PER_MESSAGE)
+        return 0;
+    uint64_t size = fixed + (uint64_t)num_ports * USER_EVENT_PORT_WIRE_SIZE;
+    return size <= len ? (size_t)size : 0;
+}
+
 static void on_event(peer *p, const uint8_t *buf, size_t len, int *fds, size_t num_fds,
                      const ports_name *from)
 {
     node_controller *n = p->n;
     ports_event *ev;
-    if (ports_event_parse(buf, len, &ev) != PORTS_OK) {
+    /*
+     * A user message's envelope goes straight from the receive buffer to
+     * the embedder's parser: the ports parser sees only the event in front
+     * of it, so the payload is copied once (into the message), not twice.
+     */
+    size_t event_len = user_event_size(buf, len);
+    if (ports_event_parse(buf, event_len ? event_len : len, &ev) != PORTS_OK) {
         close_fds(fds, num_fds);
         drop_peer(p, "malformed ports event", true);
         return;
     }
     if (ev->type == PORTS_EVENT_USER_MESSAGE) {
-        ports_payload *bytes = ev->u.user.payload;
         ports_payload *payload;
         const char *why = "bad message envelope";
-        if (!bytes || n->d.payload_parse(from, ports_payload_bytes_data(bytes), bytes->size,
-                                         ev->u.user.num_ports, fds, num_fds, &payload, &why) != 0) {
-            if (!bytes)
-                close_fds(fds, num_fds);
+        /* The parser took event_len bytes as the whole event, payload aside. */
+        assert(event_len != 0 && ports_event_serialized_size(ev) == event_len);
+        if (n->d.payload_parse(from, buf + event_len, len - event_len, ev->u.user.num_ports, fds,
+                               num_fds, &payload, &why) != 0) {
             ports_event_destroy(ev);
             drop_peer(p, why, true);
             return;
         }
-        ports_payload_destroy(bytes);
+        ports_payload_destroy(ev->u.user.payload); /* the empty bytes payload of the prefix */
         ev->u.user.payload = payload;
     } else if (num_fds) {
         close_fds(fds, num_fds);
@@ -985,6 +1065,7 @@ int node_create(const node_delegate *delegate, node_controller **out)
         return -ENOMEM;
     n->d = *delegate;
     plat_mutex_init(&n->lock);
+    atomic_init(&n->spare, NULL);
     uint64_t keys[4];
     ports_name name;
     if (plat_random_bytes(keys, sizeof(keys)) != 0 || plat_random_bytes(&name, sizeof(name)) != 0)
@@ -1067,6 +1148,7 @@ void node_destroy(node_controller *n)
     name_map_free(&n->pending);
     name_map_free(&n->peers);
     ports_node_destroy(n->ports);
+    free(atomic_load(&n->spare));
     pthread_mutex_destroy(&n->lock);
     free(n);
 }
