@@ -174,51 +174,48 @@ static MojoResult get_trap(MojoHandle handle, core_trap **out)
     return rv;
 }
 
+core_trap *core_trap_new(MojoTrapEventHandler handler)
+{
+    core_trap *trap = calloc(1, sizeof(*trap));
+    if (!trap)
+        return NULL;
+    core_dispatcher_init(&trap->base, CORE_DISPATCHER_TRAP, &trap_ops);
+    trap->handler = handler;
+    return trap;
+}
+
+void core_trap_close(core_trap *trap)
+{
+    core_rc_enter();
+    core_dispatcher_close(&trap->base);
+    core_dispatcher_release(&trap->base);
+    core_rc_leave();
+}
+
 MojoResult MojoCreateTrap(MojoTrapEventHandler handler, const struct MojoCreateTrapOptions *options,
                           MojoHandle *trap_handle)
 {
     if (!handler || !trap_handle || !core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
     core_state *core = core_get();
-    core_trap *trap = core ? calloc(1, sizeof(*trap)) : NULL;
+    core_trap *trap = core ? core_trap_new(handler) : NULL;
     if (!trap)
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
-    core_dispatcher_init(&trap->base, CORE_DISPATCHER_TRAP, &trap_ops);
-    trap->handler = handler;
     MojoResult rv = core_add_dispatcher(core, &trap->base, trap_handle);
     if (rv != MOJO_RESULT_OK)
         core_dispatcher_release(&trap->base);
     return rv;
 }
 
-MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleSignals signals,
-                          MojoTriggerCondition condition, uintptr_t context,
-                          const struct MojoAddTriggerOptions *options)
+MojoResult core_trap_add_trigger(core_trap *trap, core_dispatcher *watched,
+                                 MojoHandleSignals signals, MojoTriggerCondition condition,
+                                 uintptr_t context)
 {
-    if (!core_options_ok(options, 0, NULL) ||
-        (condition != MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED &&
-         condition != MOJO_TRIGGER_CONDITION_SIGNALS_UNSATISFIED))
+    if (!watched->ops->get_signals)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_trap *trap;
-    MojoResult rv = get_trap(trap_handle, &trap);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    core_dispatcher *watched;
-    rv = core_resolve(handle, 0, &watched);
-    if (rv != MOJO_RESULT_OK) {
-        core_dispatcher_release(&trap->base);
-        return rv;
-    }
-    core_trigger *t = NULL;
-    if (!watched->ops->get_signals) {
-        rv = MOJO_RESULT_INVALID_ARGUMENT;
-        goto out;
-    }
-    t = calloc(1, sizeof(*t));
-    if (!t) {
-        rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
-        goto out;
-    }
+    core_trigger *t = calloc(1, sizeof(*t));
+    if (!t)
+        return MOJO_RESULT_RESOURCE_EXHAUSTED;
     /* References: one for the trap's list, one the caller drops below. */
     atomic_init(&t->refs, 2);
     t->trap = trap;
@@ -230,6 +227,7 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
     atomic_init(&t->removed, false);
     plat_mutex_init(&t->delivery_lock);
 
+    MojoResult rv = MOJO_RESULT_OK;
     core_rc_enter();
     pthread_mutex_lock(&trap->base.lock);
     if (trap->base.closed) {
@@ -269,7 +267,28 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
         free(t);
     }
     core_rc_leave();
-out:
+    return rv;
+}
+
+MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleSignals signals,
+                          MojoTriggerCondition condition, uintptr_t context,
+                          const struct MojoAddTriggerOptions *options)
+{
+    if (!core_options_ok(options, 0, NULL) ||
+        (condition != MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED &&
+         condition != MOJO_TRIGGER_CONDITION_SIGNALS_UNSATISFIED))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    core_trap *trap;
+    MojoResult rv = get_trap(trap_handle, &trap);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    core_dispatcher *watched;
+    rv = core_resolve(handle, 0, &watched);
+    if (rv != MOJO_RESULT_OK) {
+        core_dispatcher_release(&trap->base);
+        return rv;
+    }
+    rv = core_trap_add_trigger(trap, watched, signals, condition, context);
     core_dispatcher_release(watched);
     core_dispatcher_release(&trap->base);
     return rv;
@@ -306,17 +325,10 @@ MojoResult MojoRemoveTrigger(MojoHandle trap_handle, uintptr_t context,
     return t ? MOJO_RESULT_OK : MOJO_RESULT_NOT_FOUND;
 }
 
-MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *options,
-                       uint32_t *num_blocking_events, struct MojoTrapEvent *blocking_events)
+MojoResult core_trap_arm(core_trap *trap, uint32_t *num_blocking_events,
+                         struct MojoTrapEvent *blocking_events)
 {
-    if (!core_options_ok(options, 0, NULL) ||
-        (num_blocking_events && *num_blocking_events && !blocking_events))
-        return MOJO_RESULT_INVALID_ARGUMENT;
-    core_trap *trap;
-    MojoResult rv = get_trap(trap_handle, &trap);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-
+    MojoResult rv = MOJO_RESULT_OK;
     pthread_mutex_lock(&trap->base.lock);
     uint32_t n = trap->num_triggers;
     if (trap->base.closed) {
@@ -359,6 +371,20 @@ MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *
         }
     }
     pthread_mutex_unlock(&trap->base.lock);
+    return rv;
+}
+
+MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *options,
+                       uint32_t *num_blocking_events, struct MojoTrapEvent *blocking_events)
+{
+    if (!core_options_ok(options, 0, NULL) ||
+        (num_blocking_events && *num_blocking_events && !blocking_events))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    core_trap *trap;
+    MojoResult rv = get_trap(trap_handle, &trap);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    rv = core_trap_arm(trap, num_blocking_events, blocking_events);
     core_dispatcher_release(&trap->base);
     return rv;
 }

@@ -63,4 +63,22 @@ void core_trigger_cancel_for_closed_handle(core_trigger *t);
 void core_trigger_deliver(core_trigger *t, MojoResult result,
                           const struct MojoHandleSignalsState *state, bool within_api_call);
 
+/*
+ * The same traps without a handle, for MojoWait (wait.c), which needs a trap
+ * only for the length of one call: no handle table entry to add and remove,
+ * no lookups. core_trap_new returns the caller's one reference (NULL when
+ * out of memory); core_trap_close closes the trap and drops it, delivering
+ * the triggers' CANCELLED events as MojoClose would. core_trap_add_trigger
+ * and core_trap_arm are MojoAddTrigger and MojoArmTrap with the handles
+ * already resolved (watched stays the caller's; the trigger takes its own
+ * reference) and the arguments already checked. Any thread.
+ */
+core_trap *core_trap_new(MojoTrapEventHandler handler);
+void core_trap_close(core_trap *trap);
+MojoResult core_trap_add_trigger(core_trap *trap, core_dispatcher *watched,
+                                 MojoHandleSignals signals, MojoTriggerCondition condition,
+                                 uintptr_t context);
+MojoResult core_trap_arm(core_trap *trap, uint32_t *num_blocking_events,
+                         struct MojoTrapEvent *blocking_events);
+
 #endif /* CMOJO_CORE_TRAP_H_ */
