@@ -1,7 +1,8 @@
 /*
  * cmojo's multi-process demo: a broker and two children that find each other
- * through pipes passed in messages, then exchange messages and a file
- * descriptor. Public headers and the shared library only.
+ * through pipes passed in messages, then exchange messages, a file
+ * descriptor and a 4 MiB stream through a data pipe. Public headers and the
+ * shared library only.
  *
  *   broker                      child A                   child B
  *   invites A and B, one pipe "boot" each (socketpair, inherited fd)
@@ -10,6 +11,10 @@
  *                               writes "hello" + an fd -> (introduced by the broker)
  *                                                         reads it, reads the file
  *                               <- "thanks, read: ..."     through the fd, replies
+ *                               makes a data pipe,
+ *                               sends its consumer ---->  streams 4 MiB out of it
+ *                               writes 4 MiB, closes      until the producer is gone
+ *                               <- "got N bytes, sum S"   (A checks the sum)
  *   both report on "boot"; the broker reaps them and checks their exit status.
  *
  * Run: scripts/demo.sh (or build/plain/examples/multiprocess).
@@ -30,6 +35,18 @@
 #include "mojo/public/c/system/core.h"
 
 #define DEADLINE_US (20 * 1000 * 1000) /* every wait gives up after 20 s */
+#define STREAM_BYTES (4u << 20)        /* what A streams to B through a data pipe */
+
+/* The byte at position i of A's stream, and a checksum both sides compute. */
+static uint8_t stream_byte(uint32_t i)
+{
+    return (uint8_t)((i * 2654435761u) >> 24);
+}
+
+static uint64_t sum_step(uint64_t sum, uint8_t byte)
+{
+    return (sum ^ byte) * 1099511628211ull; /* FNV-1a */
+}
 
 static const char *g_who = "broker";
 
@@ -139,6 +156,45 @@ static int child_a(int fd)
 
     recv_text(to_b, text, sizeof(text), NULL);
     say("B answered: \"%s\"", text);
+
+    /* A data pipe: its consumer goes to B, and A fills it in place (two-phase writes). */
+    MojoHandle producer, consumer;
+    if (MojoCreateDataPipe(NULL, &producer, &consumer) != MOJO_RESULT_OK)
+        die("MojoCreateDataPipe");
+    send_text(to_b, "and here is a data pipe", &consumer, 1);
+    uint64_t sum = 14695981039346656037ull;
+    uint32_t sent = 0;
+    while (sent < STREAM_BYTES) {
+        void *span;
+        uint32_t n = STREAM_BYTES - sent;
+        MojoResult rv = MojoBeginWriteData(producer, NULL, &span, &n);
+        if (rv == MOJO_RESULT_SHOULD_WAIT) {
+            if (MojoWait(producer, MOJO_HANDLE_SIGNAL_WRITABLE, DEADLINE_US, NULL) !=
+                MOJO_RESULT_OK)
+                die("waiting for room in the data pipe");
+            continue;
+        }
+        if (rv != MOJO_RESULT_OK)
+            die("MojoBeginWriteData: %d", rv);
+        if (n > STREAM_BYTES - sent)
+            n = STREAM_BYTES - sent;
+        for (uint32_t i = 0; i < n; i++) {
+            uint8_t b = stream_byte(sent + i);
+            ((uint8_t *)span)[i] = b;
+            sum = sum_step(sum, b);
+        }
+        if (MojoEndWriteData(producer, n, NULL) != MOJO_RESULT_OK)
+            die("MojoEndWriteData");
+        sent += n;
+    }
+    MojoClose(producer);
+    say("streamed %u bytes through a data pipe (sum %016llx)", sent, (unsigned long long)sum);
+    recv_text(to_b, text, sizeof(text), NULL);
+    char expect[128];
+    snprintf(expect, sizeof(expect), "got %u bytes, sum %016llx", sent, (unsigned long long)sum);
+    if (strcmp(text, expect) != 0)
+        die("B's account of the stream differs: \"%s\"", text);
+    say("B answered: \"%s\": every byte arrived", text);
     send_text(boot, "A: done", NULL, 0);
     MojoClose(to_b);
     MojoClose(boot);
@@ -173,6 +229,37 @@ static int child_b(int fd)
 
     char reply[256];
     snprintf(reply, sizeof(reply), "thanks, read %zd bytes", got);
+    send_text(to_a, reply, NULL, 0);
+
+    /* A's data pipe: read until the producer is gone and everything it wrote is read. */
+    MojoHandle consumer;
+    recv_text(to_a, text, sizeof(text), &consumer);
+    if (consumer == MOJO_HANDLE_INVALID)
+        die("A's message carried no data pipe");
+    say("A says \"%s\"", text);
+    uint64_t sum = 14695981039346656037ull;
+    uint32_t total = 0;
+    for (;;) {
+        uint8_t chunk[16384];
+        uint32_t n = sizeof(chunk);
+        MojoResult rv = MojoReadData(consumer, NULL, chunk, &n);
+        if (rv == MOJO_RESULT_FAILED_PRECONDITION)
+            break; /* the producer closed and nothing is left */
+        if (rv == MOJO_RESULT_SHOULD_WAIT) {
+            rv = MojoWait(consumer, MOJO_HANDLE_SIGNAL_READABLE, DEADLINE_US, NULL);
+            if (rv != MOJO_RESULT_OK && rv != MOJO_RESULT_FAILED_PRECONDITION)
+                die("waiting for data: %d", rv);
+            continue;
+        }
+        if (rv != MOJO_RESULT_OK)
+            die("MojoReadData: %d", rv);
+        for (uint32_t i = 0; i < n; i++)
+            sum = sum_step(sum, chunk[i]);
+        total += n;
+    }
+    MojoClose(consumer);
+    snprintf(reply, sizeof(reply), "got %u bytes, sum %016llx", total, (unsigned long long)sum);
+    say("read the stream to its end: %s", reply);
     send_text(to_a, reply, NULL, 0);
     send_text(boot, "B: done", NULL, 0);
     MojoClose(to_a);

@@ -130,4 +130,31 @@
 /* Peer processes (channels) one node keeps at once. */
 #define CMOJO_MAX_PEERS 4096u
 
+/*
+ * Bytes of serialised state one attached object (a shared buffer, a data
+ * pipe end) puts in a message envelope. Each type's state is a fixed,
+ * small layout; this bounds what a parser accepts before it looks closer.
+ */
+#define CMOJO_MAX_OBJECT_STATE_SIZE 256u
+
+/*
+ * Largest shared buffer, and the largest data pipe ring. Both are memfds
+ * every holder maps whole; a data pipe's ring is mapped by both ends.
+ */
+#define CMOJO_MAX_SHARED_BUFFER_SIZE (1ull << 30)
+#define CMOJO_MAX_DATA_PIPE_CAPACITY (256u * 1024u * 1024u)
+
+/*
+ * Live MojoMapBuffer mappings per process. Each is an entry in a table that
+ * MojoUnmapBuffer searches; the kernel's own limit (vm.max_map_count, 65,530
+ * by default) usually bites first. Mojo's default table limit is 1,000,000.
+ */
+#define CMOJO_MAX_BUFFER_MAPPINGS (1u << 20)
+
+/*
+ * Capacity of a data pipe created with capacity_num_bytes 0 (Mojo's
+ * default), rounded down to a whole number of elements, at least one.
+ */
+#define CMOJO_DEFAULT_DATA_PIPE_CAPACITY (64u * 1024u)
+
 #endif /* CMOJO_LIMITS_H_ */

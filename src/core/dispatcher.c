@@ -40,6 +40,18 @@ void core_dispatcher_release_obj(void *obj)
     core_dispatcher_release(obj);
 }
 
+/* Cancels the triggers of a list taken off a dispatcher (no lock held). */
+static void cancel_list(core_trigger *watchers)
+{
+    while (watchers) {
+        core_trigger *t = watchers;
+        watchers = t->next_watcher;
+        t->next_watcher = NULL;
+        core_trigger_cancel_for_closed_handle(t);
+        core_trigger_release(t); /* the watcher list's reference */
+    }
+}
+
 bool core_dispatcher_close(core_dispatcher *d)
 {
     pthread_mutex_lock(&d->lock);
@@ -53,15 +65,19 @@ bool core_dispatcher_close(core_dispatcher *d)
     atomic_store(&d->watched, false);
     pthread_mutex_unlock(&d->lock);
 
-    while (watchers) {
-        core_trigger *t = watchers;
-        watchers = t->next_watcher;
-        t->next_watcher = NULL;
-        core_trigger_cancel_for_closed_handle(t);
-        core_trigger_release(t); /* the watcher list's reference */
-    }
+    cancel_list(watchers);
     d->ops->close(d);
     return true;
+}
+
+void core_dispatcher_cancel_watchers(core_dispatcher *d)
+{
+    pthread_mutex_lock(&d->lock);
+    core_trigger *watchers = d->watchers;
+    d->watchers = NULL;
+    atomic_store(&d->watched, false);
+    pthread_mutex_unlock(&d->lock);
+    cancel_list(watchers);
 }
 
 void core_dispatcher_notify(core_dispatcher *d)

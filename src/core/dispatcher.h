@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "mojo/public/c/system/types.h"
+#include "ports/common.h"
 
 /* The values are also the handle types of the message envelope (message.h). */
 typedef enum core_dispatcher_type {
@@ -37,6 +38,9 @@ typedef enum core_dispatcher_type {
     CORE_DISPATCHER_TRAP = 2,
     CORE_DISPATCHER_PLATFORM_HANDLE = 3,
     CORE_DISPATCHER_INVITATION = 4,
+    CORE_DISPATCHER_SHARED_BUFFER = 5,
+    CORE_DISPATCHER_DATA_PIPE_PRODUCER = 6,
+    CORE_DISPATCHER_DATA_PIPE_CONSUMER = 7,
 } core_dispatcher_type;
 
 typedef struct core_dispatcher core_dispatcher;
@@ -56,12 +60,46 @@ typedef struct core_dispatcher_ops {
     /* Frees the memory once the last reference is gone. */
     void (*destroy)(core_dispatcher *d);
     /*
-     * For dispatchers that travel in messages as objects (everything that
-     * may be attached but a pipe, whose port travels instead): gives up the
-     * one fd it holds, for the wire. The dispatcher is closed afterwards.
-     * NULL for dispatchers that cannot be attached.
+     * The port it owns changed status (a port whose user data is d): NULL
+     * means just re-evaluate the triggers (core_dispatcher_notify). Called
+     * with no lock held, inside a request context.
      */
-    int (*take_fd)(core_dispatcher *d);
+    void (*port_status_changed)(core_dispatcher *d);
+
+    /*
+     * ---- Travelling inside messages, as an "object" (see message.h). ----
+     * Every dispatcher that may be attached to a message but a message pipe
+     * (whose port travels instead of the dispatcher) sets wire_serialize;
+     * the others (traps, invitations) leave these NULL. What each type puts
+     * on the wire besides its state (how many fds, whether it takes one of
+     * the event's ports) is fixed per type: core_wire_type_find(), message.h.
+     */
+
+    /*
+     * Vets an attach (called under the handle table lock): MOJO_RESULT_OK,
+     * or BUSY while something forbids travelling (a two-phase data pipe
+     * operation is open). NULL: always OK.
+     */
+    MojoResult (*check_transit)(core_dispatcher *d);
+    /*
+     * For types whose wire form takes a port (data pipe ends). transit_port
+     * is called by the writer just before the send: the dispatcher lets go
+     * of its port (clears the port's user data and its reference) and
+     * gives its name, which the event carries. bind gives it a port again:
+     * the one that arrived with it, when it becomes a handle, or its own
+     * when the send failed. Nonzero from bind: the port is gone (the handle
+     * then reports its peer closed).
+     */
+    void (*transit_port)(core_dispatcher *d, ports_name *out);
+    int (*bind)(core_dispatcher *d, const ports_name *port);
+    /*
+     * Wire form, for a message bound for another process: the state's size
+     * in bytes (at most CMOJO_MAX_OBJECT_STATE_SIZE), then the state written
+     * to `state` and the type's fds given up to `fds`. After serialize the
+     * dispatcher is closed without closing what it gave away.
+     */
+    uint32_t (*wire_state_size)(core_dispatcher *d);
+    void (*wire_serialize)(core_dispatcher *d, uint8_t *state, int *fds);
 } core_dispatcher_ops;
 
 struct core_dispatcher {
@@ -90,6 +128,13 @@ void core_dispatcher_release(core_dispatcher *d); /* NULL is fine */
  * are queued), then calls ops->close. Returns false if it was closed already.
  */
 bool core_dispatcher_close(core_dispatcher *d);
+
+/*
+ * Cancels every trigger watching d without closing it: an object that
+ * leaves its handle to travel in a message (its handle is gone, the object
+ * lives on). No dispatcher lock may be held.
+ */
+void core_dispatcher_cancel_watchers(core_dispatcher *d);
 
 /* Re-evaluates every trigger watching d. No dispatcher lock may be held. */
 void core_dispatcher_notify(core_dispatcher *d);

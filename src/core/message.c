@@ -11,6 +11,7 @@
 #include "cmojo_limits.h"
 #include "cmojo_wire.h"
 #include "core/core.h"
+#include "core/data_pipe.h"
 #include "core/platform_handle.h"
 #include "node/node.h"
 #include "core/handle_table.h"
@@ -67,11 +68,50 @@ void core_message_free_shell(core_message *m)
     message_free(m);
 }
 
+/* Closes an object attachment, and the port that arrived with it, if any. */
 static void close_object(core_attachment *a)
 {
     core_dispatcher_close(a->dispatcher);
     core_dispatcher_release(a->dispatcher);
     a->dispatcher = NULL;
+    if (ports_name_is_valid(&a->port)) {
+        core_close_port_named(&a->port);
+        a->port = PORTS_INVALID_NAME;
+    }
+}
+
+/*
+ * Whether an attachment of a message in flight takes one of the event's
+ * ports: a pipe's (no dispatcher), or an object's that owns one.
+ */
+static bool takes_port(const core_attachment *a)
+{
+    return !a->dispatcher || a->dispatcher->ops->bind;
+}
+
+/* ------------------------------------------------------------ wire types */
+
+static const core_wire_type wire_types[] = {
+    {CORE_DISPATCHER_MESSAGE_PIPE, 0, true, NULL},
+    {CORE_DISPATCHER_PLATFORM_HANDLE, 1, false, core_platform_handle_deserialize},
+    {CORE_DISPATCHER_SHARED_BUFFER, 1, false, core_shared_buffer_deserialize},
+    {CORE_DISPATCHER_DATA_PIPE_PRODUCER, 1, true, core_data_pipe_producer_deserialize},
+    {CORE_DISPATCHER_DATA_PIPE_CONSUMER, 1, true, core_data_pipe_consumer_deserialize},
+};
+
+const core_wire_type *core_wire_type_find(uint32_t type)
+{
+    for (size_t i = 0; i < sizeof(wire_types) / sizeof(wire_types[0]); i++)
+        if (wire_types[i].type == type)
+            return &wire_types[i];
+    return NULL;
+}
+
+/* fds an attachable dispatcher takes on the wire. */
+static uint32_t wire_fds_of(const core_dispatcher *d)
+{
+    const core_wire_type *t = core_wire_type_find(d->type);
+    return t ? t->num_fds : 0;
 }
 
 static void payload_destroy(ports_payload *payload)
@@ -189,10 +229,10 @@ core_message *core_message_from_event(ports_event *ev)
         m = (core_message *)payload;
     else
         ports_payload_destroy(payload);
-    /* The ports the event carried fill the pipes' places, in order. */
+    /* The ports the event carried fill their places, in order. */
     uint32_t k = 0;
     for (uint32_t i = 0; m && i < m->num_attachments; i++)
-        if (!m->attachments[i].dispatcher && k < n)
+        if (takes_port(&m->attachments[i]) && k < n)
             m->attachments[i].port = ev->u.user.ports[k++];
     if (!m || k != n) {
         for (uint32_t i = m ? k : 0; i < n; i++)
@@ -348,10 +388,12 @@ MojoResult MojoReserveMessageCapacity(MojoMessageHandle message, uint32_t payloa
 /* Which dispatchers may travel inside a message (checked under the table lock). */
 static MojoResult check_transferable(void *obj)
 {
-    const core_dispatcher *d = obj;
-    return d->type == CORE_DISPATCHER_MESSAGE_PIPE || d->ops->take_fd
-               ? MOJO_RESULT_OK
-               : MOJO_RESULT_INVALID_ARGUMENT;
+    core_dispatcher *d = obj;
+    if (d->type == CORE_DISPATCHER_MESSAGE_PIPE)
+        return MOJO_RESULT_OK;
+    if (!d->ops->wire_serialize)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    return d->ops->check_transit ? d->ops->check_transit(d) : MOJO_RESULT_OK;
 }
 
 MojoResult MojoAppendMessageData(MojoMessageHandle message, uint32_t additional_payload_size,
@@ -404,7 +446,7 @@ MojoResult MojoAppendMessageData(MojoMessageHandle message, uint32_t additional_
                                                  check_transferable, (void **)ds);
         uint32_t fds = 0;
         for (uint32_t i = 0; rv == MOJO_RESULT_OK && i < num_handles; i++)
-            fds += ds[i]->type != CORE_DISPATCHER_MESSAGE_PIPE;
+            fds += wire_fds_of(ds[i]);
         if (rv == MOJO_RESULT_OK && (uint64_t)m->num_fds + fds > CMOJO_MAX_FDS_PER_FRAME) {
             /* More fds than one frame (one sendmsg) can carry to another process. */
             core_table_cancel_transit(core_handles(core_get()), vs, num_handles);
@@ -451,7 +493,11 @@ static MojoResult extract_one(core_state *core, core_attachment *a, MojoHandle *
         return MOJO_RESULT_OK;
     }
     if (a->dispatcher) {
-        /* An object that travelled: its reference goes to the table. */
+        /* An object that travelled: it takes up its port, its reference goes to the table. */
+        if (a->dispatcher->ops->bind && ports_name_is_valid(&a->port)) {
+            (void)a->dispatcher->ops->bind(a->dispatcher, &a->port); /* failed: peer closed */
+            a->port = PORTS_INVALID_NAME;
+        }
         MojoResult rv = core_add_dispatcher(core, a->dispatcher, out);
         if (rv != MOJO_RESULT_OK)
             close_object(a);
@@ -580,16 +626,28 @@ MojoResult MojoNotifyBadMessage(MojoMessageHandle message, const char *error,
 
 /* ------------------------------------------------------------ envelope */
 
+/* Bytes the envelope takes in front of the payload. */
+static size_t envelope_head_size(const core_message *m)
+{
+    size_t n = CORE_ENVELOPE_HEADER_SIZE + (size_t)m->num_attachments * CORE_ENVELOPE_HANDLE_SIZE;
+    for (uint32_t i = 0; i < m->num_attachments; i++) {
+        core_dispatcher *d = m->attachments[i].dispatcher;
+        if (d)
+            n += wire_align8(d->ops->wire_state_size(d));
+    }
+    return n;
+}
+
 int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t *num_fds)
 {
     core_message *m = (core_message *)payload;
     if (payload->ops != &message_ops || !m->has_data || !m->committed)
         return -1;
-    *num_bytes = CORE_ENVELOPE_HEADER_SIZE +
-                 (size_t)m->num_attachments * CORE_ENVELOPE_HANDLE_SIZE + m->size;
+    *num_bytes = envelope_head_size(m) + m->size;
     size_t fds = 0;
     for (uint32_t i = 0; i < m->num_attachments; i++)
-        fds += m->attachments[i].dispatcher != NULL;
+        if (m->attachments[i].dispatcher)
+            fds += wire_fds_of(m->attachments[i].dispatcher);
     *num_fds = fds;
     return 0;
 }
@@ -599,23 +657,29 @@ void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds)
     core_message *m = (core_message *)payload;
     wire_store_u32(buf, m->size);
     wire_store_u32(buf + 4, m->num_attachments);
-    uint8_t *p = buf + CORE_ENVELOPE_HEADER_SIZE;
+    uint8_t *handles = buf + CORE_ENVELOPE_HEADER_SIZE;
+    uint8_t *state = handles + (size_t)m->num_attachments * CORE_ENVELOPE_HANDLE_SIZE;
     size_t k = 0;
     core_rc_enter();
-    for (uint32_t i = 0; i < m->num_attachments; i++, p += CORE_ENVELOPE_HANDLE_SIZE) {
+    for (uint32_t i = 0; i < m->num_attachments; i++, handles += CORE_ENVELOPE_HANDLE_SIZE) {
         core_attachment *a = &m->attachments[i];
-        uint32_t type = CORE_DISPATCHER_MESSAGE_PIPE;
+        uint32_t type = CORE_DISPATCHER_MESSAGE_PIPE, size = 0;
         if (a->dispatcher) {
-            type = a->dispatcher->type;
-            fds[k++] = a->dispatcher->ops->take_fd(a->dispatcher);
+            core_dispatcher *d = a->dispatcher;
+            type = d->type;
+            size = d->ops->wire_state_size(d);
+            d->ops->wire_serialize(d, state, fds + k);
+            memset(state + size, 0, wire_align8(size) - size);
+            state += wire_align8(size);
+            k += wire_fds_of(d);
             close_object(a);
         }
-        wire_store_u32(p, type);
-        wire_store_u32(p + 4, 0);
+        wire_store_u32(handles, type);
+        wire_store_u32(handles + 4, size);
     }
     core_rc_leave();
     if (m->size)
-        memcpy(p, m->data, m->size);
+        memcpy(state, m->data, m->size);
 }
 
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
@@ -628,23 +692,24 @@ int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t l
         goto fail;
     uint32_t size = wire_load_u32(buf), n = wire_load_u32(buf + 4);
     if (n > CMOJO_MAX_MESSAGE_HANDLES || size > CMOJO_MAX_MESSAGE_NUM_BYTES ||
-        len - CORE_ENVELOPE_HEADER_SIZE != (uint64_t)n * CORE_ENVELOPE_HANDLE_SIZE + size)
+        len - CORE_ENVELOPE_HEADER_SIZE < (uint64_t)n * CORE_ENVELOPE_HANDLE_SIZE + size)
         goto fail;
-    const uint8_t *p = buf + CORE_ENVELOPE_HEADER_SIZE;
-    uint32_t pipes = 0, objects = 0;
+    /* First pass: every type known, every state bounded, the counts exact. */
+    const uint8_t *handles = buf + CORE_ENVELOPE_HEADER_SIZE;
+    uint64_t states = 0, ports = 0, objects_fds = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t type = wire_load_u32(p + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE);
-        uint32_t state = wire_load_u32(p + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE + 4);
-        if (state != 0)
+        uint32_t type = wire_load_u32(handles + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE);
+        uint32_t state = wire_load_u32(handles + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE + 4);
+        const core_wire_type *t = core_wire_type_find(type);
+        if (!t || state > CMOJO_MAX_OBJECT_STATE_SIZE || (!t->deserialize && state))
             goto fail;
-        if (type == CORE_DISPATCHER_MESSAGE_PIPE)
-            pipes++;
-        else if (type == CORE_DISPATCHER_PLATFORM_HANDLE)
-            objects++;
-        else
-            goto fail;
+        states += wire_align8(state);
+        ports += t->has_port;
+        objects_fds += t->num_fds;
     }
-    if (pipes != num_ports || objects != num_fds) {
+    if (len - CORE_ENVELOPE_HEADER_SIZE != (uint64_t)n * CORE_ENVELOPE_HANDLE_SIZE + states + size)
+        goto fail;
+    if (ports != num_ports || objects_fds != num_fds) {
         *why = "message envelope does not match its ports and fds";
         goto fail;
     }
@@ -655,24 +720,25 @@ int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t l
         goto fail;
     }
     m->cap_attachments = n;
+    const uint8_t *state = handles + (size_t)n * CORE_ENVELOPE_HANDLE_SIZE;
     size_t k = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t type = wire_load_u32(p + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE);
+        uint32_t type = wire_load_u32(handles + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE);
+        uint32_t state_size = wire_load_u32(handles + (size_t)i * CORE_ENVELOPE_HANDLE_SIZE + 4);
+        const core_wire_type *t = core_wire_type_find(type);
         core_attachment *a = &m->attachments[m->num_attachments];
-        if (type == CORE_DISPATCHER_PLATFORM_HANDLE) {
-            a->dispatcher = core_platform_handle_new(fds[k]);
-            if (!a->dispatcher) {
-                *why = "out of memory for a message";
+        if (t->deserialize) {
+            a->dispatcher = t->deserialize(state, state_size, fds + k, why);
+            if (!a->dispatcher)
                 goto fail;
-            }
-            fds[k++] = -1; /* the dispatcher's now */
-            m->num_fds++;
+            k += t->num_fds;
+            m->num_fds += t->num_fds;
         }
+        state += wire_align8(state_size);
         m->num_attachments++;
     }
-    p += (size_t)n * CORE_ENVELOPE_HANDLE_SIZE;
     if (size)
-        memcpy(m->data, p, size);
+        memcpy(m->data, state, size);
     m->size = size;
     m->has_data = true;
     m->committed = true;
@@ -693,4 +759,22 @@ fail:
         message_free(m);
     }
     return -1;
+}
+
+core_message *core_message_new_bytes(const void *data, uint32_t size)
+{
+    core_message *m = message_new(CMOJO_MAX_MESSAGE_NUM_BYTES);
+    if (!m)
+        return NULL;
+    if (size && !reserve(m, size)) {
+        message_free(m);
+        return NULL;
+    }
+    if (size)
+        memcpy(m->data, data, size);
+    m->size = size;
+    m->base.size = size;
+    m->has_data = true;
+    m->committed = true;
+    return m;
 }

@@ -13,19 +13,26 @@
  *  - appended: the handle stays in the handle table, busy, with its
  *    dispatcher referenced here, until the message is written (the entry is
  *    removed) or destroyed (the handle is closed);
- *  - an object in flight or received (a wrapped fd, later buffers): the
- *    dispatcher, referenced here, in no table;
+ *  - an object in flight or received (a wrapped fd, a shared buffer, a data
+ *    pipe end): the dispatcher, referenced here, in no table;
  *  - a pipe: the name of its port. While the message travels the ports layer
  *    carries the ports (ev->u.user.ports, in order), and the name is filled
  *    in when the message is read: then it is a receiving port on this node.
+ * An object whose type owns a port (a data pipe end and its control port)
+ * is both: the dispatcher travels here, detached from its port, and its
+ * port travels in the event like a pipe's; `port` names it once read, and
+ * the dispatcher binds to it when it becomes a handle.
  * MojoGetMessageData turns attachments into handles.
  *
  * Envelope (what a message is on the wire, the payload of its ports event):
  *   u32 num_bytes, u32 num_handles,
- *   num_handles x { u32 type (core_dispatcher_type), u32 state_size (0) },
+ *   num_handles x { u32 type (core_dispatcher_type), u32 state_size },
+ *   each handle's state in order, each padded with zeros to 8 bytes,
  *   num_bytes bytes.
- * A MESSAGE_PIPE takes the event's next port, a PLATFORM_HANDLE the frame's
- * next fd; the counts must match exactly.
+ * Each type takes a fixed number of the frame's fds and maybe the event's
+ * next port (core_wire_type); the counts must match exactly, and every
+ * state is validated by its type's deserializer against the fds it came
+ * with before anything is mapped or trusted.
  *
  * Threads: a message is used by one thread at a time (Mojo's rule); the
  * message table that names them is thread-safe.
@@ -43,8 +50,28 @@
 typedef struct core_attachment {
     core_dispatcher *dispatcher; /* appended or object; NULL for a pipe's port */
     MojoHandle handle;           /* its (busy) handle while appended; 0 for an object */
-    ports_name port;             /* a pipe: its port, once read */
+    ports_name port;             /* a pipe's or an object's port, once read */
 } core_attachment;
+
+/*
+ * What one attachable type puts on the wire besides its state. A type not
+ * listed (core_wire_type_find returns NULL) cannot arrive from elsewhere.
+ */
+typedef struct core_wire_type {
+    core_dispatcher_type type;
+    uint32_t num_fds; /* fds it takes from the frame, in order */
+    bool has_port;    /* takes the event's next port */
+    /*
+     * Rebuilds an object from its state and fds (NULL for message pipes,
+     * which are ports only). Validates both before trusting either (sizes,
+     * seals, offsets); on success the fds are the object's and are set to
+     * -1 in fds; on failure it returns NULL, *why says what was wrong, and
+     * the fds are left to the caller.
+     */
+    core_dispatcher *(*deserialize)(const uint8_t *state, size_t size, int *fds, const char **why);
+} core_wire_type;
+
+const core_wire_type *core_wire_type_find(uint32_t type);
 
 #define CORE_ENVELOPE_HEADER_SIZE 8u
 #define CORE_ENVELOPE_HANDLE_SIZE 8u
@@ -112,6 +139,12 @@ int core_message_serialize_for_transit(core_message *m);
  */
 void core_message_send_begin(core_message *m);
 bool core_message_send_end(void);
+
+/*
+ * A message of `size` bytes and no handles, committed: what data pipes send
+ * on their control ports. NULL on ENOMEM.
+ */
+core_message *core_message_new_bytes(const void *data, uint32_t size);
 
 /* Frees m without touching its attachments (the writer dealt with them). */
 void core_message_free_shell(core_message *m);

@@ -102,7 +102,10 @@ void core_pipe_port_status_changed(const ports_port_ref *ref)
     if (!d)
         return;
     core_rc_enter();
-    core_dispatcher_notify(d);
+    if (d->ops->port_status_changed)
+        d->ops->port_status_changed(d);
+    else
+        core_dispatcher_notify(d);
     core_dispatcher_release(d);
     core_rc_leave();
 }
@@ -214,7 +217,8 @@ static void give_back(core_state *core, core_message *m)
  * usable again; what the message had received is closed with it.
  *
  * While the message travels, the event carries the pipes' ports and the
- * message keeps the objects (wrapped fds) in their places; see message.h.
+ * message keeps the objects (wrapped fds, buffers, data pipe ends) in their
+ * places; an object that owns a port sends it in the event too (message.h).
  */
 static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
 {
@@ -254,7 +258,7 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
         object[i] = att[i].dispatcher && att[i].dispatcher->type != CORE_DISPATCHER_MESSAGE_PIPE;
         if (object[i])
             travel[i].dispatcher = att[i].dispatcher; /* the message's reference */
-        else
+        if (!object[i] || att[i].dispatcher->ops->bind)
             nports++;
     }
     m->attachments = travel;
@@ -277,6 +281,15 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
                  */
                 ports_port_set_user_data(&carried->port, NULL);
                 ev->u.user.ports[k++] = carried->port.name;
+            } else if (att[i].dispatcher->ops->bind) {
+                /*
+                 * An object with a port: appended, it lets go of the port
+                 * (named in att[i].port should the send fail); received and
+                 * forwarded unread, the port is the message's already.
+                 */
+                if (att[i].handle)
+                    att[i].dispatcher->ops->transit_port(att[i].dispatcher, &att[i].port);
+                ev->u.user.ports[k++] = att[i].port;
             }
         }
         rv = from_ports(ports_node_send_user_message(core_node(core), &p->port, ev));
@@ -312,6 +325,8 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
                 core_pipe *carried = (core_pipe *)d;
                 ports_port_set_user_data(&carried->port, carried);
                 core_dispatcher_notify(&carried->base);
+            } else if (d && att[i].handle && d->ops->bind) {
+                (void)d->ops->bind(d, &att[i].port); /* its own port back */
             }
         }
         core_table_cancel_transit(core_handles(core), values, nvalues);
@@ -320,8 +335,11 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
             if (d && att[i].handle) {
                 core_dispatcher_release(d);
             } else if (d) {
+                bool owns_port = d->ops->bind;
                 core_dispatcher_close(d); /* received, never a handle here */
                 core_dispatcher_release(d);
+                if (owns_port)
+                    core_close_port_named(&att[i].port);
             } else {
                 core_close_port_named(&att[i].port); /* it went down with the message */
             }

@@ -40,11 +40,42 @@ static void ph_destroy(core_dispatcher *d)
     free(d);
 }
 
+/* A wrapped fd travels as the fd alone: no state. */
+static uint32_t ph_wire_state_size(core_dispatcher *d)
+{
+    (void)d;
+    return 0;
+}
+
+static void ph_wire_serialize(core_dispatcher *d, uint8_t *state, int *fds)
+{
+    (void)state;
+    fds[0] = ph_take_fd(d);
+}
+
 static const core_dispatcher_ops ph_ops = {
     .close = ph_close,
     .destroy = ph_destroy,
-    .take_fd = ph_take_fd,
+    .wire_state_size = ph_wire_state_size,
+    .wire_serialize = ph_wire_serialize,
 };
+
+core_dispatcher *core_platform_handle_deserialize(const uint8_t *state, size_t size, int *fds,
+                                                  const char **why)
+{
+    (void)state;
+    if (size != 0) {
+        *why = "a wrapped fd with state";
+        return NULL;
+    }
+    core_dispatcher *d = core_platform_handle_new(fds[0]);
+    if (!d) {
+        *why = "out of memory for a wrapped fd";
+        return NULL;
+    }
+    fds[0] = -1;
+    return d;
+}
 
 core_dispatcher *core_platform_handle_new(int fd)
 {

@@ -6,9 +6,21 @@
 #ifndef CMOJO_CORE_PLATFORM_HANDLE_H_
 #define CMOJO_CORE_PLATFORM_HANDLE_H_
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "core/dispatcher.h"
+/*
+ * Shared memory regions are the other platform object that travels; message.c
+ * finds their wire deserializer through this include.
+ */
+#include "core/shared_buffer.h"
 
 /* A dispatcher owning fd (one reference, the caller's). NULL on ENOMEM (fd untouched). */
 core_dispatcher *core_platform_handle_new(int fd);
+
+/* The wire type's deserializer (core_wire_type): no state, one fd. */
+core_dispatcher *core_platform_handle_deserialize(const uint8_t *state, size_t size, int *fds,
+                                                  const char **why);
 
 #endif /* CMOJO_CORE_PLATFORM_HANDLE_H_ */

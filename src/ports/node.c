@@ -2016,9 +2016,8 @@ static void end_routes_from_lost_node(ports_node *node, const ports_name *lost)
     ports_port_ref *refs = snapshot_ports(node, &n);
     for (size_t i = 0; i < n; i++) {
         ports_port *p = refs[i].port;
-        ports_event *closure = NULL, *queued = NULL, *undelivered = NULL;
-        pending_update handover;
-        bool notify = false, erase = false;
+        ports_event *closure = NULL, *undelivered = NULL;
+        bool notify = false, try_remove = false;
         ports_name to;
 
         lock_port(p);
@@ -2045,41 +2044,41 @@ static void end_routes_from_lost_node(ports_node *node, const ports_name *lost)
             /* Early events from others can no longer become valid. */
             take_pending_events(p, &undelivered);
         } else {
-            /* A proxy upstream of nothing: flush what it owes, then close. */
-            queued = p->control_head;
-            p->control_head = p->control_tail = NULL;
-            closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i].name,
-                                p->next_control_sequence_num_to_send++);
-            closure->u.observe_closure.last_sequence_num = p->mq.next_seq - 1;
             /*
-             * Hand our dead previous peer on as the successor's: it then sees
-             * the loss itself and stops holding events only we could have
-             * released.
+             * A proxy upstream of nothing: nothing more can reach it, but
+             * what it holds arrived before the loss and still goes on (a
+             * buffering proxy cannot hand it over before its successor
+             * exists; another thread may be forwarding one right now). So the
+             * stream ends after the last message it holds. The successor
+             * hears that in order -- buffering, the closure waits in the
+             * control queue for PortAccepted, as the successor may not exist
+             * yet -- and the proxy removes itself once past that message,
+             * handing our dead previous peer on as the successor's (which
+             * then sees the loss itself and stops holding events only we
+             * could have released). A port cut while it was receiving and
+             * moved since told its successor all this in its descriptor: a
+             * repeated loss notice must not cut it again.
              */
-            handover.receiver_node = p->peer_node;
-            handover.receiver_port = p->peer_port;
-            handover.from_port = refs[i].name;
-            handover.sequence_num = p->next_control_sequence_num_to_send++;
-            handover.new_prev_node = p->prev_node;
-            handover.new_prev_port = p->prev_port;
-            p->state = PORT_CLOSED;
-            erase = true;
+            if (!p->prev_lost) {
+                p->prev_lost = true;
+                mark_peer_lost(p, &undelivered);
+                closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i].name,
+                                    p->next_control_sequence_num_to_send++);
+                closure->u.observe_closure.last_sequence_num = p->last_sequence_num_to_receive;
+                if (p->state == PORT_BUFFERING) {
+                    control_queue_push(p, closure, &to);
+                    closure = NULL;
+                }
+            }
+            p->remove_proxy_on_last_message = true;
+            try_remove = p->state == PORT_PROXYING;
         }
         unlock_port(p);
 
-        while (queued) {
-            ports_event *ev = queued;
-            queued = ev->next_;
-            ev->next_ = NULL;
-            ports_name qto = ev->from_node_;
-            forward(node, &qto, ev);
-        }
         if (closure)
             forward(node, &to, closure);
-        if (erase) {
-            send_update(node, &handover);
-            erase_port(node, &refs[i].name);
-        }
+        if (try_remove)
+            try_remove_proxy(node, &refs[i]);
         if (notify)
             status_changed(node, &refs[i]);
         close_carried_ports(node, undelivered);

@@ -655,6 +655,67 @@ static void test_lost_proxy_node_closes_both_ends(void **state)
     ph_free(&h);
 }
 
+/*
+ * A port whose writer's node died holds messages that arrived before the
+ * death; the node is told about the loss, then the port is moved, then it is
+ * told again (a node controller repeats the notice whenever something is
+ * still addressed to the dead node). The repeat must not cut the route short
+ * of what the moving port holds: the moved end still reads every message
+ * that arrived, then PEER_CLOSED. (Found by the simulator over channels: the
+ * buffering proxy closed the route at what it had handed out and dropped the
+ * rest, while the moved end had been promised all of it and waited forever.)
+ */
+static void test_repeated_loss_notice_keeps_what_a_moving_port_holds(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 4);
+    ports_port_ref a, b, x1, x2, y0, y3;
+    ph_connect(&h, 0, 1, &a, &b);   /* a reads on node 0, b writes on node 1 */
+    ph_connect(&h, 1, 2, &x1, &x2); /* carries b to node 2, which will die */
+    ph_connect(&h, 0, 3, &y0, &y3); /* carries a to node 3 */
+    ph_write(&h, 1, &b, "m1", NULL, 0);
+    ph_write(&h, 1, &b, "m2", NULL, 0);
+    ph_write(&h, 1, &x1, "b", &b.name, 1);
+    ph_deliver_all(&h);
+    char buf[32];
+    ports_name moved;
+    assert_true(ph_read(&h, 2, &x2, buf, sizeof(buf), &moved, NULL));
+    ports_port_ref b2;
+    assert_int_equal(ports_node_get_port(N(&h, 2), &moved, &b2), PORTS_OK);
+    ph_deliver_all(&h); /* the proxy on node 1 goes; a now hears from b2 on node 2 */
+    close_and_release(&h, 2, &b2);
+    ph_deliver_all(&h); /* a knows its stream ends after m2 */
+
+    ph_drop_links(&h, 2);
+    assert_int_equal(ports_node_lost_connection_to_node(N(&h, 0), &h.nodes[2].name), PORTS_OK);
+    expect_read(&h, 0, &a, "m1");
+    ph_write(&h, 0, &y0, "a", &a.name, 1);
+    assert_int_equal(ports_node_lost_connection_to_node(N(&h, 0), &h.nodes[2].name), PORTS_OK);
+    ph_deliver_all(&h);
+
+    assert_true(ph_read(&h, 3, &y3, buf, sizeof(buf), &moved, NULL));
+    ports_port_ref a3;
+    assert_int_equal(ports_node_get_port(N(&h, 3), &moved, &a3), PORTS_OK);
+    ph_deliver_all(&h);
+    expect_read(&h, 3, &a3, "m2");
+    expect_peer_closed(&h, 3, &a3);
+
+    close_and_release(&h, 3, &a3);
+    close_and_release(&h, 0, &y0);
+    close_and_release(&h, 3, &y3);
+    close_and_release(&h, 1, &x1);
+    ph_deliver_all(&h);
+    /* No proxy is left behind for a stream that ended. */
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    assert_int_equal(ports_node_port_count(N(&h, 3)), 0);
+    assert_int_equal(h.bad_peer_results, 0);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    ports_port_ref_release(&x2);
+    ph_free(&h);
+}
+
 static void test_uninitialized_port_holds_early_events(void **state)
 {
     (void)state;
@@ -808,6 +869,7 @@ int main(void)
         cmocka_unit_test(test_remote_merge_needs_permission),
         cmocka_unit_test(test_lost_node_closes_routes_but_keeps_what_arrived),
         cmocka_unit_test(test_lost_proxy_node_closes_both_ends),
+        cmocka_unit_test(test_repeated_loss_notice_keeps_what_a_moving_port_holds),
         cmocka_unit_test(test_uninitialized_port_holds_early_events),
         cmocka_unit_test(test_closing_port_closes_ports_in_unread_messages),
         cmocka_unit_test(test_send_rejects_self_and_peer),

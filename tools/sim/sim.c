@@ -22,14 +22,36 @@
  * PEER_CLOSED after any prefix (never a gap or a reorder), and at quiescence
  * ends the sim cannot account for are declared lost; every other check
  * stays strict.
+ *
+ * The channel transport (see sim.h and the section "channel transport"
+ * below) replaces only the links and the scheduler's deliveries; the model
+ * and every check above are shared. Then two threads run: the scenario's
+ * (actions, reads, checks; the only one that touches the model of ends and
+ * streams) and the IO thread (parsing frames, accepting events, running
+ * kills). What both touch -- trace ring, failure, counters in sim_result,
+ * the name streams, the in-flight accounting -- is guarded by one leaf lock
+ * (sim_lock: never held while calling into ports or a channel), or is
+ * atomic (failed, step, payloads_live).
  */
 #include "sim.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "channel/channel.h"
+#include "channel/frame.h"
+#include "platform/io.h"
+#include "platform/lock.h"
 #include "ports/event.h"
 #include "ports/ports.h"
 
@@ -102,6 +124,7 @@ static bool rng_pct(sim_rng *r, uint32_t pct)
 /* ----------------------------------------------------------------- model */
 
 typedef struct sim sim;
+typedef struct sim_chan sim_chan;
 
 typedef struct sim_node {
     sim *s;
@@ -208,25 +231,26 @@ struct sim {
     size_t nproxies, capproxies;
     int npipes;
 
-    uint64_t step;
-    bool failed;
+    _Atomic uint64_t step;
+    atomic_bool failed;
     bool killed_any;
-    int64_t payloads_live;
-    uint64_t dead_node_events;
+    _Atomic int64_t payloads_live;
+    uint64_t dead_node_events; /* under sim_lock */
     bool fault_fired;
     bool debug_sends; /* SIM_DEBUG_SENDS set: print every forward_event too */
 
+    /* Under sim_lock. */
     char ring[SIM_TRACE_RING][SIM_TRACE_LEN];
     unsigned ring_next, ring_count;
     uint64_t hash;
-
-    char tmp[16][48];
-    unsigned tmp_next;
 
     /* Demo narration: when story is set, deliveries are told in English. */
     FILE *story;
     sim_label *labels;
     size_t nlabels, caplabels;
+
+    /* SIM_TRANSPORT_CHANNELS: the sockets, the IO thread and the lock; else NULL. */
+    sim_chan *ch;
 };
 
 /* --------------------------------------------------------------- helpers */
@@ -259,12 +283,25 @@ static void grow(void **arr, size_t *cap, size_t need, size_t elem)
     *cap = ncap;
 }
 
+/*
+ * Scratch strings for the label helpers below, one ring per thread: with the
+ * channel transport the IO thread describes events while the scenario's
+ * thread describes actions.
+ */
+static _Thread_local char tmp_ring[16][48];
+static _Thread_local unsigned tmp_next;
+
 static char *tmpbuf(sim *s)
 {
-    char *b = s->tmp[s->tmp_next];
-    s->tmp_next = (s->tmp_next + 1) % 16;
+    (void)s;
+    char *b = tmp_ring[tmp_next];
+    tmp_next = (tmp_next + 1) % 16;
     return b;
 }
+
+static void sim_lock(sim *s);
+static void sim_unlock(sim *s);
+static void ch_wake_locked(sim *s);
 
 static char node_label(int idx)
 {
@@ -354,31 +391,42 @@ static void hash_bytes(uint64_t *h, const char *p)
 static void trace(sim *s, const char *fmt, ...) SIM_PRINTF(2, 3);
 static void trace(sim *s, const char *fmt, ...)
 {
-    char *line = s->ring[s->ring_next];
-    int k = snprintf(line, SIM_TRACE_LEN, "%6" PRIu64 " ", s->step);
+    char line[SIM_TRACE_LEN];
+    int k = snprintf(line, SIM_TRACE_LEN, "%6" PRIu64 " ", (uint64_t)s->step);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line + k, SIM_TRACE_LEN - (size_t)k, fmt, ap);
     va_end(ap);
+    sim_lock(s);
+    memcpy(s->ring[s->ring_next], line, sizeof(line));
     hash_bytes(&s->hash, line);
     s->ring_next = (s->ring_next + 1) % SIM_TRACE_RING;
     if (s->ring_count < SIM_TRACE_RING)
         s->ring_count++;
     if (s->opt.trace)
         fprintf(s->out, "%s\n", line);
+    sim_unlock(s);
 }
 
+/* Records the first failure (from either thread); later ones are dropped. */
 static void fail(sim *s, const char *fmt, ...) SIM_PRINTF(2, 3);
 static void fail(sim *s, const char *fmt, ...)
 {
-    if (s->failed)
+    sim_lock(s);
+    if (s->failed) {
+        sim_unlock(s);
         return;
-    s->failed = true;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(s->res->failure, sizeof(s->res->failure), fmt, ap);
     va_end(ap);
-    s->res->failed_step = s->step ? s->step : 1;
+    uint64_t step = s->step;
+    s->res->failed_step = step ? step : 1;
+    s->failed = true;
+    ch_wake_locked(s); /* a settle waiting for quiescence gives up now */
+    sim_unlock(s);
+    /* failure is written once, above, and only read from here on. */
     trace(s, "FAIL: %s", s->res->failure);
 }
 
@@ -739,11 +787,24 @@ static link_item *serialize_item(sim *s, const ports_event *ev)
 /* -------------------------------------------------------------- delegate */
 
 static void describe(sim *s, const ports_event *ev, char *buf, size_t n);
+static void ch_forward(sim *s, int f, int t, ports_event *ev);
+static void ch_broadcast(sim *s, int f, ports_event *ev);
 
 static void d_forward(void *ctx, const ports_name *to, ports_event *ev)
 {
     sim_node *from = ctx;
     sim *s = from->s;
+    if (s->ch) {
+        int t = node_index(s, to);
+        if (t < 0) {
+            fail(s, "%c forwarded %s to unknown node %s", node_label(from->idx),
+                 ports_event_type_name(ev->type), pn(s, to));
+            ports_event_destroy(ev);
+            return;
+        }
+        ch_forward(s, from->idx, t, ev);
+        return;
+    }
     if (!from->alive) {
         /* ports_node_destroy promises to send nothing. */
         s->dead_node_events++;
@@ -799,6 +860,10 @@ static void d_broadcast(void *ctx, ports_event *ev)
 {
     sim_node *from = ctx;
     sim *s = from->s;
+    if (s->ch) {
+        ch_broadcast(s, from->idx, ev);
+        return;
+    }
     if (!from->alive) {
         s->dead_node_events++;
         ports_event_destroy(ev);
@@ -825,10 +890,12 @@ static void d_status_changed(void *ctx, const ports_port_ref *port)
         fail(from->s, "%c: port_status_changed with no port", node_label(from->idx));
 }
 
+/* Called with ports locks held, from whichever thread makes a port. */
 static void d_random_bytes(void *ctx, void *buf, size_t len)
 {
     sim_node *from = ctx;
     uint8_t *b = buf;
+    sim_lock(from->s);
     while (len) {
         uint64_t v = rng_next(&from->names);
         size_t k = len < 8 ? len : 8;
@@ -836,6 +903,7 @@ static void d_random_bytes(void *ctx, void *buf, size_t len)
         b += k;
         len -= k;
     }
+    sim_unlock(from->s);
 }
 
 /* ------------------------------------------------------------- describe */
@@ -993,16 +1061,32 @@ static void accept_ev(sim *s, int f, int t, ports_event *ev)
     }
     ports_event_type type = ev->type;
     int rc = ports_node_accept_event(s->nodes[t].node, &s->nodes[f].name, ev);
+    sim_lock(s);
     s->res->events_delivered++;
     if ((unsigned)type < 9)
         s->res->events_by_type[type]++;
+    if (rc != PORTS_OK && rc != PORTS_ERROR_BAD_PEER)
+        s->res->accept_errors++;
+    sim_unlock(s);
     trace(s, "%c->%c %s: %s", node_label(f), node_label(t), desc,
           rc == PORTS_OK ? "ok" : ports_strerror(rc));
     if (rc == PORTS_ERROR_BAD_PEER)
         fail(s, "%c rejected a correct event from %c as BAD_PEER: %s", node_label(t), node_label(f),
              desc);
-    else if (rc != PORTS_OK)
-        s->res->accept_errors++;
+}
+
+/* Swaps the bytes payload the parser made for a counted sim payload. */
+static void adopt_payload(sim *s, ports_event *ev)
+{
+    if (ev->type != PORTS_EVENT_USER_MESSAGE || !ev->u.user.payload)
+        return;
+    ports_payload *bp = ev->u.user.payload;
+    if (!ports_payload_is_bytes(bp)) {
+        fail(s, "the parser produced a payload that is not bytes");
+        return;
+    }
+    ev->u.user.payload = payload_new(s, ports_payload_bytes_data(bp), bp->size);
+    ports_payload_destroy(bp);
 }
 
 static void deliver(sim *s, int f, int t)
@@ -1030,15 +1114,7 @@ static void deliver(sim *s, int f, int t)
             break;
         }
         s->res->bytes_on_wire += it->len;
-        if (ev->type == PORTS_EVENT_USER_MESSAGE && ev->u.user.payload) {
-            ports_payload *bp = ev->u.user.payload;
-            if (!ports_payload_is_bytes(bp)) {
-                fail(s, "the parser produced a payload that is not bytes");
-            } else {
-                ev->u.user.payload = payload_new(s, ports_payload_bytes_data(bp), bp->size);
-                ports_payload_destroy(bp);
-            }
-        }
+        adopt_payload(s, ev);
         accept_ev(s, f, t, ev);
         break;
     }
@@ -1087,9 +1163,15 @@ static void deliver_random(sim *s)
     deliver(s, c / SIM_MAX_NODES, c % SIM_MAX_NODES);
 }
 
+static void ch_settle(sim *s);
+
 /* Delivers until every link is empty. */
 static void settle(sim *s)
 {
+    if (s->ch) {
+        ch_settle(s);
+        return;
+    }
     uint64_t n = 0;
     while (s->pending && !s->failed) {
         if (++n > SIM_SETTLE_LIMIT) {
@@ -1098,6 +1180,810 @@ static void settle(sim *s)
         }
         deliver_random(s);
     }
+}
+
+/* ----------------------------------------------------- channel transport */
+
+/*
+ * Every pair of nodes shares a Unix socketpair. Node a's end carries a
+ * channel (links[a][b]) that writes a's events for b and, on the IO thread,
+ * hands what b wrote to a. One frame is one serialised ports event with its
+ * payload bytes appended, of this frame type:
+ */
+#define SIM_FRAME_EVENT 1u
+/* Serialised events (without payload) up to this size are built on the stack. */
+#define SIM_EVENT_STACK 1024u
+/*
+ * Default settle timeout: generous for TSan on a loaded machine; a settle
+ * normally takes milliseconds, so only a livelock or a lost event gets here.
+ */
+#define SIM_SETTLE_TIMEOUT_MS 30000
+
+typedef struct ch_link {
+    sim *s;
+    int owner, peer; /* owner's channel to peer */
+    channel *c;
+} ch_link;
+
+/*
+ * The in-flight accounting, which is what "quiescent" means here: an event
+ * counts from the moment it is handed to a channel or posted as a task until
+ * the IO thread has finished accepting it (and so has counted whatever it
+ * caused), and a killed node counts once for every live peer until that peer
+ * has seen its EOF. Zero, seen from the scenario's thread between actions,
+ * is therefore global quiescence.
+ */
+struct sim_chan {
+    plat_io *io;
+    pthread_mutex_t mu;  /* sim_lock: a leaf, never held calling into ports or a channel */
+    pthread_cond_t cond; /* in_flight reached 0, a failure, an IO call done, unstall */
+    ch_link links[SIM_MAX_NODES][SIM_MAX_NODES];
+    atomic_bool acting; /* the scenario's thread is inside an action */
+    /* Under mu. */
+    uint64_t in_flight;
+    uint64_t frames[SIM_MAX_NODES][SIM_MAX_NODES]; /* written f->t, not yet read */
+    uint64_t bytes[SIM_MAX_NODES][SIM_MAX_NODES];
+    bool eof_due[SIM_MAX_NODES][SIM_MAX_NODES];     /* [t][k]: k died, t has not seen EOF */
+    bool down[SIM_MAX_NODES][SIM_MAX_NODES];        /* [t][k]: t has seen k's EOF */
+    bool lost_posted[SIM_MAX_NODES][SIM_MAX_NODES]; /* [t][k]: a repeat notice is queued */
+    bool stopping;                                  /* tearing down: drop every event */
+    bool io_done;                                   /* ch_run_on_io's call has run */
+    /* A stall task keeps the IO thread waiting (set by the scenario's thread). */
+    bool held;
+    /* The scenario's thread only. */
+    uint64_t hold_until; /* step at which the stall ends */
+};
+
+static void sim_lock(sim *s)
+{
+    if (s->ch)
+        pthread_mutex_lock(&s->ch->mu);
+}
+
+static void sim_unlock(sim *s)
+{
+    if (s->ch)
+        pthread_mutex_unlock(&s->ch->mu);
+}
+
+static void ch_wake_locked(sim *s)
+{
+    if (s->ch)
+        pthread_cond_broadcast(&s->ch->cond);
+}
+
+static void ch_add_locked(sim *s, uint64_t n)
+{
+    s->ch->in_flight += n;
+    if (s->ch->in_flight > s->res->max_in_flight)
+        s->res->max_in_flight = s->ch->in_flight;
+}
+
+static void ch_sub_locked(sim *s, uint64_t n)
+{
+    if (n > s->ch->in_flight) {
+        /* Cannot happen unless the accounting below is wrong; say so once. */
+        s->ch->in_flight = 0;
+        if (!s->failed) {
+            s->failed = true;
+            snprintf(s->res->failure, sizeof(s->res->failure),
+                     "in-flight accounting went below zero");
+            s->res->failed_step = s->step ? s->step : 1;
+        }
+    } else {
+        s->ch->in_flight -= n;
+    }
+    if (s->ch->in_flight == 0)
+        ch_wake_locked(s);
+}
+
+/* One event (or EOF) counted in in_flight is done with. */
+static void ch_done(sim *s)
+{
+    sim_lock(s);
+    ch_sub_locked(s, 1);
+    sim_unlock(s);
+}
+
+static uint64_t ch_in_flight(sim *s)
+{
+    sim_lock(s);
+    uint64_t n = s->ch->in_flight;
+    sim_unlock(s);
+    return n;
+}
+
+static struct timespec deadline_after_ms(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static bool deadline_passed(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+static int settle_timeout_ms(const sim *s)
+{
+    return s->opt.settle_timeout_ms > 0 ? s->opt.settle_timeout_ms : SIM_SETTLE_TIMEOUT_MS;
+}
+
+/* The IO thread is about to accept an event: count it, and whether it overlaps an action. */
+static void ch_count_delivery_locked(sim *s)
+{
+    s->res->io_thread_events++;
+    if (atomic_load(&s->ch->acting))
+        s->res->overlapped_events++;
+}
+
+/* A task for the IO thread: an event a node sent itself, or a repeated "lost" notice. */
+typedef struct ch_task {
+    sim *s;
+    int node;        /* the node it is for */
+    int lost;        /* a notice: the node it lost; else -1 */
+    ports_event *ev; /* else the event */
+} ch_task;
+
+static void ch_task_run(void *arg)
+{
+    ch_task *t = arg;
+    sim *s = t->s;
+    sim_lock(s);
+    bool run = !s->ch->stopping && s->nodes[t->node].alive;
+    if (t->lost >= 0) {
+        s->ch->lost_posted[t->node][t->lost] = false;
+    } else if (run) {
+        s->res->self_events++;
+        ch_count_delivery_locked(s);
+    }
+    sim_unlock(s);
+    if (t->lost >= 0) {
+        if (run) {
+            trace(s, "%c: connection to %c lost (told again)", node_label(t->node),
+                  node_label(t->lost));
+            int rc =
+                ports_node_lost_connection_to_node(s->nodes[t->node].node, &s->nodes[t->lost].name);
+            if (rc != PORTS_OK)
+                fail(s, "%c: lost_connection_to_node(%c) failed: %s", node_label(t->node),
+                     node_label(t->lost), ports_strerror(rc));
+        }
+    } else if (run) {
+        accept_ev(s, t->node, t->node, t->ev);
+    } else {
+        ports_event_destroy(t->ev);
+    }
+    free(t);
+    ch_done(s);
+}
+
+/* Posts a task the caller has already counted in in_flight. */
+static void ch_post(sim *s, int node, int lost, ports_event *ev)
+{
+    ch_task *t = sim_alloc(sizeof(*t));
+    t->s = s;
+    t->node = node;
+    t->lost = lost;
+    t->ev = ev;
+    int rc = plat_io_post(s->ch->io, ch_task_run, t);
+    if (rc != 0) {
+        fail(s, "plat_io_post failed: %s", strerror(-rc));
+        ports_event_destroy(ev);
+        free(t);
+        ch_done(s);
+    }
+}
+
+/*
+ * The event as iovecs: the serialised event in stack (or, when larger, in
+ * *heap, which the caller frees) and the payload bytes where they are.
+ */
+static int ch_serialize(sim *s, const ports_event *ev, uint8_t *stack, uint8_t **heap,
+                        struct iovec iov[2])
+{
+    size_t hs = ports_event_serialized_size(ev);
+    uint8_t *h = stack;
+    *heap = NULL;
+    if (hs > SIM_EVENT_STACK)
+        h = *heap = sim_alloc(hs);
+    ports_event_serialize(ev, h);
+    iov[0].iov_base = h;
+    iov[0].iov_len = hs;
+    if (ev->type != PORTS_EVENT_USER_MESSAGE || !ev->u.user.payload || !ev->u.user.payload->size)
+        return 1;
+    const uint8_t *pd = payload_data(ev->u.user.payload);
+    if (!pd) {
+        fail(s, "a user message carries a payload the sim cannot serialise");
+        return 1;
+    }
+    iov[1].iov_base = (void *)pd;
+    iov[1].iov_len = ev->u.user.payload->size;
+    return 2;
+}
+
+/* Writes one frame f -> t (both alive), counted before it can possibly arrive. */
+static void ch_write(sim *s, int f, int t, const struct iovec *iov, int n)
+{
+    sim_chan *ch = s->ch;
+    size_t payload = 0;
+    for (int i = 0; i < n; i++)
+        payload += iov[i].iov_len;
+    uint64_t wire = channel_frame_wire_size(payload);
+    sim_lock(s);
+    ch->frames[f][t]++;
+    ch->bytes[f][t] += wire;
+    s->res->channel_frames_sent++;
+    s->res->channel_bytes_sent += wire;
+    ch_add_locked(s, 1);
+    sim_unlock(s);
+    int rc = channel_write(ch->links[f][t].c, SIM_FRAME_EVENT, iov, n, NULL, 0);
+    if (rc == 0)
+        return;
+    sim_lock(s);
+    ch->frames[f][t]--;
+    ch->bytes[f][t] -= wire;
+    s->res->channel_frames_sent--;
+    s->res->channel_bytes_sent -= wire;
+    ch_sub_locked(s, 1);
+    sim_unlock(s);
+    fail(s, "%c->%c: channel_write failed although both nodes are alive: %s", node_label(f),
+         node_label(t), strerror(-rc));
+}
+
+/* forward_event, from whichever thread made the ports call. */
+static void ch_forward(sim *s, int f, int t, ports_event *ev)
+{
+    sim_chan *ch = s->ch;
+    sim_lock(s);
+    if (ch->stopping || !s->nodes[f].alive) {
+        /* ports_node_destroy promises to send nothing. */
+        if (!s->nodes[f].alive)
+            s->dead_node_events++;
+        sim_unlock(s);
+        ports_event_destroy(ev);
+        return;
+    }
+    if (f == t) {
+        ch_add_locked(s, 1);
+        sim_unlock(s);
+        ch_post(s, t, -1, ev);
+        return;
+    }
+    if (!s->nodes[t].alive) {
+        /*
+         * No channel to t any more. Like a node controller, tell f (again)
+         * that t is lost -- it may have learned of a port there only after
+         * the first notice. Before f has read t's EOF, that EOF is still to
+         * come and is the notice.
+         */
+        bool post = ch->down[f][t] && !ch->lost_posted[f][t];
+        if (post) {
+            ch->lost_posted[f][t] = true;
+            ch_add_locked(s, 1);
+        }
+        sim_unlock(s);
+        ports_event_destroy(ev);
+        if (post)
+            ch_post(s, f, t, NULL);
+        return;
+    }
+    sim_unlock(s);
+    /*
+     * Kills run on the IO thread while the scenario's thread waits, so t
+     * stays alive until this write is done and counted.
+     */
+    if (s->debug_sends) {
+        char desc[160];
+        describe(s, ev, desc, sizeof(desc));
+        fprintf(s->out, "       send %c->%c %s\n", node_label(f), node_label(t), desc);
+    }
+    uint8_t stack[SIM_EVENT_STACK];
+    uint8_t *heap;
+    struct iovec iov[2];
+    int n = ch_serialize(s, ev, stack, &heap, iov);
+    ch_write(s, f, t, iov, n);
+    free(heap);
+    ports_event_destroy(ev);
+}
+
+/* broadcast_event: a copy to every live node, and to f itself. */
+static void ch_broadcast(sim *s, int f, ports_event *ev)
+{
+    sim_lock(s);
+    bool to[SIM_MAX_NODES] = {false};
+    bool go = !s->ch->stopping && s->nodes[f].alive;
+    for (int t = 0; go && t < s->n; t++)
+        to[t] = t != f && s->nodes[t].alive;
+    if (!s->nodes[f].alive)
+        s->dead_node_events++;
+    sim_unlock(s);
+    if (!go) {
+        ports_event_destroy(ev);
+        return;
+    }
+    uint8_t stack[SIM_EVENT_STACK];
+    uint8_t *heap;
+    struct iovec iov[2];
+    int n = ch_serialize(s, ev, stack, &heap, iov);
+    for (int t = 0; t < s->n; t++)
+        if (to[t])
+            ch_write(s, f, t, iov, n);
+    free(heap);
+    ch_forward(s, f, f, ev);
+}
+
+/* A frame from l->peer for l->owner, on the IO thread. */
+static void ch_on_frame(void *ctx, uint16_t type, const uint8_t *payload, size_t payload_size,
+                        int *fds, size_t num_fds)
+{
+    ch_link *l = ctx;
+    sim *s = l->s;
+    sim_chan *ch = s->ch;
+    int f = l->peer, t = l->owner;
+    for (size_t i = 0; i < num_fds; i++)
+        close(fds[i]);
+    uint64_t wire = channel_frame_wire_size(payload_size);
+    sim_lock(s);
+    if (ch->stopping || !s->nodes[t].alive) {
+        /* t was killed after this was written: counted lost then. */
+        sim_unlock(s);
+        return;
+    }
+    s->res->channel_frames_received++;
+    s->res->channel_bytes_received += wire;
+    s->res->bytes_on_wire += payload_size;
+    bool sent = ch->frames[f][t] > 0 && ch->bytes[f][t] >= wire;
+    if (sent) {
+        ch->frames[f][t]--;
+        ch->bytes[f][t] -= wire;
+        ch_count_delivery_locked(s);
+    }
+    sim_unlock(s);
+    if (!sent) {
+        fail(s, "%c->%c: a %zu-byte frame arrived that nobody sent", node_label(f), node_label(t),
+             payload_size);
+        return; /* not counted, so not done either */
+    }
+    if (type != SIM_FRAME_EVENT || num_fds) {
+        fail(s, "%c->%c: a frame of type %u with %zu fds, not an event", node_label(f),
+             node_label(t), type, num_fds);
+    } else {
+        ports_event *ev = NULL;
+        int rc = ports_event_parse(payload, payload_size, &ev);
+        if (rc != PORTS_OK) {
+            fail(s, "%c->%c: a %zu-byte frame does not parse as an event: %s", node_label(f),
+                 node_label(t), payload_size, ports_strerror(rc));
+        } else {
+            adopt_payload(s, ev);
+            accept_ev(s, f, t, ev);
+        }
+    }
+    ch_done(s);
+}
+
+/*
+ * l->owner's channel to l->peer failed, on the IO thread. Expected exactly
+ * when the peer was killed: the owner has read everything the peer wrote,
+ * and frames the peer still had queued are lost with it. Only now does the
+ * owner learn that the peer is gone, as a node controller would.
+ */
+static void ch_on_error(void *ctx, int protocol, const char *why)
+{
+    ch_link *l = ctx;
+    sim *s = l->s;
+    sim_chan *ch = s->ch;
+    int t = l->owner, k = l->peer;
+    sim_lock(s);
+    if (ch->stopping || !s->nodes[t].alive) {
+        /* Tearing down, or t is being killed: nothing is owed any more. */
+        sim_unlock(s);
+        return;
+    }
+    bool expected = ch->eof_due[t][k];
+    uint64_t unsent = ch->frames[k][t];
+    s->res->channel_frames_lost += ch->frames[k][t];
+    s->res->channel_bytes_lost += ch->bytes[k][t];
+    ch_sub_locked(s, ch->frames[k][t]);
+    ch->frames[k][t] = 0;
+    ch->bytes[k][t] = 0;
+    ch->eof_due[t][k] = false;
+    ch->down[t][k] = true;
+    sim_unlock(s);
+    if (!expected) {
+        fail(s, "%c's channel to %c failed although %c is alive: %s%s", node_label(t),
+             node_label(k), node_label(k), why, protocol ? " (protocol error)" : "");
+        return;
+    }
+    trace(s, "%c: connection to %c lost (%s); %" PRIu64 " frames %c had queued are lost",
+          node_label(t), node_label(k), why, unsent, node_label(k));
+    int rc = ports_node_lost_connection_to_node(s->nodes[t].node, &s->nodes[k].name);
+    if (rc != PORTS_OK)
+        fail(s, "%c: lost_connection_to_node(%c) failed: %s", node_label(t), node_label(k),
+             ports_strerror(rc));
+    ch_done(s);
+}
+
+/*
+ * Before the nodes exist: the lock (d_random_bytes takes it while nodes
+ * are being made).
+ */
+static void ch_init(sim *s)
+{
+    sim_chan *ch = sim_alloc(sizeof(*ch));
+    plat_mutex_init(&ch->mu);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&ch->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    atomic_init(&ch->acting, false);
+    for (int a = 0; a < SIM_MAX_NODES; a++)
+        for (int b = 0; b < SIM_MAX_NODES; b++)
+            ch->links[a][b] = (ch_link){.s = s, .owner = a, .peer = b};
+    s->ch = ch;
+}
+
+/*
+ * Socket send buffer asked for in starve-policy scenarios. The kernel's
+ * minimum (it doubles what is asked, then a few KiB): a stalled IO thread
+ * fills it after a few dozen events, so writers see EAGAIN and partial
+ * writes and the channels' write queues and EPOLLOUT flushing take over.
+ */
+#define SIM_SMALL_SNDBUF 1024
+
+/*
+ * After the nodes exist: the IO thread, a socketpair per pair of nodes,
+ * channels. small_buffers: see SIM_SMALL_SNDBUF.
+ */
+static void ch_connect(sim *s, bool small_buffers)
+{
+    sim_chan *ch = s->ch;
+    int rc = plat_io_start(&ch->io);
+    if (rc != 0) {
+        fail(s, "plat_io_start failed: %s", strerror(-rc));
+        return;
+    }
+    channel_delegate d = {.on_frame = ch_on_frame, .on_error = ch_on_error};
+    for (int a = 0; a < s->n; a++) {
+        for (int b = a + 1; b < s->n; b++) {
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+                fail(s, "socketpair failed: %s", strerror(errno));
+                return;
+            }
+            for (int i = 0; i < 2 && small_buffers; i++) {
+                int size = SIM_SMALL_SNDBUF;
+                if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) != 0) {
+                    fail(s, "setsockopt(SO_SNDBUF) failed: %s", strerror(errno));
+                    close(sv[0]);
+                    close(sv[1]);
+                    return;
+                }
+            }
+            d.ctx = &ch->links[a][b];
+            rc = channel_create(sv[0], ch->io, &d, &ch->links[a][b].c);
+            if (rc != 0) {
+                close(sv[1]);
+                fail(s, "channel_create failed: %s", strerror(-rc));
+                return;
+            }
+            d.ctx = &ch->links[b][a];
+            rc = channel_create(sv[1], ch->io, &d, &ch->links[b][a].c);
+            if (rc != 0) {
+                fail(s, "channel_create failed: %s", strerror(-rc));
+                return;
+            }
+        }
+    }
+    for (int a = 0; a < s->n; a++) {
+        for (int b = 0; b < s->n; b++) {
+            if (a != b && (rc = channel_start(ch->links[a][b].c)) != 0) {
+                fail(s, "channel_start failed: %s", strerror(-rc));
+                return;
+            }
+        }
+    }
+}
+
+/*
+ * A stall: the IO thread waits in a task until the scenario's thread lets it
+ * go, so that frames pile up in the sockets (and, once a socket buffer is
+ * full, in the channels' write queues) while actions go on -- a slow IO
+ * thread, the nearest thing to the in-memory scheduler's held-back links.
+ */
+static void ch_stall_task(void *arg)
+{
+    sim *s = arg;
+    sim_chan *ch = s->ch;
+    sim_lock(s);
+    while (ch->held && !ch->stopping)
+        pthread_cond_wait(&ch->cond, &ch->mu);
+    sim_unlock(s);
+}
+
+static void ch_stall(sim *s, uint64_t steps)
+{
+    sim_chan *ch = s->ch;
+    sim_lock(s);
+    bool was = ch->held;
+    ch->held = true;
+    sim_unlock(s);
+    if (was)
+        return;
+    ch->hold_until = s->step + steps;
+    int rc = plat_io_post(ch->io, ch_stall_task, s);
+    if (rc != 0) {
+        sim_lock(s);
+        ch->held = false;
+        sim_unlock(s);
+        fail(s, "plat_io_post failed: %s", strerror(-rc));
+    }
+}
+
+/* Ends a stall (if any). Every wait for the IO thread does this first. */
+static void ch_unstall(sim *s)
+{
+    sim_lock(s);
+    if (s->ch->held) {
+        s->ch->held = false;
+        ch_wake_locked(s);
+    }
+    sim_unlock(s);
+}
+
+/*
+ * Waits until nothing is in flight. A timeout fails the scenario: the nodes
+ * keep talking (livelock) or an event was lost.
+ */
+static void ch_settle(sim *s)
+{
+    sim_chan *ch = s->ch;
+    ch_unstall(s);
+    struct timespec deadline = deadline_after_ms(settle_timeout_ms(s));
+    int rc = 0;
+    sim_lock(s);
+    while (ch->in_flight > 0 && !s->failed && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&ch->cond, &ch->mu, &deadline);
+    uint64_t left = ch->in_flight;
+    sim_unlock(s);
+    if (left && !s->failed)
+        fail(s, "no quiescence after %d ms: %" PRIu64 " events still in flight",
+             settle_timeout_ms(s), left);
+}
+
+/*
+ * A scheduler "deliver" step: let the IO thread work. Mostly a yield, so
+ * that actions and deliveries interleave finely; sometimes a short sleep;
+ * now and then a full settle, as the in-memory scheduler sometimes drains.
+ * Scenarios whose seed picks a non-uniform policy also stall the IO thread
+ * now and then for tens to hundreds of steps (see ch_stall).
+ */
+static void ch_let_work(sim *s)
+{
+    uint32_t r = rng_below(&s->rng, 100);
+    s->step++;
+    if (s->policy != SIM_POLICY_UNIFORM && r < 3) {
+        ch_stall(s, 10 + rng_below(&s->rng, 300));
+    } else if (!ch_in_flight(s)) {
+        /* nothing to let through */
+    } else if (r < 6 && !s->ch->held) {
+        ch_settle(s);
+    } else if (r < 16) {
+        struct timespec ts = {0, 1000L * (1 + (long)rng_below(&s->rng, 50))};
+        nanosleep(&ts, NULL);
+    } else {
+        sched_yield();
+    }
+}
+
+/* Between actions: ends a stall whose time is up. */
+static void ch_tick(sim *s)
+{
+    sim_chan *ch = s->ch;
+    if (s->step >= ch->hold_until)
+        ch_unstall(s);
+}
+
+/* A step of a kill, run on the IO thread while the scenario's thread waits. */
+typedef struct ch_io_call {
+    sim *s;
+    int k;
+    void (*fn)(sim *s, int k);
+} ch_io_call;
+
+static void ch_io_call_task(void *arg)
+{
+    ch_io_call *call = arg;
+    sim *s = call->s;
+    call->fn(s, call->k);
+    free(call);
+    sim_lock(s);
+    s->ch->io_done = true;
+    ch_wake_locked(s);
+    sim_unlock(s);
+}
+
+/*
+ * Runs fn(s, k) on the IO thread and waits for it: while it runs nothing
+ * else calls into any node. False (and the scenario failed) on a timeout.
+ */
+static bool ch_run_on_io(sim *s, void (*fn)(sim *s, int k), int k)
+{
+    sim_chan *ch = s->ch;
+    ch_io_call *call = sim_alloc(sizeof(*call));
+    call->s = s;
+    call->k = k;
+    call->fn = fn;
+    sim_lock(s);
+    ch->io_done = false;
+    sim_unlock(s);
+    int rc = plat_io_post(ch->io, ch_io_call_task, call);
+    if (rc != 0) {
+        free(call);
+        fail(s, "plat_io_post failed: %s", strerror(-rc));
+        return false;
+    }
+    struct timespec deadline = deadline_after_ms(settle_timeout_ms(s));
+    sim_lock(s);
+    rc = 0;
+    while (!ch->io_done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&ch->cond, &ch->mu, &deadline);
+    bool done = ch->io_done;
+    sim_unlock(s);
+    if (!done)
+        fail(s, "the IO thread did not run a kill step within %d ms", settle_timeout_ms(s));
+    return done;
+}
+
+/*
+ * Kill, step 1: k stops. Nothing is delivered to it or sent by it from now
+ * on; what was written to it is lost; every live peer will see its EOF.
+ */
+static void ch_kill_freeze(sim *s, int k)
+{
+    sim_chan *ch = s->ch;
+    sim_lock(s);
+    s->nodes[k].alive = false;
+    for (int f = 0; f < s->n; f++) {
+        s->res->channel_frames_lost += ch->frames[f][k];
+        s->res->channel_bytes_lost += ch->bytes[f][k];
+        ch_sub_locked(s, ch->frames[f][k]);
+        ch->frames[f][k] = 0;
+        ch->bytes[f][k] = 0;
+    }
+    for (int t = 0; t < s->n; t++) {
+        if (t != k && s->nodes[t].alive && !ch->down[t][k]) {
+            ch->eof_due[t][k] = true;
+            ch_add_locked(s, 1);
+        }
+        /* k will never see the EOF of a node that died before it. */
+        if (ch->eof_due[k][t]) {
+            ch->eof_due[k][t] = false;
+            ch_sub_locked(s, 1);
+        }
+    }
+    sim_unlock(s);
+}
+
+/* True when every channel of k has handed all its frames to the kernel. */
+static bool ch_kill_flushed(sim *s, int k)
+{
+    for (int t = 0; t < s->n; t++)
+        if (t != k && !channel_write_idle(s->ch->links[k][t].c))
+            return false;
+    return true;
+}
+
+/*
+ * Kill, step 2: k's sockets close (the peers read k's last frames, then EOF)
+ * and its node goes, frames still in its write queues with it.
+ */
+static void ch_kill_destroy(sim *s, int k)
+{
+    sim_chan *ch = s->ch;
+    for (int t = 0; t < s->n; t++)
+        if (t != k)
+            channel_shutdown(ch->links[k][t].c);
+    ports_node_destroy(s->nodes[k].node);
+    sim_lock(s);
+    s->nodes[k].node = NULL;
+    sim_unlock(s);
+}
+
+/*
+ * Kills node k (model already updated) and waits until it is gone. Unless
+ * opt.lossy_kills, the frames k had queued but not yet written reach the
+ * kernel first, so what k sent before it died is what its peers read -- the
+ * in-memory transport's rule, which the model relies on. (Dropping them too,
+ * as a crash mid-write would, can strand proxies; see sim.h.)
+ */
+static void ch_kill(sim *s, int k)
+{
+    ch_unstall(s);
+    if (!ch_run_on_io(s, ch_kill_freeze, k))
+        return;
+    if (!s->opt.lossy_kills) {
+        struct timespec deadline = deadline_after_ms(settle_timeout_ms(s));
+        while (!ch_kill_flushed(s, k)) {
+            if (deadline_passed(&deadline)) {
+                fail(s, "%c's write queues did not drain within %d ms", node_label(k),
+                     settle_timeout_ms(s));
+                return;
+            }
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    ch_run_on_io(s, ch_kill_destroy, k);
+}
+
+/* At quiescence: every channel between live nodes has sent everything. */
+static void ch_check_idle(sim *s)
+{
+    sim_chan *ch = s->ch;
+    for (int f = 0; f < s->n && !s->failed; f++) {
+        for (int t = 0; t < s->n && !s->failed; t++) {
+            if (f == t || !s->nodes[f].alive || !s->nodes[t].alive)
+                continue;
+            sim_lock(s);
+            uint64_t frames = ch->frames[f][t];
+            sim_unlock(s);
+            bool idle = channel_write_idle(ch->links[f][t].c);
+            if (frames || !idle)
+                fail(s,
+                     "at quiescence the channel %c->%c still has %" PRIu64
+                     " frames in flight (write queue %s)",
+                     node_label(f), node_label(t), frames, idle ? "empty" : "not empty");
+        }
+    }
+}
+
+/*
+ * Stops all delivery for good: every later event is dropped, every channel
+ * shut down, the IO thread joined (running what was posted, which drops its
+ * events). The nodes are still there; the lock lives on until ch_free.
+ */
+static void ch_stop(sim *s)
+{
+    sim_chan *ch = s->ch;
+    if (!ch)
+        return;
+    sim_lock(s);
+    ch->stopping = true;
+    ch_wake_locked(s); /* a stall task gives up */
+    sim_unlock(s);
+    for (int a = 0; a < SIM_MAX_NODES; a++)
+        for (int b = 0; b < SIM_MAX_NODES; b++)
+            channel_shutdown(ch->links[a][b].c);
+    plat_io_stop(ch->io);
+    ch->io = NULL;
+    for (int a = 0; a < SIM_MAX_NODES; a++) {
+        for (int b = 0; b < SIM_MAX_NODES; b++) {
+            channel_release(ch->links[a][b].c);
+            ch->links[a][b].c = NULL;
+        }
+    }
+}
+
+static void ch_free(sim *s)
+{
+    sim_chan *ch = s->ch;
+    if (!ch)
+        return;
+    s->ch = NULL;
+    pthread_cond_destroy(&ch->cond);
+    pthread_mutex_destroy(&ch->mu);
+    free(ch);
 }
 
 /* --------------------------------------------------------------- actions */
@@ -1580,6 +2466,10 @@ static void act_kill(sim *s, int k)
             s->res->lost_ends++;
         }
     }
+    if (s->ch) {
+        ch_kill(s, k);
+        return;
+    }
     nd->alive = false;
     ports_node_destroy(nd->node);
     nd->node = NULL;
@@ -1764,6 +2654,12 @@ static void random_action(sim *s, int_vec *live)
 
 /* ---------------------------------------------------- quiescence checks */
 
+/* Events not delivered yet, whatever the transport. */
+static uint64_t events_pending(sim *s)
+{
+    return s->ch ? ch_in_flight(s) : s->pending;
+}
+
 /* Settles and reads every live end until nothing moves. */
 static void drain_all(sim *s)
 {
@@ -1773,7 +2669,7 @@ static void drain_all(sim *s)
         for (size_t i = 0; i < s->nends && !s->failed; i++)
             if (s->ends[i].state == END_LIVE && !s->ends[i].peer_closed_seen)
                 got += act_read(s, (int)i, UINT32_MAX);
-        if (!got && !s->pending)
+        if (!got && !events_pending(s))
             return;
     }
 }
@@ -1806,6 +2702,8 @@ static const char *port_counts(sim *s)
 static void check_quiescent(sim *s)
 {
     drain_all(s);
+    if (s->ch)
+        ch_check_idle(s);
     if (s->failed)
         return;
     trace(s, "quiescent: ports %s", port_counts(s));
@@ -1988,7 +2886,7 @@ static void check_teardown(sim *s, int_vec *tmp)
     }
     if (s->payloads_live != 0)
         fail(s, "%" PRId64 " message payloads are still alive after everything closed",
-             s->payloads_live);
+             (int64_t)s->payloads_live);
 }
 
 /* --------------------------------------------------------------- set up */
@@ -2006,6 +2904,8 @@ static void sim_init(sim *s, uint64_t seed, const sim_options *opt, sim_result *
     if (s->n > SIM_MAX_NODES)
         s->n = SIM_MAX_NODES;
     res->nodes = s->n;
+    if (opt->transport == SIM_TRANSPORT_CHANNELS)
+        ch_init(s);
     for (int i = 0; i < s->n && !s->failed; i++) {
         sim_node *nd = &s->nodes[i];
         nd->s = s;
@@ -2033,6 +2933,8 @@ static void sim_init(sim *s, uint64_t seed, const sim_options *opt, sim_result *
 /* Frees everything. Safe after a failure at any point. */
 static void sim_cleanup(sim *s)
 {
+    /* No event moves from here on: the IO thread is gone when this returns. */
+    ch_stop(s);
     for (size_t i = 0; i < s->nends; i++)
         if (s->ends[i].ref.port)
             ports_port_ref_release(&s->ends[i].ref);
@@ -2048,7 +2950,8 @@ static void sim_cleanup(sim *s)
         for (int t = 0; t < s->n; t++)
             link_clear(s, f, t);
     if (s->payloads_live != 0)
-        fail(s, "%" PRId64 " payloads leaked past ports_node_destroy", s->payloads_live);
+        fail(s, "%" PRId64 " payloads leaked past ports_node_destroy", (int64_t)s->payloads_live);
+    ch_free(s);
     for (size_t i = 0; i < s->nstreams; i++)
         free(s->streams[i].msgs);
     free(s->streams);
@@ -2067,6 +2970,9 @@ static void report_failure(sim *s, uint64_t seed)
         unsigned j = (s->ring_next + SIM_TRACE_RING - s->ring_count + i) % SIM_TRACE_RING;
         fprintf(o, "  %s\n", s->ring[j]);
     }
+    if (s->opt.transport == SIM_TRANSPORT_CHANNELS)
+        fprintf(o, "(over channels: the interleaving is the OS's, so the seed may not replay it;\n"
+                   " try it a few times, and without --channels)\n");
     fprintf(o, "replay: sim --seed %" PRIu64 " --trace", seed);
     if (s->opt.nodes)
         fprintf(o, " --nodes %d", s->opt.nodes);
@@ -2080,6 +2986,10 @@ static void report_failure(sim *s, uint64_t seed)
         fprintf(o, " --no-merge");
     if (s->opt.no_acks)
         fprintf(o, " --no-acks");
+    if (s->opt.transport == SIM_TRANSPORT_CHANNELS)
+        fprintf(o, " --channels");
+    if (s->opt.lossy_kills)
+        fprintf(o, " --lossy-kills");
     if (s->opt.policy != SIM_POLICY_BY_SEED)
         fprintf(o, " --policy %s",
                 s->opt.policy == SIM_POLICY_STICKY   ? "sticky"
@@ -2137,17 +3047,29 @@ int sim_run_scenario(uint64_t seed, const sim_options *opt_in, sim_result *out)
         uint64_t h = splitmix64(&x) % 4;
         s->policy = h < 2 ? SIM_POLICY_UNIFORM : h == 2 ? SIM_POLICY_STICKY : SIM_POLICY_STARVE;
     }
+    if (s->ch && !s->failed)
+        ch_connect(s, s->policy == SIM_POLICY_STARVE);
     trace(s,
           "scenario seed=%" PRIu64 " nodes=%d actions=%" PRIu32 " kills=%d deliver=%" PRIu32 "%%%s",
           seed, s->n, target, kills, s->deliver_pct,
-          s->policy == SIM_POLICY_STICKY   ? " policy=sticky"
-          : s->policy == SIM_POLICY_STARVE ? " policy=starve"
-                                           : "");
+          s->ch && s->policy == SIM_POLICY_STARVE   ? " transport=channels stalls small-buffers"
+          : s->ch && s->policy == SIM_POLICY_STICKY ? " transport=channels stalls"
+          : s->ch                                   ? " transport=channels"
+          : s->policy == SIM_POLICY_STICKY          ? " policy=sticky"
+          : s->policy == SIM_POLICY_STARVE          ? " policy=starve"
+                                                    : "");
 
     int_vec live = {0};
     uint32_t actions = 0;
     while (actions < target && !s->failed) {
-        if (s->pending && rng_pct(&s->rng, s->deliver_pct)) {
+        if (s->ch) {
+            ch_tick(s);
+            if (rng_pct(&s->rng, s->deliver_pct)) {
+                ch_let_work(s);
+                continue;
+            }
+            atomic_store(&s->ch->acting, true);
+        } else if (s->pending && rng_pct(&s->rng, s->deliver_pct)) {
             deliver_random(s);
             continue;
         }
@@ -2168,6 +3090,8 @@ int sim_run_scenario(uint64_t seed, const sim_options *opt_in, sim_result *out)
         }
         if (!killed)
             random_action(s, &live);
+        if (s->ch)
+            atomic_store(&s->ch->acting, false);
     }
     if (!s->failed)
         check_quiescent(s);
@@ -2175,6 +3099,14 @@ int sim_run_scenario(uint64_t seed, const sim_options *opt_in, sim_result *out)
         check_teardown(s, &live);
     free(live.v);
     res->steps = s->step;
+    if (s->failed && !opt.quiet && getenv("SIM_DEBUG_DUMP")) {
+        for (int i = 0; i < s->n; i++) {
+            if (!s->nodes[i].alive)
+                continue;
+            fprintf(s->out, "node %c (%s):\n", node_label(i), pn(s, &s->nodes[i].name));
+            ports_node_dump(s->nodes[i].node, s->out);
+        }
+    }
     sim_cleanup(s);
     res->trace_hash = s->hash;
     res->dead_node_events = s->dead_node_events;
@@ -2207,8 +3139,19 @@ void sim_result_accumulate(sim_result *sum, const sim_result *r)
     sum->half_broken += r->half_broken;
     sum->accept_errors += r->accept_errors;
     sum->dead_node_events += r->dead_node_events;
+    sum->channel_frames_sent += r->channel_frames_sent;
+    sum->channel_frames_received += r->channel_frames_received;
+    sum->channel_frames_lost += r->channel_frames_lost;
+    sum->channel_bytes_sent += r->channel_bytes_sent;
+    sum->channel_bytes_received += r->channel_bytes_received;
+    sum->channel_bytes_lost += r->channel_bytes_lost;
+    sum->self_events += r->self_events;
+    sum->io_thread_events += r->io_thread_events;
+    sum->overlapped_events += r->overlapped_events;
     if (r->max_hops > sum->max_hops)
         sum->max_hops = r->max_hops;
+    if (r->max_in_flight > sum->max_in_flight)
+        sum->max_in_flight = r->max_in_flight;
 }
 
 /* ------------------------------------------------------------------ demo */

@@ -1,5 +1,6 @@
 /*
- * A deterministic multi-node simulator for the ports layer.
+ * A deterministic multi-node simulator for the ports layer (and, over
+ * channels, a nondeterministic one for ports, channels and the IO thread).
  *
  * A scenario builds N ports nodes in one process and connects every ordered
  * pair of them (including a node to itself) with a FIFO link. Events that
@@ -20,8 +21,54 @@
  * that no pipe is left hanging, and that after closing everything no port,
  * message or payload is left.
  *
- * Threads: a scenario runs entirely on the calling thread. Different threads
- * may run different scenarios at once (no shared state).
+ * Transports. SIM_TRANSPORT_IN_MEMORY (the default) is what is described
+ * above: links are FIFOs inside the sim and a seeded scheduler decides which
+ * one delivers next. SIM_TRANSPORT_CHANNELS runs the same scenarios (same
+ * generator, same model, same checks) over the production channel code:
+ * every pair of nodes is joined by a Unix socketpair with a channel
+ * (src/channel) at each end, read by a real IO thread (src/platform/io.h).
+ * An event for another node is written as one frame by the thread whose
+ * ports call produced it, crosses the kernel, is cut out of the byte stream
+ * by the channel, parsed and accepted on the IO thread -- while the
+ * scenario's actions go on calling the same ports nodes from the calling
+ * thread. An event a node sends to itself is posted to the IO thread as a
+ * task. A scheduler "deliver" step becomes "let the IO thread work" (a
+ * yield, a short sleep, now and then a full settle). The seed's policy still
+ * shapes the run: sticky and starve scenarios now and then stall the IO
+ * thread for tens to hundreds of steps, so frames pile up in the sockets,
+ * and starve scenarios also shrink the sockets' send buffers to the minimum,
+ * so writers meet EAGAIN and partial writes and the channels' write queues
+ * and EPOLLOUT flushing carry the traffic. Every quiescence check waits until
+ * no event is in flight anywhere -- no frame unread, no task unrun, no
+ * connection loss unreported -- and fails the scenario after
+ * settle_timeout_ms rather than hang.
+ *
+ * Kills over channels run on the IO thread while the scenario's thread
+ * waits (so nothing else calls into the dying node): the node stops, the
+ * frames it had queued but not yet written reach the kernel, then its
+ * sockets close and the node is destroyed. Its peers read what it wrote,
+ * then EOF, and only then learn that it is lost -- as from a dead process,
+ * and as the in-memory transport promises ("what a node sent before it died
+ * is still on the wire"). With lossy_kills the queued frames die with the
+ * node instead, as in a crash mid-write; that is more than the model was
+ * built for, and it finds a known limitation of the ports layer: when the
+ * lost frame was the message carrying a port, the port's peer has already
+ * been told that messages will now come from the port's new incarnation,
+ * which never comes to exist; if that peer is itself a proxy by then, it
+ * waits for it forever and is left behind (both pipe ends still see
+ * PEER_CLOSED). About one scenario in a few thousand with a kill hits it.
+ *
+ * Because the OS decides how the two threads interleave, a seed does NOT
+ * replay a channel scenario: it fixes the scenario's random choices only as
+ * far as they do not depend on timing, which is not far. Failures still
+ * print the seed (and "--channels"), and rerunning it a few times (with
+ * --trace, SIM_DEBUG_DUMP=1) usually reproduces a bug; the in-memory
+ * transport remains the one that replays exactly.
+ *
+ * Threads: an in-memory scenario runs entirely on the calling thread; a
+ * channel scenario adds one IO thread of its own, started and joined inside
+ * sim_run_scenario. Different threads may run different scenarios at once
+ * (no shared state).
  */
 #ifndef CMOJO_TOOLS_SIM_H_
 #define CMOJO_TOOLS_SIM_H_
@@ -49,6 +96,12 @@ typedef enum sim_policy {
     SIM_POLICY_STARVE,       /* one link held back for a while at a time */
 } sim_policy;
 
+/* How events travel between nodes (see the top of this file). */
+typedef enum sim_transport {
+    SIM_TRANSPORT_IN_MEMORY = 0, /* deterministic FIFO links, seeded scheduler */
+    SIM_TRANSPORT_CHANNELS,      /* socketpairs, channels, a real IO thread */
+} sim_transport;
+
 typedef struct sim_options {
     int nodes;       /* 0: random in 4..6; otherwise 2..SIM_MAX_NODES */
     int min_actions; /* 0: 200 */
@@ -62,6 +115,14 @@ typedef struct sim_options {
     FILE *trace_out; /* where trace and failure reports go; NULL: stdout */
     bool quiet;      /* do not print the failure report */
     sim_fault fault;
+    sim_transport transport;
+    int settle_timeout_ms; /* CHANNELS: how long a settle may take; 0: 30000 */
+    /*
+     * CHANNELS: a killed node's frames still in its channels' write queues
+     * die with it (a crash mid-write), instead of reaching its peers first.
+     * Known to strand proxies now and then: see "Kills over channels" above.
+     */
+    bool lossy_kills;
 } sim_options;
 
 #define SIM_MAX_NODES 16
@@ -92,9 +153,25 @@ typedef struct sim_result {
     uint64_t max_hops;         /* most transfers any one pipe end made */
     uint64_t accept_errors;    /* benign accept_event errors (port gone) */
     uint64_t dead_node_events; /* events a node sent while being destroyed */
-    uint64_t trace_hash;       /* FNV-1a of every trace line */
-    uint64_t failed_step;      /* step of the first failure, 0 if none */
-    char failure[512];         /* first failure, empty if none */
+    /*
+     * CHANNELS only. Frames and wire bytes (header and padding included)
+     * written to channels, cut out of the byte stream by a channel and parsed,
+     * and lost with a killed node (written to it and never read, or still in
+     * its write queue). sent == received + lost, exactly.
+     */
+    uint64_t channel_frames_sent;
+    uint64_t channel_frames_received;
+    uint64_t channel_frames_lost;
+    uint64_t channel_bytes_sent;
+    uint64_t channel_bytes_received;
+    uint64_t channel_bytes_lost;
+    uint64_t self_events;       /* events a node sent itself, accepted in IO tasks */
+    uint64_t io_thread_events;  /* events accepted on the IO thread */
+    uint64_t overlapped_events; /* ...while the scenario's thread was inside an action */
+    uint64_t max_in_flight;     /* most events in flight at once (a maximum) */
+    uint64_t trace_hash;        /* FNV-1a of every trace line */
+    uint64_t failed_step;       /* step of the first failure, 0 if none */
+    char failure[512];          /* first failure, empty if none */
 } sim_result;
 
 /*
@@ -112,8 +189,8 @@ int sim_run_scenario(uint64_t seed, const sim_options *opt, sim_result *out);
 int sim_run_demo(FILE *out);
 
 /*
- * Adds r into the running totals in *sum (counts are summed, max_hops is a
- * maximum; seed, trace_hash and failure are left alone).
+ * Adds r into the running totals in *sum (counts are summed, max_hops and
+ * max_in_flight are maxima; seed, trace_hash and failure are left alone).
  */
 void sim_result_accumulate(sim_result *sum, const sim_result *r);
 

@@ -3,13 +3,16 @@
  *
  *   sim --scenarios N [--seed S] [--nodes K] [--trace] [--demo]
  *       [--actions MIN[:MAX]] [--no-kill] [--no-merge] [--no-acks] [--quiet]
- *       [--kills K] [--policy uniform|sticky|starve]
+ *       [--kills K] [--policy uniform|sticky|starve] [--channels] [--lossy-kills]
  *
  * Scenario i runs with seed S + i. Every failure prints its seed, step and
- * the last trace lines; `sim --seed S --trace` replays it exactly. The last
+ * the last trace lines; `sim --seed S --trace` replays it exactly. With
+ * --channels events cross real sockets and an IO thread (see sim.h); then a
+ * seed no longer replays a scenario exactly. The last
  * line is always "<passed> passed, <failed> failed"; the exit status is 0
  * only when nothing failed. With SIM_DEBUG_SENDS=1 in the environment the
- * trace also shows every event as it is sent (outside the trace hash).
+ * trace also shows every event as it is sent (outside the trace hash); with
+ * SIM_DEBUG_DUMP=1 every live node's ports are dumped ahead of a failure report.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -25,7 +28,8 @@ static void usage(FILE *f)
 {
     fputs("usage: sim [--scenarios N] [--seed S] [--nodes K] [--trace] [--demo]\n"
           "           [--actions MIN[:MAX]] [--no-kill] [--no-merge] [--no-acks] [--quiet]\n"
-          "           [--kills K] [--policy uniform|sticky|starve]\n"
+          "           [--kills K] [--policy uniform|sticky|starve] [--channels]\n"
+          "           [--lossy-kills]\n"
           "  --scenarios N  scenarios to run (default 1); scenario i uses seed S+i\n"
           "  --seed S       first seed (default: from the clock, printed)\n"
           "  --nodes K      nodes per scenario (default: random 4..6)\n"
@@ -37,6 +41,9 @@ static void usage(FILE *f)
           "  --no-merge     never merge pipes\n"
           "  --no-acks      never ask for read acknowledgements\n"
           "  --policy P     how links are picked (default: chosen by the seed)\n"
+          "  --channels     send events over socketpairs and channels, delivered by an\n"
+          "                 IO thread while actions run (not deterministic)\n"
+          "  --lossy-kills  with --channels: a killed node's unsent frames die with it\n"
           "  --quiet        print failures only as one line each\n",
           f);
 }
@@ -113,6 +120,10 @@ int main(int argc, char **argv)
                 return 2;
             }
             i++;
+        } else if (!strcmp(a, "--channels")) {
+            opt.transport = SIM_TRANSPORT_CHANNELS;
+        } else if (!strcmp(a, "--lossy-kills")) {
+            opt.lossy_kills = true;
         } else if (!strcmp(a, "--quiet")) {
             opt.quiet = true;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -156,7 +167,7 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
         sim_result_accumulate(&total, &r);
-        if (scenarios == 1)
+        if (scenarios == 1 && opt.transport == SIM_TRANSPORT_IN_MEMORY)
             printf("trace hash %016" PRIx64 "\n", r.trace_hash);
     }
     double dt = now_seconds() - t0;
@@ -174,6 +185,15 @@ int main(int argc, char **argv)
     printf("        %" PRIu64 " ends lost to kills, %" PRIu64 " pipes broken on one side, %" PRIu64
            " benign accept errors, %" PRIu64 " events sent by destroyed nodes\n",
            total.lost_ends, total.half_broken, total.accept_errors, total.dead_node_events);
+    if (opt.transport == SIM_TRANSPORT_CHANNELS)
+        printf("        channels: %" PRIu64 " frames (%" PRIu64 " bytes) written, %" PRIu64
+               " (%" PRIu64 " bytes) read, %" PRIu64 " (%" PRIu64 " bytes) lost to kills;\n"
+               "        %" PRIu64 " events on the IO thread, %" PRIu64 " during an action; %" PRIu64
+               " self events; at most %" PRIu64 " in flight\n",
+               total.channel_frames_sent, total.channel_bytes_sent, total.channel_frames_received,
+               total.channel_bytes_received, total.channel_frames_lost, total.channel_bytes_lost,
+               total.io_thread_events, total.overlapped_events, total.self_events,
+               total.max_in_flight);
     printf("        events:");
     for (int t = 0; t < PORTS_EVENT_TYPE_COUNT; t++)
         printf(" %s=%" PRIu64, ports_event_type_name((ports_event_type)t), total.events_by_type[t]);

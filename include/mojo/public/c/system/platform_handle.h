@@ -5,8 +5,8 @@
  * A wrapped handle can be sent over a message pipe like any Mojo handle; on
  * Linux the file descriptor travels with SCM_RIGHTS.
  *
- * Status: MojoWrapPlatformHandle and MojoUnwrapPlatformHandle are
- * implemented; the shared memory region functions are declared once they are.
+ * Shared memory regions: on Linux a region is one memfd in every access
+ * mode (Mojo's Linux WRITABLE form of two fds is accepted when wrapping).
  */
 #ifndef MOJO_PUBLIC_C_SYSTEM_PLATFORM_HANDLE_H_
 #define MOJO_PUBLIC_C_SYSTEM_PLATFORM_HANDLE_H_
@@ -83,9 +83,9 @@ MOJO_STATIC_ASSERT(sizeof(struct MojoSharedBufferGuid) == 16,
                    "MojoSharedBufferGuid must be 16 bytes");
 
 /*
- * How a wrapped shared memory region may be mapped. Informational only: it
- * tells Mojo what the caller has already arranged so that unwrapping gives
- * back the same mode; it does not itself restrict access.
+ * How a wrapped shared memory region may be mapped. It does not itself
+ * restrict access: the caller must have arranged it already, and cmojo
+ * checks that it has (MojoWrapPlatformSharedMemoryRegion).
  */
 typedef uint32_t MojoPlatformSharedMemoryRegionAccessMode;
 
@@ -150,6 +150,48 @@ MOJO_SYSTEM_EXPORT MojoResult MojoWrapPlatformHandle(
 MOJO_SYSTEM_EXPORT MojoResult MojoUnwrapPlatformHandle(
     MojoHandle mojo_handle, const struct MojoUnwrapPlatformHandleOptions *options,
     struct MojoPlatformHandle *platform_handle);
+
+/*
+ * Wraps a shared memory region as a shared buffer handle, usable like one
+ * from MojoCreateSharedBuffer. |platform_handles| holds one file descriptor
+ * (MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR) for a memfd of at least
+ * |num_bytes| bytes; for WRITABLE, two are also accepted (Mojo's Linux form:
+ * a read-write and a read-only descriptor of the same memfd). |guid| is
+ * nonzero. The memfd must already be what |access_mode| says:
+ *  - every mode: sealed against shrinking (F_SEAL_SHRINK);
+ *  - READ_ONLY: sealed against writing (F_SEAL_FUTURE_WRITE or F_SEAL_WRITE);
+ *  - WRITABLE, UNSAFE: not sealed against writing, the descriptor opened
+ *    read-write; WRITABLE also without F_SEAL_SEAL (it must be able to
+ *    become read-only).
+ * On OK the descriptors are cmojo's (a second one is closed at once); on
+ * failure they stay the caller's. |options| may be NULL.
+ * Returns OK; INVALID_ARGUMENT (NULL or malformed arguments, another handle
+ * type or count, a closed descriptor, |num_bytes| 0 or above 1 GiB, a zero
+ * |guid|, an unknown |access_mode|, a descriptor that is not such a memfd);
+ * RESOURCE_EXHAUSTED.
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoWrapPlatformSharedMemoryRegion(
+    const struct MojoPlatformHandle *platform_handles, uint32_t num_platform_handles,
+    uint64_t num_bytes, const struct MojoSharedBufferGuid *guid,
+    MojoPlatformSharedMemoryRegionAccessMode access_mode,
+    const struct MojoWrapPlatformSharedMemoryRegionOptions *options, MojoHandle *mojo_handle);
+
+/*
+ * Unwraps: closes the shared buffer handle |mojo_handle| and gives back its
+ * region: one descriptor in platform_handles[0] (now the caller's; in every
+ * mode, WRITABLE included), *num_platform_handles set to 1, the size, guid
+ * and current access mode. On input *num_platform_handles is the capacity of
+ * |platform_handles| (at least 1) and platform_handles[0].struct_size is set.
+ * Mappings of the buffer stay valid. Unlike Mojo, a call that fails leaves
+ * the handle open.
+ * Returns OK; INVALID_ARGUMENT (not a shared buffer handle, NULL or
+ * malformed arguments, no room for a descriptor); BUSY (in transit).
+ */
+MOJO_SYSTEM_EXPORT MojoResult MojoUnwrapPlatformSharedMemoryRegion(
+    MojoHandle mojo_handle, const struct MojoUnwrapPlatformSharedMemoryRegionOptions *options,
+    struct MojoPlatformHandle *platform_handles, uint32_t *num_platform_handles,
+    uint64_t *num_bytes, struct MojoSharedBufferGuid *guid,
+    MojoPlatformSharedMemoryRegionAccessMode *access_mode);
 
 #ifdef __cplusplus
 } /* extern "C" */
