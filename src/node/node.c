@@ -420,40 +420,38 @@ static void send_buf_put(node_controller *n, uint8_t *buf, size_t cap)
 
 /*
  * The frame for an event: the ports event, then (user messages) the
- * payload's envelope, in a send buffer of capacity *cap; its fds go to *fds.
- * Consumes ev. NULL if the payload refuses to leave.
+ * payload's envelope; its fds go to *fds. The envelope's trailing message
+ * bytes may be left where they are: then the frame is the *len bytes written
+ * into the returned send buffer (capacity *cap, room for the whole frame)
+ * followed by *tail_len bytes at *tail, which live as long as ev. ev stays
+ * the caller's. NULL if the payload refuses to leave.
  */
 static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len, size_t *cap,
-                                int **fds, size_t *num_fds)
+                                const void **tail, size_t *tail_len, int **fds, size_t *num_fds)
 {
     size_t head = ports_event_serialized_size(ev);
     size_t body = 0, nfds = 0;
     ports_payload *payload = ev->type == PORTS_EVENT_USER_MESSAGE ? ev->u.user.payload : NULL;
-    if (payload && n->d.payload_measure(payload, &body, &nfds) != 0) {
-        ports_event_destroy(ev);
+    if (payload && n->d.payload_measure(payload, &body, &nfds) != 0)
         return NULL;
-    }
     uint8_t *buf = send_buf_get(n, head + body, cap);
     int *f = nfds ? malloc(nfds * sizeof(*f)) : NULL;
     if (nfds && !f)
         abort();
     ports_event_serialize(ev, buf);
-    if (payload)
+    *tail = NULL;
+    *tail_len = 0;
+    if (payload && n->d.payload_serialize_head) {
+        n->d.payload_serialize_head(payload, buf + head, f, tail, tail_len);
+        if (*tail_len > body)
+            abort(); /* a codec that contradicts its own measure */
+    } else if (payload) {
         n->d.payload_serialize(payload, buf + head, f);
-    ports_event_destroy(ev);
-    *len = head + body;
+    }
+    *len = head + body - *tail_len;
     *fds = f;
     *num_fds = nfds;
     return buf;
-}
-
-static int write_frame(peer *p, uint16_t type, uint8_t *buf, size_t len, size_t cap, int *fds,
-                       size_t num_fds)
-{
-    int rv = send_msg(p, type, buf, len, fds, num_fds);
-    send_buf_put(p->n, buf, cap);
-    free(fds);
-    return rv;
 }
 
 /* ------------------------------------------------------- ports delegate */
@@ -465,10 +463,12 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
         ports_node_accept_event(n->ports, to, ev);
         return;
     }
-    size_t len, cap, num_fds;
+    size_t len, cap, tail_len, num_fds;
+    const void *tail;
     int *fds;
-    uint8_t *buf = serialize_event(n, ev, &len, &cap, &fds, &num_fds);
+    uint8_t *buf = serialize_event(n, ev, &len, &cap, &tail, &tail_len, &fds, &num_fds);
     if (!buf) {
+        ports_event_destroy(ev);
         schedule_lost(n, to);
         return;
     }
@@ -478,10 +478,20 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     if (p) {
         peer_acquire(p);
         pthread_mutex_unlock(&n->lock);
-        write_frame(p, NODE_MSG_EVENT, buf, len, cap, fds, num_fds);
+        /* The message bytes go from where they are (the channel copies what waits). */
+        struct iovec iov[2] = {{buf, len}, {(void *)tail, tail_len}};
+        channel_write(p->ch, NODE_MSG_EVENT, iov, tail_len ? 2 : 1, fds, num_fds);
+        ports_event_destroy(ev);
+        send_buf_put(n, buf, cap);
+        free(fds);
         peer_release(p);
         return;
     }
+    /* Whatever happens next, the frame is whole in buf (it has room). */
+    if (tail_len)
+        memcpy(buf + len, tail, tail_len);
+    len += tail_len;
+    ports_event_destroy(ev);
     if (n->broker && !n->shutting_down) {
         /* Ask the broker; hold the frame until it answers. */
         pending_intro *pi = name_map_get(&n->pending, to);
