@@ -12,13 +12,17 @@
 #include "core/core.h"
 #include "core/request_context.h"
 
+#define TRAP_INLINE_TRIGGERS 2
+
 struct core_trap {
     core_dispatcher base; /* base.lock is the trap lock */
     MojoTrapEventHandler handler;
     /* Under base.lock. */
     bool armed;
-    core_trigger **triggers; /* in order of addition */
+    core_trigger **triggers; /* in order of addition; inline_triggers or the heap */
     uint32_t num_triggers, cap_triggers;
+    /* Most traps (every MojoWait's) watch one or two handles: no allocation. */
+    core_trigger *inline_triggers[TRAP_INLINE_TRIGGERS];
     uint32_t next_blocking; /* where the next failed arm starts reporting */
 };
 
@@ -134,10 +138,17 @@ static void trap_close(core_dispatcher *d)
 {
     core_trap *trap = (core_trap *)d;
     pthread_mutex_lock(&trap->base.lock);
+    /* Moved out (the inline array is reused below, once the lock is dropped). */
+    core_trigger *inline_copy[TRAP_INLINE_TRIGGERS];
     core_trigger **triggers = trap->triggers;
     uint32_t n = trap->num_triggers;
-    trap->triggers = NULL;
-    trap->num_triggers = trap->cap_triggers = 0;
+    if (triggers == trap->inline_triggers) {
+        memcpy(inline_copy, triggers, n * sizeof(*triggers));
+        triggers = inline_copy;
+    }
+    trap->triggers = trap->inline_triggers;
+    trap->num_triggers = 0;
+    trap->cap_triggers = TRAP_INLINE_TRIGGERS;
     trap->armed = false;
     for (uint32_t i = 0; i < n; i++)
         atomic_store(&triggers[i]->removed, true);
@@ -148,13 +159,15 @@ static void trap_close(core_dispatcher *d)
         queue_cancelled(triggers[i]);
         core_trigger_release(triggers[i]);
     }
-    free(triggers);
+    if (triggers != inline_copy)
+        free(triggers);
 }
 
 static void trap_destroy(core_dispatcher *d)
 {
     core_trap *trap = (core_trap *)d;
-    free(trap->triggers);
+    if (trap->triggers != trap->inline_triggers)
+        free(trap->triggers);
     free(trap);
 }
 
@@ -181,6 +194,8 @@ core_trap *core_trap_new(MojoTrapEventHandler handler)
         return NULL;
     core_dispatcher_init(&trap->base, CORE_DISPATCHER_TRAP, &trap_ops);
     trap->handler = handler;
+    trap->triggers = trap->inline_triggers;
+    trap->cap_triggers = TRAP_INLINE_TRIGGERS;
     return trap;
 }
 
@@ -239,8 +254,12 @@ MojoResult core_trap_add_trigger(core_trap *trap, core_dispatcher *watched,
             if (trap->triggers[i]->context == context || trap->triggers[i]->watched == watched)
                 rv = MOJO_RESULT_ALREADY_EXISTS;
         if (rv == MOJO_RESULT_OK && trap->num_triggers == trap->cap_triggers) {
-            uint32_t cap = trap->cap_triggers ? trap->cap_triggers * 2 : 4;
-            core_trigger **grown = realloc(trap->triggers, cap * sizeof(*grown));
+            uint32_t cap = trap->cap_triggers * 2;
+            bool was_inline = trap->triggers == trap->inline_triggers;
+            core_trigger **grown =
+                realloc(was_inline ? NULL : trap->triggers, cap * sizeof(*grown));
+            if (grown && was_inline)
+                memcpy(grown, trap->inline_triggers, sizeof(trap->inline_triggers));
             if (grown) {
                 trap->triggers = grown;
                 trap->cap_triggers = cap;

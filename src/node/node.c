@@ -55,9 +55,9 @@ struct peer {
     channel *ch;
     peer *next_all;
     /* Under n->lock. */
-    peer_state state;
-    ports_name name;
-    bool we_invited; /* its errors go to fn */
+    peer_state state; /* set with set_state_locked */
+    ports_name name;  /* never changes once the peer is connected */
+    bool we_invited;  /* its errors go to fn */
     bool isolated;
     /*
      * Introduced by the broker. Its channel closing is not enough to fail
@@ -74,6 +74,9 @@ struct peer {
     node_invitation *inv; /* it invited us */
     uint8_t *conn_name;
     size_t conn_name_len;
+
+    /* A copy of state, for a frame's first look without n->lock. */
+    _Atomic(peer_state) live_state;
 };
 
 struct node_invitation {
@@ -131,6 +134,12 @@ static void close_fds(int *fds, size_t n)
     for (size_t i = 0; i < n; i++)
         if (fds[i] >= 0)
             close(fds[i]);
+}
+
+static void set_state_locked(peer *p, peer_state state)
+{
+    p->state = state;
+    atomic_store_explicit(&p->live_state, state, memory_order_release);
 }
 
 static void peer_acquire(peer *p)
@@ -277,7 +286,7 @@ static void drop_peer(peer *p, const char *why, bool protocol)
         return;
     }
     bool had_name = p->state == PEER_CONNECTED;
-    p->state = PEER_GONE;
+    set_state_locked(p, PEER_GONE);
     bool fail_ports = had_name && (!p->introduced || p->broker_says_lost || protocol ||
                                    !n->broker || n->shutting_down);
     for (peer **pp = &n->all; *pp; pp = &(*pp)->next_all) {
@@ -415,7 +424,8 @@ static void send_buf_put(node_controller *n, uint8_t *buf, size_t cap)
         return;
     }
     memcpy(buf, &cap, sizeof(cap));
-    free(atomic_exchange_explicit(&n->spare, buf, memory_order_release));
+    /* acq_rel: the buffer it displaces may have been written by another thread. */
+    free(atomic_exchange_explicit(&n->spare, buf, memory_order_acq_rel));
 }
 
 /*
@@ -702,7 +712,7 @@ static void on_invite(peer *p, const node_wire_msg *m)
         return;
     }
     p->name = m->name;
-    p->state = PEER_CONNECTED;
+    set_state_locked(p, PEER_CONNECTED);
     if (name_map_put(&n->peers, &p->name, p) != 0)
         abort();
     peer_acquire(p);
@@ -782,7 +792,7 @@ static void on_accept(peer *p, const node_wire_msg *m)
         return;
     }
     p->name = m->name;
-    p->state = PEER_CONNECTED;
+    set_state_locked(p, PEER_CONNECTED);
     if (name_map_put(&n->peers, &p->name, p) != 0)
         abort();
     peer_acquire(p);
@@ -910,10 +920,21 @@ static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, s
     peer *p = ctx;
     node_controller *n = p->n;
     peer_acquire(p); /* dropping it inside must not free it under us */
-    pthread_mutex_lock(&n->lock);
-    peer_state state = p->state;
-    ports_name from = p->name;
-    pthread_mutex_unlock(&n->lock);
+    peer_state state = atomic_load_explicit(&p->live_state, memory_order_acquire);
+    ports_name from;
+    if (state == PEER_CONNECTED) {
+        /*
+         * A connected peer's name is fixed; it was written before the state
+         * said so, and before the channel started. A drop racing this frame
+         * is no different from one that comes just after the look.
+         */
+        from = p->name;
+    } else {
+        pthread_mutex_lock(&n->lock);
+        state = p->state;
+        from = p->name;
+        pthread_mutex_unlock(&n->lock);
+    }
 
     if (state == PEER_CONNECTED && type == NODE_MSG_EVENT) {
         on_event(p, payload, len, fds, num_fds, &from);
@@ -1015,7 +1036,7 @@ static int add_peer_locked(node_controller *n, int fd, peer_state state, peer **
     }
     atomic_init(&p->refs, 1);
     p->n = n;
-    p->state = state;
+    set_state_locked(p, state);
     channel_delegate d = {.ctx = p, .on_frame = channel_frame_cb, .on_error = channel_error_cb};
     rv = channel_create(fd, n->io, &d, &p->ch);
     if (rv != 0) {
