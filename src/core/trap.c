@@ -21,7 +21,7 @@ struct core_trap {
     bool armed;
     core_trigger **triggers; /* in order of addition; inline_triggers or the heap */
     uint32_t num_triggers, cap_triggers;
-    /* Most traps (every MojoWait's) watch one or two handles: no allocation. */
+    /* Most traps watch one or two handles: no allocation for those. */
     core_trigger *inline_triggers[TRAP_INLINE_TRIGGERS];
     uint32_t next_blocking; /* where the next failed arm starts reporting */
 };
@@ -37,9 +37,13 @@ void core_trigger_release(core_trigger *t)
 {
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
-    core_dispatcher_release(&t->trap->base);
     core_dispatcher_release(t->watched);
-    pthread_mutex_destroy(&t->delivery_lock);
+    if (t->trap) {
+        core_dispatcher_release(&t->trap->base);
+        pthread_mutex_destroy(&t->delivery_lock);
+    } else {
+        t->wait_ops->done(t->wait_ctx);
+    }
     free(t);
 }
 
@@ -62,6 +66,18 @@ static MojoResult evaluate(const core_trigger *t, const struct MojoHandleSignals
 void core_trigger_notify(core_trigger *t, const struct MojoHandleSignalsState *state)
 {
     core_trap *trap = t->trap;
+    if (!trap) {
+        /* A wait's: the dispatcher lock (held) guards it; it fires once. */
+        if (!t->wait_fired) {
+            MojoResult ready = evaluate(t, state);
+            if (ready != MOJO_RESULT_SHOULD_WAIT) {
+                t->wait_fired = true;
+                t->wait_ops->claim(t->wait_ctx, ready);
+                core_rc_queue(t, ready, state); /* the wake-up, once no lock is held */
+            }
+        }
+        return;
+    }
     pthread_mutex_lock(&trap->base.lock);
     if (!atomic_load(&t->removed)) {
         t->last_state = *state;
@@ -96,6 +112,14 @@ static void queue_cancelled(core_trigger *t)
 void core_trigger_cancel_for_closed_handle(core_trigger *t)
 {
     core_trap *trap = t->trap;
+    if (!trap) {
+        /* A wait's: the dispatcher took it off its list and drops that reference. */
+        if (!atomic_exchange(&t->removed, true)) {
+            t->wait_ops->claim(t->wait_ctx, MOJO_RESULT_CANCELLED);
+            queue_cancelled(t);
+        }
+        return;
+    }
     bool mine = false;
     pthread_mutex_lock(&trap->base.lock);
     if (!atomic_load(&t->removed)) {
@@ -113,6 +137,11 @@ void core_trigger_cancel_for_closed_handle(core_trigger *t)
 void core_trigger_deliver(core_trigger *t, MojoResult result,
                           const struct MojoHandleSignalsState *state, bool within_api_call)
 {
+    if (!t->trap) {
+        /* A wait's: what fired was claimed already; this is the wake-up. */
+        t->wait_ops->wake(t->wait_ctx);
+        return;
+    }
     pthread_mutex_lock(&t->delivery_lock);
     bool deliver =
         !t->cancel_delivered && (result == MOJO_RESULT_CANCELLED || !atomic_load(&t->removed));
@@ -130,6 +159,24 @@ void core_trigger_deliver(core_trigger *t, MojoResult result,
     }
     pthread_mutex_unlock(&t->delivery_lock);
     core_rc_run_after_delivery();
+}
+
+core_trigger *core_wait_trigger_new(core_dispatcher *watched, MojoHandleSignals signals,
+                                    const core_wait_ops *ops, void *ctx)
+{
+    core_trigger *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    core_dispatcher_acquire(watched);
+    t->watched = watched;
+    t->signals = signals;
+    t->condition = MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED;
+    t->ready = MOJO_RESULT_SHOULD_WAIT;
+    atomic_init(&t->removed, false);
+    t->wait_ops = ops;
+    t->wait_ctx = ctx;
+    return t;
 }
 
 /* --------------------------------------------------------------- trap */
@@ -187,7 +234,7 @@ static MojoResult get_trap(MojoHandle handle, core_trap **out)
     return rv;
 }
 
-core_trap *core_trap_new(MojoTrapEventHandler handler)
+static core_trap *trap_new(MojoTrapEventHandler handler)
 {
     core_trap *trap = calloc(1, sizeof(*trap));
     if (!trap)
@@ -199,21 +246,13 @@ core_trap *core_trap_new(MojoTrapEventHandler handler)
     return trap;
 }
 
-void core_trap_close(core_trap *trap)
-{
-    core_rc_enter();
-    core_dispatcher_close(&trap->base);
-    core_dispatcher_release(&trap->base);
-    core_rc_leave();
-}
-
 MojoResult MojoCreateTrap(MojoTrapEventHandler handler, const struct MojoCreateTrapOptions *options,
                           MojoHandle *trap_handle)
 {
     if (!handler || !trap_handle || !core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
     core_state *core = core_get();
-    core_trap *trap = core ? core_trap_new(handler) : NULL;
+    core_trap *trap = core ? trap_new(handler) : NULL;
     if (!trap)
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
     MojoResult rv = core_add_dispatcher(core, &trap->base, trap_handle);
@@ -222,9 +261,9 @@ MojoResult MojoCreateTrap(MojoTrapEventHandler handler, const struct MojoCreateT
     return rv;
 }
 
-MojoResult core_trap_add_trigger(core_trap *trap, core_dispatcher *watched,
-                                 MojoHandleSignals signals, MojoTriggerCondition condition,
-                                 uintptr_t context)
+static MojoResult trap_add_trigger(core_trap *trap, core_dispatcher *watched,
+                                   MojoHandleSignals signals, MojoTriggerCondition condition,
+                                   uintptr_t context)
 {
     if (!watched->ops->get_signals)
         return MOJO_RESULT_INVALID_ARGUMENT;
@@ -307,7 +346,7 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
         core_dispatcher_release(&trap->base);
         return rv;
     }
-    rv = core_trap_add_trigger(trap, watched, signals, condition, context);
+    rv = trap_add_trigger(trap, watched, signals, condition, context);
     core_dispatcher_release(watched);
     core_dispatcher_release(&trap->base);
     return rv;
@@ -344,8 +383,8 @@ MojoResult MojoRemoveTrigger(MojoHandle trap_handle, uintptr_t context,
     return t ? MOJO_RESULT_OK : MOJO_RESULT_NOT_FOUND;
 }
 
-MojoResult core_trap_arm(core_trap *trap, uint32_t *num_blocking_events,
-                         struct MojoTrapEvent *blocking_events)
+static MojoResult trap_arm(core_trap *trap, uint32_t *num_blocking_events,
+                           struct MojoTrapEvent *blocking_events)
 {
     MojoResult rv = MOJO_RESULT_OK;
     pthread_mutex_lock(&trap->base.lock);
@@ -403,7 +442,7 @@ MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *
     MojoResult rv = get_trap(trap_handle, &trap);
     if (rv != MOJO_RESULT_OK)
         return rv;
-    rv = core_trap_arm(trap, num_blocking_events, blocking_events);
+    rv = trap_arm(trap, num_blocking_events, blocking_events);
     core_dispatcher_release(&trap->base);
     return rv;
 }

@@ -1,6 +1,6 @@
 /*
- * MojoWait / MojoWaitMany (include/cmojo/wait.h): blocking waits built on a
- * private trap whose handler wakes the waiting thread.
+ * MojoWait / MojoWaitMany (include/cmojo/wait.h): blocking waits on
+ * trap-less triggers (core/trap.h) that wake the waiting thread.
  */
 #include "cmojo/wait.h"
 
@@ -15,7 +15,6 @@
 #include "core/request_context.h"
 #include "core/trap.h"
 #include "mojo/public/c/system/functions.h"
-#include "mojo/public/c/system/trap.h"
 #include "platform/wakeup.h"
 
 /*
@@ -26,26 +25,27 @@
 
 typedef struct waiter waiter;
 
-/* One per watched handle; its address is the trigger context. */
+/* One per watched handle; its address is the trigger's context. */
 typedef struct wait_slot {
     waiter *w;
     uint32_t index;
+    core_trigger *t;
 } wait_slot;
 
 /* waiter.claim: which event the wait reports. */
 enum { CLAIM_NONE = 0, CLAIM_WRITING = 1, CLAIM_DONE = 2 };
 
 /*
- * Shared by the waiting thread and the trap handler, which may run on another
- * thread and, when the wait itself runs inside a trap handler, after the wait
- * returned (the trap's CANCELLED events are then deferred). So it is counted:
- * one reference for the waiting thread, one per trigger until its CANCELLED,
- * one per wake-up in flight.
+ * Shared by the waiting thread and the triggers, whose wake-ups may still be
+ * on their way (queued in another thread's request context, or in this
+ * thread's when the wait runs inside a trap handler) after the wait
+ * returned. So it is counted: one reference for the waiting thread, one per
+ * trigger until the trigger is freed.
  *
- * No lock: the first non-CANCELLED event claims the result (CLAIM_NONE ->
- * CLAIM_WRITING), writes index and result, and publishes them
- * (CLAIM_DONE); a CANCELLED sets `cancelled`. Either then sets the wake-up,
- * whose acquire on the waiting side makes what was written before visible.
+ * No lock: the first trigger to fire claims the result (CLAIM_NONE ->
+ * CLAIM_WRITING), writes index and result, and publishes them (CLAIM_DONE);
+ * a closed handle sets `cancelled`. Either then sets the wake-up, whose
+ * acquire on the waiting side makes what was written before visible.
  */
 struct waiter {
     atomic_uint refs;
@@ -63,37 +63,38 @@ static void waiter_release(waiter *w)
         free(w);
 }
 
-static void wake(void *arg)
+/* Under the watched dispatcher's lock: record, nothing more. */
+static void on_claim(void *ctx, MojoResult result)
 {
-    waiter *w = arg;
-    plat_wakeup_set(&w->wakeup);
-    waiter_release(w);
+    wait_slot *slot = ctx;
+    waiter *w = slot->w;
+    if (result == MOJO_RESULT_CANCELLED) {
+        atomic_store(&w->cancelled, true);
+        return;
+    }
+    unsigned none = CLAIM_NONE;
+    if (atomic_compare_exchange_strong(&w->claim, &none, CLAIM_WRITING)) {
+        w->index = slot->index;
+        w->result = result;
+        atomic_store_explicit(&w->claim, CLAIM_DONE, memory_order_release);
+    }
 }
 
-static void on_event(const struct MojoTrapEvent *event)
+/*
+ * With no lock held (woken while the firing thread still held one, the
+ * waiter would run straight into it): wake the waiter.
+ */
+static void on_wake(void *ctx)
 {
-    wait_slot *slot = (wait_slot *)event->trigger_context;
-    waiter *w = slot->w;
-    if (event->result == MOJO_RESULT_CANCELLED) {
-        atomic_store(&w->cancelled, true);
-    } else {
-        unsigned none = CLAIM_NONE;
-        if (atomic_compare_exchange_strong(&w->claim, &none, CLAIM_WRITING)) {
-            w->index = slot->index;
-            w->result = event->result;
-            atomic_store_explicit(&w->claim, CLAIM_DONE, memory_order_release);
-        }
-    }
-    /*
-     * Wake the waiter only after this delivery has let go of its locks: woken
-     * at once, it would close the trap and block on the lock this thread
-     * still holds, costing two extra context switches per wait.
-     */
-    atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
-    core_rc_after_delivery(wake, w);
-    if (event->result == MOJO_RESULT_CANCELLED)
-        waiter_release(w); /* the trigger's reference: this was its last event */
+    plat_wakeup_set(&((wait_slot *)ctx)->w->wakeup);
 }
+
+static void on_done(void *ctx)
+{
+    waiter_release(((wait_slot *)ctx)->w);
+}
+
+static const core_wait_ops wait_ops = {on_claim, on_wake, on_done};
 
 static void fill_states(const MojoHandle *handles, uint32_t n,
                         struct MojoHandleSignalsState *states)
@@ -170,9 +171,21 @@ static MojoResult check_now(const MojoHandle *handles, const MojoHandleSignals *
     return MOJO_RESULT_SHOULD_WAIT;
 }
 
-/* Waits on a trap with no handle; SHOULD_WAIT never comes out of here. */
-static MojoResult wait_with_trap(core_dispatcher **d, const MojoHandleSignals *signals,
-                                 uint32_t num_handles, MojoDeadline deadline, uint32_t *index)
+/* What the claim says, if anything: OK, FAILED_PRECONDITION, CANCELLED or SHOULD_WAIT. */
+static MojoResult claimed(waiter *w, uint32_t *index)
+{
+    if (atomic_load_explicit(&w->claim, memory_order_acquire) == CLAIM_DONE) {
+        *index = w->index;
+        return w->result;
+    }
+    if (atomic_load(&w->cancelled))
+        return MOJO_RESULT_CANCELLED; /* a watched handle was closed */
+    return MOJO_RESULT_SHOULD_WAIT;
+}
+
+/* Waits on one trigger per handle; SHOULD_WAIT never comes out of here. */
+static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignals *signals,
+                                     uint32_t num_handles, MojoDeadline deadline, uint32_t *index)
 {
     waiter *w = calloc(1, sizeof(*w) + num_handles * sizeof(wait_slot));
     if (!w)
@@ -182,57 +195,49 @@ static MojoResult wait_with_trap(core_dispatcher **d, const MojoHandleSignals *s
     atomic_init(&w->claim, CLAIM_NONE);
     atomic_init(&w->cancelled, false);
 
-    MojoResult rv;
-    core_trap *trap = core_trap_new(on_event);
-    if (!trap) {
-        rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
-        goto out;
-    }
-    for (uint32_t i = 0; i < num_handles; i++) {
-        w->slots[i] = (wait_slot){w, i};
-        atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
-        rv = core_trap_add_trigger(trap, d[i], signals[i], MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED,
-                                   (uintptr_t)&w->slots[i]);
-        if (rv != MOJO_RESULT_OK) {
-            waiter_release(w); /* no trigger, no CANCELLED to come */
-            *index = i;
-            goto out;
+    /*
+     * A trigger added to a handle that is ready claims at once, on this
+     * thread; its wake-up is queued in this thread's request context (and,
+     * if this wait runs inside a trap handler, delivered only later), so the
+     * claim is what tells: no need to block.
+     */
+    MojoResult rv = MOJO_RESULT_SHOULD_WAIT;
+    uint32_t added = 0;
+    core_rc_enter();
+    for (uint32_t i = 0; i < num_handles && rv == MOJO_RESULT_SHOULD_WAIT; i++) {
+        w->slots[i] = (wait_slot){w, i, NULL};
+        core_trigger *t = core_wait_trigger_new(d[i], signals[i], &wait_ops, &w->slots[i]);
+        if (!t) {
+            rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
+            break;
         }
+        atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed); /* the trigger's */
+        w->slots[i].t = t;
+        added = i + 1;
+        if (!core_dispatcher_add_watcher(d[i], t)) {
+            /* Closed since the first look. */
+            *index = i;
+            rv = MOJO_RESULT_CANCELLED;
+            break;
+        }
+        rv = claimed(w, index);
+    }
+    core_rc_leave();
+
+    if (rv == MOJO_RESULT_SHOULD_WAIT) {
+        struct timespec until;
+        if (deadline != MOJO_DEADLINE_INDEFINITE)
+            until = deadline_at(deadline);
+        plat_wakeup_wait(&w->wakeup, deadline == MOJO_DEADLINE_INDEFINITE ? NULL : &until);
+        rv = claimed(w, index);
+        if (rv == MOJO_RESULT_SHOULD_WAIT)
+            rv = MOJO_RESULT_DEADLINE_EXCEEDED;
     }
 
-    struct MojoTrapEvent ready;
-    uint32_t num_ready = 1;
-    rv = core_trap_arm(trap, &num_ready, &ready);
-    if (rv == MOJO_RESULT_FAILED_PRECONDITION) {
-        /* Became ready after the first look: no need to block. */
-        *index = ((wait_slot *)ready.trigger_context)->index;
-        rv = ready.result;
-        goto out;
+    for (uint32_t i = 0; i < added; i++) {
+        core_dispatcher_remove_watcher(d[i], w->slots[i].t);
+        core_trigger_release(w->slots[i].t);
     }
-    if (rv == MOJO_RESULT_NOT_FOUND) {
-        /* Every trigger is gone already: each watched handle was closed. */
-        rv = MOJO_RESULT_CANCELLED;
-        goto out;
-    }
-    if (rv != MOJO_RESULT_OK)
-        goto out;
-
-    struct timespec until;
-    if (deadline != MOJO_DEADLINE_INDEFINITE)
-        until = deadline_at(deadline);
-    plat_wakeup_wait(&w->wakeup, deadline == MOJO_DEADLINE_INDEFINITE ? NULL : &until);
-    if (atomic_load_explicit(&w->claim, memory_order_acquire) == CLAIM_DONE) {
-        *index = w->index;
-        rv = w->result;
-    } else if (atomic_load(&w->cancelled)) {
-        rv = MOJO_RESULT_CANCELLED; /* a watched handle was closed */
-    } else {
-        rv = MOJO_RESULT_DEADLINE_EXCEEDED;
-    }
-
-out:
-    if (trap)
-        core_trap_close(trap);
     waiter_release(w);
     return rv;
 }
@@ -267,7 +272,7 @@ MojoResult MojoWaitMany(const MojoHandle *handles, const MojoHandleSignals *sign
     MojoResult rv = check_now(handles, signals, num_handles, d, &resolved, &index);
     if (rv == MOJO_RESULT_SHOULD_WAIT)
         rv = deadline == 0 ? MOJO_RESULT_DEADLINE_EXCEEDED
-                           : wait_with_trap(d, signals, num_handles, deadline, &index);
+                           : wait_with_triggers(d, signals, num_handles, deadline, &index);
     for (uint32_t i = 0; i < resolved; i++)
         core_dispatcher_release(d[i]);
     if (d != stack_d)
