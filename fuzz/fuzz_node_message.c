@@ -4,9 +4,11 @@
  * user-message payload is a message envelope (core_message_wire_parse).
  *
  * Input: byte 0 picks the frame type (mod 10), byte 1 the number of fds that
- * "arrived" with it (mod 8), the rest is the frame's payload. The fds are
- * real (/dev/null duplicates), so a parser that keeps them must hand them to
- * a dispatcher and one that rejects must close them: the fd count is checked
+ * "arrived" with it (bits 0-2) and what they are: /dev/null duplicates, or
+ * with bit 3 set memfds sealed against shrinking and growing of (byte 1 >> 4)
+ * x 4 KB, which data pipe ends accept as their ring; the rest is the frame's
+ * payload. The fds are real, so a parser that keeps them must hand them to a
+ * dispatcher and one that rejects must close them: the fd count is checked
  * after every input.
  *
  * Every accepted node message must rebuild to the same bytes through the
@@ -15,6 +17,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/message.h"
@@ -30,6 +33,18 @@ static int open_fd_count(void)
     for (int fd = 0; fd < 256; fd++)
         count += fcntl(fd, F_GETFD) >= 0;
     return count;
+}
+
+/* A memfd of size bytes that can neither shrink nor grow (a data pipe ring), or -1. */
+static int sealed_memfd(off_t size)
+{
+    int fd = memfd_create("fuzz-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd >= 0 &&
+        (ftruncate(fd, size) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
 }
 
 static void check_node_message(uint16_t type, const uint8_t *buf, size_t len, size_t nfds)
@@ -136,7 +151,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t nfds = data[1] % 8;
     int fds[8];
     for (size_t i = 0; i < nfds; i++)
-        if ((fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+        if ((fds[i] = data[1] & 8 ? sealed_memfd((off_t)(data[1] >> 4) * 4096)
+                                  : open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
             abort();
     const uint8_t *buf = data + 2;
     size_t len = size - 2;

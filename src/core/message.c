@@ -3,6 +3,7 @@
  */
 #include "core/message.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@
 #include "core/core.h"
 #include "core/data_pipe.h"
 #include "core/platform_handle.h"
+#include "core/shared_buffer.h"
 #include "node/node.h"
 #include "core/handle_table.h"
 #include "core/message_pipe.h"
@@ -27,11 +29,15 @@ static const ports_payload_ops message_ops = {
     .will_be_routed_externally = payload_will_be_routed_externally,
 };
 
+/* Serial numbers tell a message from a later one at the same address. */
+static atomic_uint_fast64_t next_serial;
+
 static core_message *message_new(uint32_t max_size)
 {
     core_message *m = calloc(1, sizeof(*m));
     if (!m)
         return NULL;
+    m->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed) + 1;
     m->base.ops = &message_ops;
     m->max_size = max_size;
     return m;
@@ -47,13 +53,20 @@ static void message_free(core_message *m)
     free(m);
 }
 
-/* The message this thread is writing (see core_message_send_begin). */
+/*
+ * The message this thread is writing (see core_message_send_begin). Its
+ * serial too: once delivered, the message may be read and freed by another
+ * thread and a new one allocated at the same address, which this thread's
+ * send may then destroy; that one is not ours to keep.
+ */
 static _Thread_local core_message *tls_sending;
+static _Thread_local uint64_t tls_sending_serial;
 static _Thread_local bool tls_sending_destroyed;
 
 void core_message_send_begin(core_message *m)
 {
     tls_sending = m;
+    tls_sending_serial = m->serial;
     tls_sending_destroyed = false;
 }
 
@@ -117,7 +130,7 @@ static uint32_t wire_fds_of(const core_dispatcher *d)
 static void payload_destroy(ports_payload *payload)
 {
     core_message *m = (core_message *)payload;
-    if (m == tls_sending) {
+    if (m == tls_sending && m->serial == tls_sending_serial) {
         /* Refused or dropped inside the writer's send: the writer decides. */
         tls_sending_destroyed = true;
         return;

@@ -79,6 +79,7 @@ const core_wire_type *core_wire_type_find(uint32_t type);
 typedef struct core_message {
     ports_payload base; /* first: what the ports layer carries */
     uint64_t value;     /* name in the message table; 0 while not in it */
+    uint64_t serial;    /* unique per message ever created in this process */
     uint32_t max_size;  /* payload limit */
 
     uintptr_t context;

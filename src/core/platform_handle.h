@@ -10,11 +10,6 @@
 #include <stdint.h>
 
 #include "core/dispatcher.h"
-/*
- * Shared memory regions are the other platform object that travels; message.c
- * finds their wire deserializer through this include.
- */
-#include "core/shared_buffer.h"
 
 /* A dispatcher owning fd (one reference, the caller's). NULL on ENOMEM (fd untouched). */
 core_dispatcher *core_platform_handle_new(int fd);

@@ -30,10 +30,11 @@
 
 /*
  * The whole test (this many default scenarios, an eighth as many each
- * without kills and with two kills) takes about 9 s in a plain build, 20 s
- * with ASan and 40 s with TSan on two cores: far inside CTest's timeout. The
- * IO thread is woken for every event and a quarter of the scenarios stall it
- * on purpose, so this is slower per scenario than test_sim.
+ * without kills and with two kills) takes 9-12 s in a plain build, 19-25 s
+ * with ASan and 36-66 s with TSan on two cores (alone, or beside the rest of
+ * the suite under ctest -j2): well inside CTest's timeout. The IO thread is
+ * woken for every event and a quarter of the scenarios stall it on purpose,
+ * so this is slower per scenario than test_sim.
  */
 #define DEFAULT_SCENARIOS 1200u
 

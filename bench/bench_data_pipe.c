@@ -1,0 +1,1066 @@
+/*
+ * bench_data_pipe: data pipe throughput between two real processes against
+ * a raw socketpair stream between the same two processes and against
+ * memcpy in one process, all measured in the same run and reported as
+ * ratios.
+ *
+ * The parent forks and execs /proc/self/exe with the role argument "child",
+ * handing it two inherited sockets, as bench_ipc does: one end of the
+ * socketpair the invitation travels on (after which it is cmojo's channel,
+ * carrying the "boot" pipe) and one end of a plain socketpair for the
+ * baseline. The parent is always the producer and the child the consumer.
+ * For each chunk size the parent makes one data pipe of 4 (--capacity-x) x
+ * the chunk but at least 256 KiB (256 KB, 256 KB, 4 MB: room for a few
+ * chunks in flight, so neither side waits for the other's every chunk, and
+ * never less than the ~200 KB a socketpair buffers) and hands the consumer to
+ * the child with the first command for that size; the same pipe serves
+ * every run of that size, so the timed runs see a warm ring, as the socket
+ * and the memcpy buffers are warm. Per case the parent sends a command on
+ * the boot pipe, waits for the child's "ready" (untimed), then the timed
+ * loop moves --mb MiB (default 256) in chunks and ends when the child's
+ * acknowledgement (bytes and checksum) has come back.
+ *
+ * Waiting: the producer blocks in MojoWait(WRITABLE) when the pipe is full;
+ * the consumer blocks in MojoWait(READABLE) when it is empty, or with
+ * --trap-reader reads from a trap handler on its IO thread (an event loop:
+ * drain, re-arm), as bench_ipc's stream consumer does.
+ *
+ * Cases, for chunks of 4 KB, 64 KB and 1 MB:
+ *   socketpair  the parent write()s each chunk in full (blocking stream
+ *               socket, default buffer sizes); the child read()s each chunk
+ *               in full into its buffer, checksums it, and at the end
+ *               writes its ack on the same socket.
+ *   memcpy      in the parent alone: each chunk is memcpy'd into a buffer of
+ *               the pipe's capacity (at the next offset, wrapping, as into
+ *               the ring) and then checksummed there: the least work any
+ *               transfer must do, on one CPU. No second process.
+ *   one-shot    MojoWriteData of the chunk (what does not fit is retried
+ *               after MojoWait(WRITABLE)); the child MojoReadData's up to a
+ *               chunk into its buffer (MojoWait(READABLE) when empty) and
+ *               checksums it; the ack comes on the boot pipe.
+ *   two-phase   MojoBeginWriteData, memcpy of as much of the chunk as the
+ *               span takes, MojoEndWriteData, until the chunk is in; the
+ *               child MojoBeginReadData's, checksums the whole readable span
+ *               in place (possibly several chunks), MojoEndReadData's.
+ * Every variant touches every byte on the consuming side (the checksum, a
+ * sum of 64-bit words), and every chunk is tagged with its index in its
+ * first word, so a lost, repeated or stale chunk changes the checksum; the
+ * parent checks the child's bytes and checksum against its own, and a
+ * mismatch is a failure: a benchmark that got a wrong answer has measured
+ * nothing.
+ *
+ * Method, as in bench_ipc: the machine is shared and noisy, so each case
+ * first runs twice untimed (warm-up), then all cases run round-robin, R runs
+ * of each (odd runs go through the list backwards). GB/s (10^9 bytes per
+ * second) is the median run's; a ratio is the median of the per-run ratios
+ * subject rate / baseline rate, with the extremes beside it. Every case of
+ * one chunk size moves the same bytes, so a per-run ratio is the baseline's
+ * time over the subject's.
+ *
+ * Goals (issue 5): a data pipe at least 3x the socketpair for chunks of
+ * 64 KB and up (both ways of doing I/O), and two-phase transfer of large
+ * chunks (64 KB and up) at least half of memcpy's rate.
+ *
+ * --single KIND SIZE runs one case once (after one untimed run), with
+ * getppid() calls just before and after its timed loop as markers, for
+ * strace or perf.
+ *
+ * --capacity-x K makes every pipe (and the memcpy buffer) K chunks deep (at
+ * least 256 KiB).
+ *
+ * CPUs: by default nothing is pinned (the scheduler's choice). --cpus one
+ * pins every thread of both processes to one CPU (every wake-up a context
+ * switch there: the CPU cost of each side); --cpus split puts each process,
+ * with its IO thread, on a CPU of its own (every wake-up of the other side
+ * crosses CPUs, which on a small VM can cost tens of microseconds, for the
+ * socketpair as much as for the pipe).
+ *
+ * Usage: bench_data_pipe [--quick] [--runs R] [--mb M] [--capacity-x K] [--trap-reader]
+ *                        [--cpus any|one|split]
+ *        bench_data_pipe [--mb M] [--capacity-x K] [--trap-reader] [--cpus any|one|split]
+ *                        --single socketpair|memcpy|oneshot|twophase SIZE
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmojo/wait.h"
+#include "mojo/public/c/system/core.h"
+
+/* A benchmark that got a wrong answer has measured nothing: stop loudly. */
+#define BENCH_CHECK(x)                                                                             \
+    do {                                                                                           \
+        if (!(x)) {                                                                                \
+            fprintf(stderr, "bench_data_pipe (%s, %s): %s:%d: check failed: %s\n", g_role, g_case, \
+                    __FILE__, __LINE__, #x);                                                       \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define BENCH_MOJO(call)                                                                           \
+    do {                                                                                           \
+        MojoResult bench_rv_ = (call);                                                             \
+        if (bench_rv_ != MOJO_RESULT_OK) {                                                         \
+            fprintf(stderr, "bench_data_pipe (%s, %s): %s:%d: %s returned %u\n", g_role, g_case,   \
+                    __FILE__, __LINE__, #call, (unsigned)bench_rv_);                               \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Runs per measurement; the median of an odd number of runs is a real run. */
+#define DP_MAX_RUNS 31u
+#define DP_DEFAULT_RUNS 5u
+#define DP_QUICK_RUNS 3u
+/*
+ * Bytes one run of a case moves. 256 MiB takes 20-150 ms at the rates seen
+ * on the dev VM (memcpy ~15 GB/s, socketpair ~2-4 GB/s), long enough that
+ * the untimed-looking parts of a run (the ack, a scheduler hiccup) are lost
+ * in it: 12 cases x 7 runs stay around 10 s. --quick: a few seconds.
+ */
+#define DP_DEFAULT_MB 256u
+#define DP_QUICK_MB 16u
+#define DP_MAX_MB 16384u
+/* Pipe capacity (and the memcpy baseline's buffer) in chunks, by default and at most. */
+#define DP_DEFAULT_CAPACITY_X 4u
+#define DP_MAX_CAPACITY_X 64u
+/*
+ * ... but never less than this: a socketpair buffers about 200 KB before its
+ * writer blocks (net.core.wmem_default is 208 KB), and a pipe that buffers
+ * less than the stream it is compared with measures wake-ups, not transfer.
+ */
+#define DP_MIN_CAPACITY (256u * 1024u)
+/* Largest chunk measured; sizes the static buffers. */
+#define DP_MAX_CHUNK (1024u * 1024u)
+/* Every blocking wait gives up after this long (a hung peer is a failure). */
+#define DP_DEADLINE_US (60u * 1000u * 1000u)
+/* The issue's goals. */
+#define DP_SOCKETPAIR_GOAL 3.0
+#define DP_MEMCPY_GOAL 0.5
+#define DP_GOAL_MIN_CHUNK (64u * 1024u)
+
+static const uint32_t g_sizes[] = {4096, 65536, 1024 * 1024};
+#define NUM_SIZES (sizeof(g_sizes) / sizeof(g_sizes[0]))
+
+typedef enum dp_kind {
+    K_SOCKETPAIR,
+    K_MEMCPY,
+    K_ONESHOT,
+    K_TWOPHASE,
+    K_NUM,
+    K_QUIT = K_NUM /* command only: the child exits */
+} dp_kind;
+
+static const char *const g_kind_names[K_NUM] = {"socketpair", "memcpy", "oneshot", "twophase"};
+
+/* What the parent sends on the boot pipe before each case. */
+typedef struct dp_cmd {
+    uint32_t kind;  /* dp_kind */
+    uint32_t size;  /* bytes per chunk */
+    uint32_t slot;  /* which data pipe (one per chunk size) */
+    uint32_t pad;   /* zero */
+    uint64_t count; /* chunks */
+} dp_cmd;
+
+/* The consumer's answer: what it received. */
+typedef struct dp_ack {
+    uint64_t bytes;
+    uint64_t sum;
+} dp_ack;
+
+static const char *g_role = "parent";
+/* The consumer reads in a trap handler (else in a thread blocked in MojoWait). */
+static bool g_trap_reader;
+
+/* Where the threads run: the scheduler's choice, all on one CPU, or one CPU per process. */
+typedef enum dp_cpus { CPUS_ANY, CPUS_ONE, CPUS_SPLIT } dp_cpus;
+static dp_cpus g_cpus = CPUS_ANY;
+/* The CPU the child pins itself to (-1: none), as its command line says. */
+static int g_child_cpu = -1;
+/* The case being run, for failure messages. */
+static char g_case[64] = "setup";
+
+static const struct MojoAppendMessageDataOptions g_commit = {
+    sizeof(struct MojoAppendMessageDataOptions), MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
+
+/* The parent's chunk (re-tagged per chunk) and the child's read buffer. */
+static uint64_t g_chunk[DP_MAX_CHUNK / 8];
+static uint64_t g_readbuf[DP_MAX_CHUNK / 8];
+/* The memcpy baseline's stand-in for the ring (capacity bytes), and its size in chunks. */
+static uint8_t *g_ring;
+static unsigned g_capacity_x = DP_DEFAULT_CAPACITY_X;
+
+/* A pipe's capacity (and the memcpy buffer's size) for chunks of size bytes. */
+static uint32_t capacity_of(uint32_t size)
+{
+    uint32_t c = g_capacity_x * size;
+    return c < DP_MIN_CAPACITY ? DP_MIN_CAPACITY : c;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    BENCH_CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+}
+
+static void describe_case(const dp_cmd *cmd)
+{
+    snprintf(g_case, sizeof(g_case), "case %s %" PRIu32 " B x %" PRIu64,
+             cmd->kind < K_NUM ? g_kind_names[cmd->kind] : "?", cmd->size, cmd->count);
+}
+
+/* ------------------------------------------------------------ the data */
+
+/* Chunk i's first word: distinct per chunk, so a lost or repeated chunk shows. */
+static uint64_t tag_of(uint64_t i)
+{
+    return (i + 1) * UINT64_C(0x9e3779b97f4a7c15);
+}
+
+/*
+ * The sum of len / 8 little 64-bit words at p (len a multiple of 8). Four
+ * accumulators so the loads, not one chain of adds, set the pace.
+ */
+static uint64_t checksum(const void *p, size_t len)
+{
+    const uint8_t *b = p;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    BENCH_CHECK(len % 8 == 0);
+    for (; i + 32 <= len; i += 32) {
+        uint64_t w[4];
+        memcpy(w, b + i, sizeof(w));
+        s0 += w[0];
+        s1 += w[1];
+        s2 += w[2];
+        s3 += w[3];
+    }
+    for (; i < len; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, sizeof(w));
+        s0 += w;
+    }
+    return s0 + s1 + s2 + s3;
+}
+
+/* What the consumer's checksum must come to for count chunks of size bytes. */
+static uint64_t expected_sum(uint32_t size, uint64_t count)
+{
+    uint64_t rest = checksum(g_chunk + 1, size - 8), sum = count * rest;
+    for (uint64_t i = 0; i < count; i++)
+        sum += tag_of(i);
+    return sum;
+}
+
+/* ------------------------------------------------------------ raw sockets */
+
+static void write_full(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        BENCH_CHECK(n > 0);
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void read_full(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        BENCH_CHECK(n > 0); /* 0: the peer died */
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* ---------------------------------------------------------- cmojo messages */
+
+/* Writes a message carrying bytes and, unless INVALID, one handle (then the message's). */
+static void write_msg(MojoHandle pipe, const void *src, uint32_t len, MojoHandle h)
+{
+    MojoMessageHandle m;
+    void *buf = NULL;
+    uint32_t nh = h == MOJO_HANDLE_INVALID ? 0 : 1;
+    BENCH_MOJO(MojoCreateMessage(NULL, &m));
+    BENCH_MOJO(MojoAppendMessageData(m, len, nh ? &h : NULL, nh, &g_commit, &buf, NULL));
+    memcpy(buf, src, len);
+    BENCH_MOJO(MojoWriteMessage(pipe, m, NULL));
+}
+
+/* Blocks until handle has signal (a closed peer or a timeout is a failure). */
+static void wait_for(MojoHandle handle, MojoHandleSignals signal)
+{
+    BENCH_MOJO(MojoWait(handle, signal, DP_DEADLINE_US, NULL));
+}
+
+/*
+ * Waits for and reads one message of exactly len bytes into dst; returns the
+ * handle it carried (at most one), or MOJO_HANDLE_INVALID.
+ */
+static MojoHandle read_msg(MojoHandle pipe, void *dst, uint32_t len)
+{
+    MojoMessageHandle m;
+    void *data = NULL;
+    uint32_t n = 0, nh = 1;
+    MojoHandle h = MOJO_HANDLE_INVALID;
+    wait_for(pipe, MOJO_HANDLE_SIGNAL_READABLE);
+    BENCH_MOJO(MojoReadMessage(pipe, NULL, &m));
+    BENCH_MOJO(MojoGetMessageData(m, NULL, &data, &n, &h, &nh));
+    BENCH_CHECK(n == len && nh <= 1);
+    memcpy(dst, data, len);
+    BENCH_MOJO(MojoDestroyMessage(m));
+    return nh ? h : MOJO_HANDLE_INVALID;
+}
+
+/* ------------------------------------------------------------------ child */
+
+static dp_ack child_socketpair(int fd, uint32_t size, uint64_t count)
+{
+    dp_ack ack = {0, 0};
+    for (uint64_t i = 0; i < count; i++) {
+        read_full(fd, g_readbuf, size);
+        ack.sum += checksum(g_readbuf, size);
+        ack.bytes += size;
+    }
+    return ack;
+}
+
+/* One consumer case in the child: the end it reads and what it has seen. */
+typedef struct dp_reader {
+    MojoHandle consumer;
+    MojoHandle trap; /* trap-driven only */
+    bool two_phase;
+    uint32_t size;  /* one-shot: at most this many bytes a read (the chunk) */
+    uint64_t total; /* bytes to read before acknowledging */
+    dp_ack ack;
+    sem_t finished; /* trap-driven: posted once total bytes have been read */
+} dp_reader;
+
+/*
+ * Reads (one-shot: up to a chunk at a time into the buffer; two-phase: the
+ * readable span, in place) and checksums until total bytes or the pipe is
+ * empty. Returns true when all total bytes have come.
+ */
+static bool reader_drain(dp_reader *r)
+{
+    while (r->ack.bytes < r->total) {
+        uint64_t left = r->total - r->ack.bytes;
+        uint32_t n = 0;
+        MojoResult rv;
+        if (r->two_phase) {
+            const void *buf = NULL;
+            rv = MojoBeginReadData(r->consumer, NULL, &buf, &n);
+            if (rv == MOJO_RESULT_SHOULD_WAIT)
+                return false;
+            BENCH_MOJO(rv);
+            if (left < n)
+                n = (uint32_t)left;
+            r->ack.sum += checksum(buf, n);
+            BENCH_MOJO(MojoEndReadData(r->consumer, n, NULL));
+        } else {
+            n = left < r->size ? (uint32_t)left : r->size;
+            rv = MojoReadData(r->consumer, NULL, g_readbuf, &n);
+            if (rv == MOJO_RESULT_SHOULD_WAIT)
+                return false;
+            BENCH_MOJO(rv);
+            r->ack.sum += checksum(g_readbuf, n);
+        }
+        r->ack.bytes += n;
+    }
+    return true;
+}
+
+/* The reader in this thread, blocked in MojoWait(READABLE) whenever the pipe is empty. */
+static void reader_run_wait(dp_reader *r)
+{
+    while (!reader_drain(r))
+        wait_for(r->consumer, MOJO_HANDLE_SIGNAL_READABLE);
+}
+
+/* Drains, then re-arms; if arming finds data already there, goes round again. */
+static void reader_drain_and_arm(dp_reader *r)
+{
+    while (!reader_drain(r)) {
+        struct MojoTrapEvent ev = {.struct_size = sizeof(ev)};
+        uint32_t nev = 1;
+        MojoResult rv = MojoArmTrap(r->trap, NULL, &nev, &ev);
+        if (rv == MOJO_RESULT_OK)
+            return;
+        BENCH_CHECK(rv == MOJO_RESULT_FAILED_PRECONDITION && nev == 1);
+        BENCH_MOJO(ev.result); /* the producer never closes first */
+    }
+    BENCH_CHECK(sem_post(&r->finished) == 0);
+}
+
+/* Runs on the child's IO thread, the one that received the producer's count. */
+static void reader_trap_handler(const struct MojoTrapEvent *event)
+{
+    if (event->result == MOJO_RESULT_CANCELLED)
+        return; /* the trap was closed; the case may be gone already */
+    BENCH_MOJO(event->result);
+    reader_drain_and_arm((dp_reader *)event->trigger_context);
+}
+
+/* The reader in a trap handler (an event loop), this thread waiting for the end. */
+static void reader_run_trap(dp_reader *r)
+{
+    BENCH_CHECK(sem_init(&r->finished, 0, 0) == 0);
+    BENCH_MOJO(MojoCreateTrap(reader_trap_handler, NULL, &r->trap));
+    BENCH_MOJO(MojoAddTrigger(r->trap, r->consumer, MOJO_HANDLE_SIGNAL_READABLE,
+                              MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED, (uintptr_t)r, NULL));
+    reader_drain_and_arm(r);
+    while (sem_wait(&r->finished) != 0)
+        BENCH_CHECK(errno == EINTR);
+    /* Closing the trap delivers CANCELLED, which touches nothing. */
+    BENCH_MOJO(MojoClose(r->trap));
+    BENCH_CHECK(sem_destroy(&r->finished) == 0);
+}
+
+/* Says why the connection to the parent failed (malformed input, disconnection). */
+static void inviter_error_handler(const struct MojoProcessErrorDetails *details)
+{
+    fprintf(stderr, "bench_data_pipe (child, %s): connection to the parent: %.*s%s\n", g_case,
+            (int)details->error_message_length,
+            details->error_message ? details->error_message : "",
+            (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED) ? " (disconnected)" : "");
+}
+
+static int child_main(int boot_fd, int raw_fd)
+{
+    g_role = "child";
+    /* An orphaned child has nobody to serve. */
+    BENCH_CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0);
+    BENCH_MOJO(MojoSetDefaultProcessErrorHandler(inviter_error_handler, NULL));
+    struct MojoPlatformHandle ph = {sizeof(ph), MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR,
+                                    (uint64_t)boot_fd};
+    struct MojoInvitationTransportEndpoint ep = {sizeof(ep), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL,
+                                                 1, &ph};
+    MojoHandle inv, boot;
+    BENCH_MOJO(MojoAcceptInvitation(&ep, NULL, &inv));
+    BENCH_MOJO(MojoExtractMessagePipeFromInvitation(inv, "boot", 4, NULL, &boot));
+    BENCH_MOJO(MojoClose(inv));
+
+    MojoHandle consumers[NUM_SIZES];
+    for (size_t i = 0; i < NUM_SIZES; i++)
+        consumers[i] = MOJO_HANDLE_INVALID;
+    for (;;) {
+        dp_cmd cmd;
+        MojoHandle h = read_msg(boot, &cmd, sizeof(cmd));
+        if (cmd.kind == K_QUIT)
+            break;
+        describe_case(&cmd);
+        BENCH_CHECK(cmd.kind < K_NUM && cmd.kind != K_MEMCPY && cmd.size >= 8 &&
+                    cmd.size % 8 == 0 && cmd.size <= DP_MAX_CHUNK && cmd.slot < NUM_SIZES);
+        if (h != MOJO_HANDLE_INVALID) {
+            BENCH_CHECK(consumers[cmd.slot] == MOJO_HANDLE_INVALID);
+            consumers[cmd.slot] = h;
+        }
+        /* The parent starts its timed loop once this end is ready to read. */
+        uint64_t ready = 0;
+        write_msg(boot, &ready, sizeof(ready), MOJO_HANDLE_INVALID);
+        uint64_t total = cmd.count * cmd.size;
+        dp_ack ack;
+        switch ((dp_kind)cmd.kind) {
+        case K_SOCKETPAIR:
+            ack = child_socketpair(raw_fd, cmd.size, cmd.count);
+            write_full(raw_fd, &ack, sizeof(ack));
+            break;
+        case K_ONESHOT:
+        case K_TWOPHASE: {
+            BENCH_CHECK(consumers[cmd.slot] != MOJO_HANDLE_INVALID);
+            dp_reader r = {.consumer = consumers[cmd.slot],
+                           .two_phase = cmd.kind == K_TWOPHASE,
+                           .size = cmd.size,
+                           .total = total};
+            if (g_trap_reader)
+                reader_run_trap(&r);
+            else
+                reader_run_wait(&r);
+            write_msg(boot, &r.ack, sizeof(r.ack), MOJO_HANDLE_INVALID);
+            break;
+        }
+        default:
+            BENCH_CHECK(false);
+        }
+    }
+    for (size_t i = 0; i < NUM_SIZES; i++)
+        if (consumers[i] != MOJO_HANDLE_INVALID)
+            BENCH_MOJO(MojoClose(consumers[i]));
+    BENCH_MOJO(MojoClose(boot));
+    close(raw_fd);
+    BENCH_MOJO(MojoShutdown(NULL));
+    return 0;
+}
+
+/* ----------------------------------------------------------------- parent */
+
+typedef struct dp_child {
+    pid_t pid;
+    MojoHandle boot;
+    int raw_fd;
+    MojoHandle producers[NUM_SIZES];
+    bool consumer_sent[NUM_SIZES];
+    MojoHandle consumers[NUM_SIZES]; /* until sent */
+} dp_child;
+
+/* Whether to bracket each timed loop with getppid() markers (--single). */
+static bool g_markers;
+
+static void marker(void)
+{
+    if (g_markers)
+        (void)syscall(SYS_getppid);
+}
+
+/* Set once the child has been told to quit: its disconnection is expected then. */
+static volatile sig_atomic_t g_stopping;
+
+/* Says why the connection to the child failed, which no MojoResult explains. */
+static void child_error_handler(uintptr_t context, const struct MojoProcessErrorDetails *details)
+{
+    (void)context;
+    if (g_stopping && (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED))
+        return;
+    fprintf(stderr, "bench_data_pipe (parent, %s): connection to the child: %.*s%s\n", g_case,
+            (int)details->error_message_length,
+            details->error_message ? details->error_message : "",
+            (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED) ? " (disconnected)" : "");
+}
+
+/* Starts this program as the child, with the boot and raw sockets; invites it. */
+static void spawn_child(dp_child *ch)
+{
+    int boot[2], raw[2];
+    BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot) == 0);
+    BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, raw) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    BENCH_CHECK(pid >= 0);
+    if (pid == 0) {
+        /* Copies without CLOEXEC survive the exec. */
+        int b = fcntl(boot[1], F_DUPFD, 3), r = fcntl(raw[1], F_DUPFD, 3);
+        char barg[16], rarg[16], carg[16];
+        snprintf(barg, sizeof(barg), "%d", b);
+        snprintf(rarg, sizeof(rarg), "%d", r);
+        snprintf(carg, sizeof(carg), "%d", g_child_cpu);
+        if (b >= 0 && r >= 0)
+            execl("/proc/self/exe", "bench_data_pipe", "child", barg, rarg,
+                  g_trap_reader ? "trap" : "wait", carg, (char *)NULL);
+        _exit(127);
+    }
+    close(boot[1]);
+    close(raw[1]);
+    MojoHandle inv;
+    BENCH_MOJO(MojoCreateInvitation(NULL, &inv));
+    BENCH_MOJO(MojoAttachMessagePipeToInvitation(inv, "boot", 4, NULL, &ch->boot));
+    struct MojoPlatformHandle ph = {sizeof(ph), MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR,
+                                    (uint64_t)boot[0]};
+    struct MojoInvitationTransportEndpoint ep = {sizeof(ep), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL,
+                                                 1, &ph};
+    struct MojoPlatformProcessHandle proc = {sizeof(proc), (uint64_t)pid};
+    BENCH_MOJO(MojoSendInvitation(inv, &proc, &ep, child_error_handler, 0, NULL));
+    ch->pid = pid;
+    ch->raw_fd = raw[0];
+
+    /* One pipe per chunk size, capacity_of() deep; consumers go with the first case. */
+    for (size_t i = 0; i < NUM_SIZES; i++) {
+        struct MojoCreateDataPipeOptions opts = {sizeof(opts), MOJO_CREATE_DATA_PIPE_FLAG_NONE, 1,
+                                                 capacity_of(g_sizes[i])};
+        BENCH_MOJO(MojoCreateDataPipe(&opts, &ch->producers[i], &ch->consumers[i]));
+        ch->consumer_sent[i] = false;
+    }
+}
+
+/* Tells the child to quit, reaps it; false if it did not exit with status 0. */
+static bool stop_child(dp_child *ch)
+{
+    dp_cmd cmd = {.kind = K_QUIT};
+    g_stopping = 1;
+    write_msg(ch->boot, &cmd, sizeof(cmd), MOJO_HANDLE_INVALID);
+    int status = 0;
+    pid_t got;
+    while ((got = waitpid(ch->pid, &status, 0)) < 0 && errno == EINTR) {
+    }
+    for (size_t i = 0; i < NUM_SIZES; i++) {
+        BENCH_MOJO(MojoClose(ch->producers[i]));
+        if (!ch->consumer_sent[i])
+            BENCH_MOJO(MojoClose(ch->consumers[i]));
+    }
+    BENCH_MOJO(MojoClose(ch->boot));
+    close(ch->raw_fd);
+    if (got != ch->pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench_data_pipe: child %d failed (status 0x%x)\n", (int)ch->pid, status);
+        return false;
+    }
+    return true;
+}
+
+static void loop_socketpair(int fd, uint32_t size, uint64_t count)
+{
+    for (uint64_t i = 0; i < count; i++) {
+        g_chunk[0] = tag_of(i);
+        write_full(fd, g_chunk, size);
+    }
+}
+
+/* The baseline in one process: copy each chunk into the "ring", then checksum it there. */
+static dp_ack loop_memcpy(uint32_t size, uint64_t count)
+{
+    dp_ack ack = {0, 0};
+    uint8_t *ring = g_ring;
+    size_t capacity = capacity_of(size), offset = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        g_chunk[0] = tag_of(i);
+        memcpy(ring + offset, g_chunk, size);
+        ack.sum += checksum(ring + offset, size);
+        ack.bytes += size;
+        offset = (offset + size) % capacity;
+    }
+    return ack;
+}
+
+static void loop_oneshot(MojoHandle producer, uint32_t size, uint64_t count)
+{
+    const uint8_t *chunk = (const uint8_t *)g_chunk;
+    for (uint64_t i = 0; i < count; i++) {
+        g_chunk[0] = tag_of(i);
+        for (uint32_t off = 0; off < size;) {
+            uint32_t n = size - off;
+            MojoResult rv = MojoWriteData(producer, chunk + off, &n, NULL);
+            if (rv == MOJO_RESULT_SHOULD_WAIT) {
+                wait_for(producer, MOJO_HANDLE_SIGNAL_WRITABLE);
+                continue;
+            }
+            BENCH_MOJO(rv);
+            off += n;
+        }
+    }
+}
+
+static void loop_twophase(MojoHandle producer, uint32_t size, uint64_t count)
+{
+    const uint8_t *chunk = (const uint8_t *)g_chunk;
+    for (uint64_t i = 0; i < count; i++) {
+        g_chunk[0] = tag_of(i);
+        for (uint32_t off = 0; off < size;) {
+            void *buf = NULL;
+            uint32_t span = 0;
+            MojoResult rv = MojoBeginWriteData(producer, NULL, &buf, &span);
+            if (rv == MOJO_RESULT_SHOULD_WAIT) {
+                wait_for(producer, MOJO_HANDLE_SIGNAL_WRITABLE);
+                continue;
+            }
+            BENCH_MOJO(rv);
+            uint32_t n = size - off < span ? size - off : span;
+            memcpy(buf, chunk + off, n);
+            BENCH_MOJO(MojoEndWriteData(producer, n, NULL));
+            off += n;
+        }
+    }
+}
+
+/* Runs one case of count chunks; the timed loop's ns. */
+static uint64_t run_case(dp_child *ch, dp_kind kind, size_t slot, uint64_t count)
+{
+    uint32_t size = g_sizes[slot];
+    dp_cmd cmd = {.kind = (uint32_t)kind, .size = size, .slot = (uint32_t)slot, .count = count};
+    describe_case(&cmd);
+    uint64_t want = expected_sum(size, count), t;
+    dp_ack ack;
+    if (kind == K_MEMCPY) {
+        marker();
+        uint64_t t0 = now_ns();
+        ack = loop_memcpy(size, count);
+        t = now_ns() - t0;
+        marker();
+    } else {
+        MojoHandle consumer = MOJO_HANDLE_INVALID;
+        if (kind != K_SOCKETPAIR && !ch->consumer_sent[slot]) {
+            consumer = ch->consumers[slot];
+            ch->consumer_sent[slot] = true;
+        }
+        write_msg(ch->boot, &cmd, sizeof(cmd), consumer);
+        uint64_t ready;
+        BENCH_CHECK(read_msg(ch->boot, &ready, sizeof(ready)) == MOJO_HANDLE_INVALID);
+        marker();
+        uint64_t t0 = now_ns();
+        switch (kind) {
+        case K_SOCKETPAIR:
+            loop_socketpair(ch->raw_fd, size, count);
+            read_full(ch->raw_fd, &ack, sizeof(ack));
+            break;
+        case K_ONESHOT:
+            loop_oneshot(ch->producers[slot], size, count);
+            BENCH_CHECK(read_msg(ch->boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
+            break;
+        case K_TWOPHASE:
+            loop_twophase(ch->producers[slot], size, count);
+            BENCH_CHECK(read_msg(ch->boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
+            break;
+        default:
+            BENCH_CHECK(false);
+        }
+        t = now_ns() - t0;
+        marker();
+    }
+    BENCH_CHECK(ack.bytes == count * size && ack.sum == want);
+    return t;
+}
+
+/* ------------------------------------------------------------ measurements */
+
+typedef struct measurement {
+    dp_kind kind;
+    size_t slot;
+    uint64_t samples[DP_MAX_RUNS]; /* ns per run */
+    double ns_median;              /* per run */
+} measurement;
+
+#define NUM_MEASUREMENTS (K_NUM * NUM_SIZES)
+
+static measurement g_m[NUM_MEASUREMENTS];
+
+static measurement *find_m(dp_kind kind, size_t slot)
+{
+    for (size_t i = 0; i < NUM_MEASUREMENTS; i++)
+        if (g_m[i].kind == kind && g_m[i].slot == slot)
+            return &g_m[i];
+    BENCH_CHECK(false);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Median of the per-run ratios subject rate / baseline rate (the same bytes
+ * each, so baseline time / subject time), and their extremes.
+ */
+static double ratio_of(const measurement *s, const measurement *b, unsigned runs, double *lo,
+                       double *hi)
+{
+    double r[DP_MAX_RUNS];
+    for (unsigned i = 0; i < runs; i++)
+        r[i] = (double)b->samples[i] / (double)s->samples[i];
+    qsort(r, runs, sizeof(r[0]), cmp_double);
+    *lo = r[0];
+    *hi = r[runs - 1];
+    return r[runs / 2];
+}
+
+static const char *size_label(uint32_t size, char *buf, size_t len)
+{
+    if (size >= 1024 * 1024)
+        snprintf(buf, len, "%" PRIu32 " MB", size / (1024 * 1024));
+    else if (size >= 1024)
+        snprintf(buf, len, "%" PRIu32 " KB", size / 1024);
+    else
+        snprintf(buf, len, "%" PRIu32 " B", size);
+    return buf;
+}
+
+static uint64_t chunks_per_run(uint32_t size, uint64_t mb)
+{
+    return mb * 1024 * 1024 / size;
+}
+
+/* GB/s (10^9 bytes per second) of a run of `ns` moving count chunks of size. */
+static double gbps(uint32_t size, uint64_t count, double ns)
+{
+    return (double)size * (double)count / ns;
+}
+
+static void print_report(unsigned runs, uint64_t mb, double total_s)
+{
+    static const char *const cpus[] = {"unpinned", "every thread on one CPU",
+                                       "each process (and its IO thread) on its own CPU"};
+    printf("bench_data_pipe: producer (parent) and consumer (child) processes, %s;\n"
+           "%" PRIu64 " MiB per run, %u runs per case, round-robin; pipe capacity %ux the chunk,\n"
+           "at least %u KiB;\n"
+           "waiting: producer in MojoWait, consumer %s;\n"
+           "GB/s = median run; ratio = median over runs of subject rate / baseline rate\n"
+           "(min..max: the extreme per-run ratios)\n\n",
+           cpus[g_cpus], mb, runs, g_capacity_x, DP_MIN_CAPACITY / 1024,
+           g_trap_reader ? "in a trap handler" : "in MojoWait");
+    printf("| chunk | pipe | data pipe | GB/s | socketpair GB/s | x socketpair | min..max | "
+           "memcpy GB/s | x memcpy | min..max | goal |\n");
+    printf("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    bool sp_met = true, mc_met = true;
+    for (size_t k = 0; k < NUM_SIZES; k++) {
+        char sz[16], cap[16];
+        uint32_t size = g_sizes[k];
+        uint64_t count = chunks_per_run(size, mb);
+        size_label(size, sz, sizeof(sz));
+        size_label(capacity_of(size), cap, sizeof(cap));
+        const measurement *sp = find_m(K_SOCKETPAIR, k), *mc = find_m(K_MEMCPY, k);
+        static const struct {
+            dp_kind kind;
+            const char *what;
+        } rows[] = {{K_ONESHOT, "one-shot"}, {K_TWOPHASE, "two-phase"}};
+        for (size_t j = 0; j < 2; j++) {
+            const measurement *s = find_m(rows[j].kind, k);
+            double sp_lo, sp_hi, mc_lo, mc_hi;
+            double sp_ratio = ratio_of(s, sp, runs, &sp_lo, &sp_hi);
+            double mc_ratio = ratio_of(s, mc, runs, &mc_lo, &mc_hi);
+            char goal[64] = "-";
+            if (size >= DP_GOAL_MIN_CHUNK) {
+                bool met_sp = sp_ratio >= DP_SOCKETPAIR_GOAL;
+                sp_met = sp_met && met_sp;
+                if (rows[j].kind == K_TWOPHASE) {
+                    bool met_mc = mc_ratio >= DP_MEMCPY_GOAL;
+                    mc_met = mc_met && met_mc;
+                    snprintf(goal, sizeof(goal), ">= %.0fx sp %s; >= %.1fx memcpy %s",
+                             DP_SOCKETPAIR_GOAL, met_sp ? "met" : "NOT met", DP_MEMCPY_GOAL,
+                             met_mc ? "met" : "NOT met");
+                } else {
+                    snprintf(goal, sizeof(goal), ">= %.0fx sp %s", DP_SOCKETPAIR_GOAL,
+                             met_sp ? "met" : "NOT met");
+                }
+            }
+            printf("| %s | %s | %s | %.2f | %.2f | **%.2f** | %.2f..%.2f | %.2f | **%.2f** | "
+                   "%.2f..%.2f | %s |\n",
+                   sz, cap, rows[j].what, gbps(size, count, s->ns_median),
+                   gbps(size, count, sp->ns_median), sp_ratio, sp_lo, sp_hi,
+                   gbps(size, count, mc->ns_median), mc_ratio, mc_lo, mc_hi, goal);
+        }
+    }
+    printf("\ngoals (chunks of %u KB and up): data pipe >= %.0fx socketpair: %s; "
+           "two-phase >= %.1fx memcpy: %s\n",
+           DP_GOAL_MIN_CHUNK / 1024, DP_SOCKETPAIR_GOAL, sp_met ? "met" : "NOT met", DP_MEMCPY_GOAL,
+           mc_met ? "met" : "NOT met");
+    printf("total %.1f s\n", total_s);
+}
+
+static void run_all(dp_child *ch, unsigned runs, uint64_t mb)
+{
+    size_t i = 0;
+    for (size_t k = 0; k < NUM_SIZES; k++)
+        for (int kind = 0; kind < K_NUM; kind++)
+            g_m[i++] = (measurement){.kind = (dp_kind)kind, .slot = k};
+    /* Warm-up: twice each, untimed (faults in rings and buffers, wakes the CPUs up). */
+    for (int w = 0; w < 2; w++)
+        for (i = 0; i < NUM_MEASUREMENTS; i++)
+            (void)run_case(ch, g_m[i].kind, g_m[i].slot, chunks_per_run(g_sizes[g_m[i].slot], mb));
+    /* Round-robin, alternately forwards and backwards, so noise lands on every case alike. */
+    for (unsigned r = 0; r < runs; r++) {
+        for (size_t k = 0; k < NUM_MEASUREMENTS; k++) {
+            measurement *m = &g_m[r % 2 ? NUM_MEASUREMENTS - 1 - k : k];
+            m->samples[r] = run_case(ch, m->kind, m->slot, chunks_per_run(g_sizes[m->slot], mb));
+        }
+    }
+    for (i = 0; i < NUM_MEASUREMENTS; i++) {
+        measurement *m = &g_m[i];
+        uint64_t sorted[DP_MAX_RUNS];
+        memcpy(sorted, m->samples, runs * sizeof(sorted[0]));
+        qsort(sorted, runs, sizeof(sorted[0]), cmp_u64);
+        m->ns_median = (double)sorted[runs / 2];
+    }
+}
+
+/* The n-th CPU this process may run on (the last one if there are fewer). */
+static int allowed_cpu(int n)
+{
+    cpu_set_t set;
+    BENCH_CHECK(sched_getaffinity(0, sizeof(set), &set) == 0);
+    int found = -1;
+    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE && seen <= n; cpu++)
+        if (CPU_ISSET(cpu, &set)) {
+            found = cpu;
+            seen++;
+        }
+    BENCH_CHECK(found >= 0);
+    return found;
+}
+
+/* Pins this thread (and so every thread and process started from it) to cpu. */
+static void pin_to_cpu(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    BENCH_CHECK(sched_setaffinity(0, sizeof(set), &set) == 0);
+}
+
+static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || !*s || *s == '-')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void usage(FILE *f, const char *argv0)
+{
+    fprintf(f,
+            "usage: %s [--quick] [--runs R] [--mb M] [--capacity-x K] [--trap-reader]\n"
+            "          [--cpus any|one|split]\n"
+            "       %s [--mb M] [--capacity-x K] [--trap-reader] [--cpus any|one|split]\n"
+            "           --single socketpair|memcpy|oneshot|twophase SIZE\n"
+            "  --quick         smoke run: %u runs of %u MiB per case\n"
+            "  --runs R        timed runs per case, median reported (default %u, max %u)\n"
+            "  --mb M          MiB one run of a case moves (default %u)\n"
+            "  --capacity-x K  pipe capacity (and memcpy buffer) in chunks, at least 256 KiB\n"
+            "                  (default %u, max %u)\n"
+            "  --trap-reader   the child reads in a trap handler on its IO thread (an event\n"
+            "                  loop) instead of a thread blocked in MojoWait\n"
+            "  --cpus any|one|split  unpinned (default), every thread of both processes on\n"
+            "                  one CPU, or each process with its IO thread on a CPU of its own\n"
+            "  --single ...    one run of one case (SIZE: 4096, 65536 or 1048576 bytes a chunk)\n"
+            "                  between getppid() markers, for strace or perf\n",
+            argv0, argv0, DP_QUICK_RUNS, DP_QUICK_MB, DP_DEFAULT_RUNS, DP_MAX_RUNS, DP_DEFAULT_MB,
+            DP_DEFAULT_CAPACITY_X, DP_MAX_CAPACITY_X);
+}
+
+/* --single: one case, run once untimed, then once between markers. */
+static int single_main(dp_child *ch, const char *kind_name, uint64_t size, uint64_t mb)
+{
+    int kind = 0;
+    size_t slot = 0;
+    while (kind < K_NUM && strcmp(g_kind_names[kind], kind_name) != 0)
+        kind++;
+    while (slot < NUM_SIZES && g_sizes[slot] != size)
+        slot++;
+    if (kind == K_NUM || slot == NUM_SIZES) {
+        fprintf(stderr, "bench_data_pipe: bad --single case '%s' %" PRIu64 "\n", kind_name, size);
+        return 2;
+    }
+    uint64_t count = chunks_per_run((uint32_t)size, mb);
+    (void)run_case(ch, (dp_kind)kind, slot, count);
+    g_markers = true;
+    uint64_t t = run_case(ch, (dp_kind)kind, slot, count);
+    g_markers = false;
+    printf("parent pid: %d\nchild pid: %d\ncase: %s %" PRIu64 " B x %" PRIu64 "\nGB/s: %.2f\n",
+           (int)getpid(), (int)ch->pid, kind_name, size, count,
+           gbps((uint32_t)size, count, (double)t));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t child_fds[2];
+    if (argc == 6 && !strcmp(argv[1], "child") && parse_u64(argv[2], 0, INT32_MAX, &child_fds[0]) &&
+        parse_u64(argv[3], 0, INT32_MAX, &child_fds[1])) {
+        g_role = "child";
+        g_trap_reader = !strcmp(argv[4], "trap");
+        /* Before MojoInitialize, so that its IO thread inherits the mask. */
+        uint64_t cpu;
+        if (parse_u64(argv[5], 0, CPU_SETSIZE - 1, &cpu))
+            pin_to_cpu((int)cpu);
+        /* MojoShutdown (at the end of child_main) lets the last messages leave. */
+        BENCH_MOJO(MojoInitialize(NULL));
+        return child_main((int)child_fds[0], (int)child_fds[1]);
+    }
+
+    unsigned runs = DP_DEFAULT_RUNS;
+    uint64_t mb = DP_DEFAULT_MB, single_size = 0;
+    bool quick = false, runs_given = false, mb_given = false;
+    const char *single = NULL;
+    for (int i = 1; i < argc; i++) {
+        uint64_t v;
+        const char *arg = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(arg, "--quick")) {
+            quick = true;
+        } else if (!strcmp(arg, "--runs") && parse_u64(val, 1, DP_MAX_RUNS, &v)) {
+            runs = (unsigned)v;
+            runs_given = true;
+            i++;
+        } else if (!strcmp(arg, "--mb") && parse_u64(val, 1, DP_MAX_MB, &v)) {
+            mb = v;
+            mb_given = true;
+            i++;
+        } else if (!strcmp(arg, "--cpus") && val &&
+                   (!strcmp(val, "any") || !strcmp(val, "one") || !strcmp(val, "split"))) {
+            g_cpus = !strcmp(val, "one") ? CPUS_ONE : !strcmp(val, "split") ? CPUS_SPLIT : CPUS_ANY;
+            i++;
+        } else if (!strcmp(arg, "--trap-reader")) {
+            g_trap_reader = true;
+        } else if (!strcmp(arg, "--capacity-x") && parse_u64(val, 1, DP_MAX_CAPACITY_X, &v)) {
+            g_capacity_x = (unsigned)v;
+            i++;
+        } else if (!strcmp(arg, "--single") && i + 2 < argc &&
+                   parse_u64(argv[i + 2], 1, DP_MAX_CHUNK, &single_size)) {
+            single = argv[i + 1];
+            i += 2;
+        } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            usage(stdout, argv[0]);
+            return 0;
+        } else {
+            fprintf(stderr, "%s: bad argument '%s'%s\n", argv[0], arg,
+                    val && arg[0] == '-' && arg[1] == '-' ? " (or its value)" : "");
+            usage(stderr, argv[0]);
+            return 2;
+        }
+    }
+    if (quick) {
+        if (!runs_given)
+            runs = DP_QUICK_RUNS;
+        if (!mb_given)
+            mb = DP_QUICK_MB;
+    }
+    uint8_t *chunk = (uint8_t *)g_chunk;
+    for (size_t i = 0; i < sizeof(g_chunk); i++)
+        chunk[i] = (uint8_t)(i * 31 + 7);
+    g_ring = aligned_alloc(64, capacity_of(DP_MAX_CHUNK));
+    BENCH_CHECK(g_ring != NULL);
+
+    /* Before MojoInitialize, so that its IO thread (and the child) inherit the mask. */
+    if (g_cpus != CPUS_ANY) {
+        g_child_cpu = allowed_cpu(g_cpus == CPUS_SPLIT ? 1 : 0);
+        pin_to_cpu(allowed_cpu(0));
+    }
+    BENCH_MOJO(MojoInitialize(NULL));
+    dp_child ch;
+    spawn_child(&ch);
+
+    int rc = 0;
+    if (single) {
+        rc = single_main(&ch, single, single_size, mb);
+    } else {
+        uint64_t start = now_ns();
+        run_all(&ch, runs, mb);
+        print_report(runs, mb, (double)(now_ns() - start) / 1e9);
+    }
+    if (!stop_child(&ch))
+        rc = 1;
+    BENCH_MOJO(MojoShutdown(NULL));
+    free(g_ring);
+    return rc;
+}
