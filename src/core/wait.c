@@ -18,8 +18,8 @@
 #include "platform/wakeup.h"
 
 /*
- * Handles whose dispatchers live on the stack; a wait on more allocates
- * (MojoWaitMany on a long list is rare).
+ * Handles whose dispatchers and first-look states live on the stack; a wait
+ * on more allocates (MojoWaitMany on a long list is rare).
  */
 #define WAIT_STACK_HANDLES 16
 
@@ -125,12 +125,15 @@ static struct timespec deadline_at(MojoDeadline deadline)
 }
 
 /*
- * Resolves every handle (a reference each, in d[], *resolved of them): an
- * invalid one (the first in order) is the answer. SHOULD_WAIT otherwise.
+ * Resolves every handle (a reference each, in d[], *resolved of them) and
+ * answers without a trap when it can: an invalid handle (first in order),
+ * or else a handle already satisfied or never satisfiable. SHOULD_WAIT
+ * otherwise.
  */
-static MojoResult resolve_all(const MojoHandle *handles, uint32_t n, core_dispatcher **d,
-                              uint32_t *resolved, uint32_t *index)
+static MojoResult check_now(const MojoHandle *handles, const MojoHandleSignals *signals, uint32_t n,
+                            core_dispatcher **d, uint32_t *resolved, uint32_t *index)
 {
+    struct MojoHandleSignalsState st[WAIT_STACK_HANDLES];
     for (uint32_t i = 0; i < n; i++) {
         MojoResult rv = core_resolve(handles[i], 0, &d[i]);
         if (rv != MOJO_RESULT_OK) {
@@ -141,39 +144,31 @@ static MojoResult resolve_all(const MojoHandle *handles, uint32_t n, core_dispat
         for (uint32_t j = 0; j < i && rv == MOJO_RESULT_OK; j++)
             if (handles[j] == handles[i])
                 rv = MOJO_RESULT_INVALID_ARGUMENT; /* listed twice */
-        if (!d[i]->ops->get_signals)
-            rv = MOJO_RESULT_INVALID_ARGUMENT; /* nothing to wait for (a trap) */
+        struct MojoHandleSignalsState now;
+        if (rv == MOJO_RESULT_OK)
+            rv = core_dispatcher_query(d[i], i < WAIT_STACK_HANDLES ? &st[i] : &now);
         if (rv != MOJO_RESULT_OK) {
             *index = i;
             return rv;
         }
     }
-    return MOJO_RESULT_SHOULD_WAIT;
-}
-
-/*
- * A zero deadline: a handle already satisfied or never satisfiable (the
- * first in order) is the answer; else the deadline has passed.
- */
-static MojoResult check_now(core_dispatcher **d, const MojoHandleSignals *signals, uint32_t n,
-                            uint32_t *index)
-{
     for (uint32_t i = 0; i < n; i++) {
-        struct MojoHandleSignalsState s;
-        if (core_dispatcher_query(d[i], &s) != MOJO_RESULT_OK) {
-            *index = i;
-            return MOJO_RESULT_CANCELLED; /* closed since it was resolved */
-        }
-        if (s.satisfied_signals & signals[i]) {
+        struct MojoHandleSignalsState now;
+        const struct MojoHandleSignalsState *s = &now;
+        if (i < WAIT_STACK_HANDLES)
+            s = &st[i];
+        else if (core_dispatcher_query(d[i], &now) != MOJO_RESULT_OK)
+            continue; /* closed since: the trap will say so */
+        if (s->satisfied_signals & signals[i]) {
             *index = i;
             return MOJO_RESULT_OK;
         }
-        if (!(s.satisfiable_signals & signals[i])) {
+        if (!(s->satisfiable_signals & signals[i])) {
             *index = i;
             return MOJO_RESULT_FAILED_PRECONDITION;
         }
     }
-    return MOJO_RESULT_DEADLINE_EXCEEDED;
+    return MOJO_RESULT_SHOULD_WAIT;
 }
 
 /* What the claim says, if anything: OK, FAILED_PRECONDITION, CANCELLED or SHOULD_WAIT. */
@@ -273,14 +268,10 @@ MojoResult MojoWaitMany(const MojoHandle *handles, const MojoHandleSignals *sign
         if (!d)
             return MOJO_RESULT_RESOURCE_EXHAUSTED;
     }
-    /*
-     * A wait that may block goes straight to the triggers: adding one looks
-     * at the handle's signals anyway (a ready handle answers at once).
-     */
     uint32_t index = UINT32_MAX, resolved = 0;
-    MojoResult rv = resolve_all(handles, num_handles, d, &resolved, &index);
+    MojoResult rv = check_now(handles, signals, num_handles, d, &resolved, &index);
     if (rv == MOJO_RESULT_SHOULD_WAIT)
-        rv = deadline == 0 ? check_now(d, signals, num_handles, &index)
+        rv = deadline == 0 ? MOJO_RESULT_DEADLINE_EXCEEDED
                            : wait_with_triggers(d, signals, num_handles, deadline, &index);
     for (uint32_t i = 0; i < resolved; i++)
         core_dispatcher_release(d[i]);
