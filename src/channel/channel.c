@@ -39,10 +39,19 @@ ssize_t (*channel_sys_sendmsg)(int fd, const struct msghdr *msg, int flags) = se
 ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = recvmsg;
 
 /*
- * Receive buffer kept between frames. Larger frames grow it (never beyond
- * what the frame in hand needs); it shrinks back once it is empty.
+ * Receive buffer. It starts at RX_DEFAULT_CAPACITY; a frame that does not
+ * fit grows it to the frame's size plus RX_SLACK, so the next frame of that
+ * size arrives in one recvmsg that comes back short (a short read is how the
+ * loop knows the socket is drained, without a recvmsg that fails with
+ * EAGAIN). Once empty it is kept, so a peer that keeps sending large frames
+ * costs no allocation (and no page faults) per frame -- up to
+ * RX_KEEP_MAX_CAPACITY, what one wake-up may read anyway: a buffer grown
+ * beyond that for a rare huge frame goes back to the allocator, so an idle
+ * channel never pins more than that.
  */
 #define RX_DEFAULT_CAPACITY (64u * 1024u)
+#define RX_SLACK (4u * 1024u)
+#define RX_KEEP_MAX_CAPACITY (256u * 1024u + RX_SLACK)
 
 /*
  * Bytes one wake-up reads at most before returning to epoll, so that a
@@ -105,7 +114,7 @@ struct channel {
     bool fd_closed;
     int error_protocol;
     const char *error_why;
-    unsigned in_callback;
+    atomic_uint in_callback; /* changed under mu, or see callback_exit */
 
     /* failed || shut, readable without mu by the receive loop. */
     atomic_bool stopped;
@@ -358,6 +367,12 @@ static void rx_discard_locked(channel *c)
  */
 static void deliver_error(channel *c)
 {
+    /*
+     * Not stopped: nothing to deliver (a failure marked after this look was
+     * also posted, or the next wake-up sees it), and no lock to take.
+     */
+    if (!atomic_load(&c->stopped))
+        return;
     pthread_mutex_lock(&c->mu);
     if (c->shut || !c->failed || c->error_delivered) {
         pthread_mutex_unlock(&c->mu);
@@ -381,11 +396,30 @@ static void deliver_error(channel *c)
 
 static void callback_exit(channel *c)
 {
+    /*
+     * While the channel runs nobody waits for in_callback, so the common exit
+     * takes no lock: the thread it would otherwise contend with is the one
+     * this callback just woke, writing its reply. A shutdown stores `stopped`
+     * before it waits; if this load misses that store, the shutdown's later
+     * look at in_callback sees the decrement (both are sequentially
+     * consistent), and if it sees it, the broadcast below is under mu.
+     */
+    if (!atomic_load(&c->stopped)) {
+        unsigned was = atomic_fetch_sub(&c->in_callback, 1);
+        assert(was > 0);
+        if (was == 1 && atomic_load(&c->stopped)) {
+            pthread_mutex_lock(&c->mu);
+            pthread_cond_broadcast(&c->cond);
+            pthread_mutex_unlock(&c->mu);
+        }
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     if (c->shut || c->failed)
         rx_discard_locked(c);
-    assert(c->in_callback > 0);
-    if (--c->in_callback == 0)
+    unsigned was = atomic_fetch_sub(&c->in_callback, 1);
+    assert(was > 0);
+    if (was == 1)
         pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mu);
 }
@@ -394,7 +428,7 @@ static void error_task(void *arg)
 {
     channel *c = arg;
     pthread_mutex_lock(&c->mu);
-    c->in_callback++;
+    atomic_fetch_add(&c->in_callback, 1);
     pthread_mutex_unlock(&c->mu);
     deliver_error(c);
     callback_exit(c);
@@ -441,11 +475,15 @@ static bool rx_make_room(channel *c)
     if (c->rx_cap == 0) {
         cap = RX_DEFAULT_CAPACITY;
     } else {
-        /* Full of one incomplete frame: grow towards its size, never beyond. */
+        /*
+         * Full of one incomplete frame: grow towards its size plus the
+         * slack, never beyond, doubling so that a peer that announces a huge
+         * frame gets memory only as fast as it sends the bytes.
+         */
         assert(c->rx_need > pending && c->rx_need <= CMOJO_MAX_FRAME_SIZE);
         cap = c->rx_cap * 2;
-        if (cap > c->rx_need)
-            cap = c->rx_need;
+        if (cap > c->rx_need + RX_SLACK)
+            cap = c->rx_need + RX_SLACK;
     }
     uint8_t *rx = realloc(c->rx, cap);
     if (rx == NULL)
@@ -473,7 +511,7 @@ static bool rx_deliver(channel *c)
             if (c->rx_start == c->rx_end) {
                 c->rx_start = 0;
                 c->rx_end = 0;
-                if (c->rx_cap > RX_DEFAULT_CAPACITY) {
+                if (c->rx_cap > RX_KEEP_MAX_CAPACITY) {
                     free(c->rx);
                     c->rx = NULL;
                     c->rx_cap = 0;
@@ -586,19 +624,29 @@ static void on_io(void *ctx, uint32_t events)
 
     /* The watch's reference is alive now; ours keeps c if a callback drops the rest. */
     channel_acquire(c);
-    pthread_mutex_lock(&c->mu);
-    if (c->shut) {
+    bool failed = false;
+    if (!(events & PLAT_IO_WRITABLE) && !atomic_load(&c->stopped)) {
+        /*
+         * Only reading to do, on a running channel: no lock. A shutdown
+         * racing this removes the watch, which waits for this callback to
+         * return (and the receive loop stops at `stopped`).
+         */
+        atomic_fetch_add(&c->in_callback, 1);
+    } else {
+        pthread_mutex_lock(&c->mu);
+        if (c->shut) {
+            pthread_mutex_unlock(&c->mu);
+            channel_release(c);
+            return;
+        }
+        atomic_fetch_add(&c->in_callback, 1);
+        if (!c->failed && !c->write_broken && (events & PLAT_IO_WRITABLE)) {
+            if (flush_locked(c) < 0)
+                mark_write_broken_locked(c);
+        }
+        failed = c->failed;
         pthread_mutex_unlock(&c->mu);
-        channel_release(c);
-        return;
     }
-    c->in_callback++;
-    if (!c->failed && !c->write_broken && (events & PLAT_IO_WRITABLE)) {
-        if (flush_locked(c) < 0)
-            mark_write_broken_locked(c);
-    }
-    bool failed = c->failed;
-    pthread_mutex_unlock(&c->mu);
 
     c->in_io_cb = true;
     if (!failed && (events & (PLAT_IO_READABLE | PLAT_IO_HANGUP)))
@@ -629,6 +677,7 @@ int channel_create(int fd, plat_io *io, const channel_delegate *delegate, channe
     }
     atomic_init(&c->refs, 1);
     atomic_init(&c->stopped, false);
+    atomic_init(&c->in_callback, 0);
     c->io = io;
     c->delegate = *delegate;
     c->fd = fd;

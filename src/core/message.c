@@ -665,9 +665,9 @@ int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t 
     return 0;
 }
 
-void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds)
+/* Writes the envelope up to the message bytes; where they go. */
+static uint8_t *wire_serialize_head(core_message *m, uint8_t *buf, int *fds)
 {
-    core_message *m = (core_message *)payload;
     wire_store_u32(buf, m->size);
     wire_store_u32(buf + 4, m->num_attachments);
     uint8_t *handles = buf + CORE_ENVELOPE_HEADER_SIZE;
@@ -691,8 +691,24 @@ void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds)
         wire_store_u32(handles + 4, size);
     }
     core_rc_leave();
+    return state;
+}
+
+void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds)
+{
+    core_message *m = (core_message *)payload;
+    uint8_t *data = wire_serialize_head(m, buf, fds);
     if (m->size)
-        memcpy(state, m->data, m->size);
+        memcpy(data, m->data, m->size);
+}
+
+void core_message_wire_serialize_head(ports_payload *payload, uint8_t *buf, int *fds,
+                                      const void **data, size_t *data_len)
+{
+    core_message *m = (core_message *)payload;
+    (void)wire_serialize_head(m, buf, fds);
+    *data = m->data;
+    *data_len = m->size;
 }
 
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,

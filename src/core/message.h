@@ -123,6 +123,9 @@ core_message *core_message_from_event(ports_event *ev);
 /* The node layer's codec for the envelope (node.h, node_delegate). */
 int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t *num_fds);
 void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds);
+/* The same without copying the message bytes (node_delegate.payload_serialize_head). */
+void core_message_wire_serialize_head(ports_payload *payload, uint8_t *buf, int *fds,
+                                      const void **data, size_t *data_len);
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
                             uint32_t num_ports, int *fds, size_t num_fds, ports_payload **out,
                             const char **why);

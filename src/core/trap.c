@@ -12,13 +12,17 @@
 #include "core/core.h"
 #include "core/request_context.h"
 
+#define TRAP_INLINE_TRIGGERS 2
+
 struct core_trap {
     core_dispatcher base; /* base.lock is the trap lock */
     MojoTrapEventHandler handler;
     /* Under base.lock. */
     bool armed;
-    core_trigger **triggers; /* in order of addition */
+    core_trigger **triggers; /* in order of addition; inline_triggers or the heap */
     uint32_t num_triggers, cap_triggers;
+    /* Most traps watch one or two handles: no allocation for those. */
+    core_trigger *inline_triggers[TRAP_INLINE_TRIGGERS];
     uint32_t next_blocking; /* where the next failed arm starts reporting */
 };
 
@@ -33,9 +37,13 @@ void core_trigger_release(core_trigger *t)
 {
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
-    core_dispatcher_release(&t->trap->base);
     core_dispatcher_release(t->watched);
-    pthread_mutex_destroy(&t->delivery_lock);
+    if (t->trap) {
+        core_dispatcher_release(&t->trap->base);
+        pthread_mutex_destroy(&t->delivery_lock);
+    } else {
+        t->wait_ops->done(t->wait_ctx);
+    }
     free(t);
 }
 
@@ -58,6 +66,18 @@ static MojoResult evaluate(const core_trigger *t, const struct MojoHandleSignals
 void core_trigger_notify(core_trigger *t, const struct MojoHandleSignalsState *state)
 {
     core_trap *trap = t->trap;
+    if (!trap) {
+        /* A wait's: the dispatcher lock (held) guards it; it fires once. */
+        if (!t->wait_fired) {
+            MojoResult ready = evaluate(t, state);
+            if (ready != MOJO_RESULT_SHOULD_WAIT) {
+                t->wait_fired = true;
+                t->wait_ops->claim(t->wait_ctx, ready);
+                core_rc_queue(t, ready, state); /* the wake-up, once no lock is held */
+            }
+        }
+        return;
+    }
     pthread_mutex_lock(&trap->base.lock);
     if (!atomic_load(&t->removed)) {
         t->last_state = *state;
@@ -92,6 +112,14 @@ static void queue_cancelled(core_trigger *t)
 void core_trigger_cancel_for_closed_handle(core_trigger *t)
 {
     core_trap *trap = t->trap;
+    if (!trap) {
+        /* A wait's: the dispatcher took it off its list and drops that reference. */
+        if (!atomic_exchange(&t->removed, true)) {
+            t->wait_ops->claim(t->wait_ctx, MOJO_RESULT_CANCELLED);
+            queue_cancelled(t);
+        }
+        return;
+    }
     bool mine = false;
     pthread_mutex_lock(&trap->base.lock);
     if (!atomic_load(&t->removed)) {
@@ -109,6 +137,11 @@ void core_trigger_cancel_for_closed_handle(core_trigger *t)
 void core_trigger_deliver(core_trigger *t, MojoResult result,
                           const struct MojoHandleSignalsState *state, bool within_api_call)
 {
+    if (!t->trap) {
+        /* A wait's: what fired was claimed already; this is the wake-up. */
+        t->wait_ops->wake(t->wait_ctx);
+        return;
+    }
     pthread_mutex_lock(&t->delivery_lock);
     bool deliver =
         !t->cancel_delivered && (result == MOJO_RESULT_CANCELLED || !atomic_load(&t->removed));
@@ -128,16 +161,41 @@ void core_trigger_deliver(core_trigger *t, MojoResult result,
     core_rc_run_after_delivery();
 }
 
+core_trigger *core_wait_trigger_new(core_dispatcher *watched, MojoHandleSignals signals,
+                                    const core_wait_ops *ops, void *ctx)
+{
+    core_trigger *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    core_dispatcher_acquire(watched);
+    t->watched = watched;
+    t->signals = signals;
+    t->condition = MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED;
+    t->ready = MOJO_RESULT_SHOULD_WAIT;
+    atomic_init(&t->removed, false);
+    t->wait_ops = ops;
+    t->wait_ctx = ctx;
+    return t;
+}
+
 /* --------------------------------------------------------------- trap */
 
 static void trap_close(core_dispatcher *d)
 {
     core_trap *trap = (core_trap *)d;
     pthread_mutex_lock(&trap->base.lock);
+    /* Moved out (the inline array is reused below, once the lock is dropped). */
+    core_trigger *inline_copy[TRAP_INLINE_TRIGGERS];
     core_trigger **triggers = trap->triggers;
     uint32_t n = trap->num_triggers;
-    trap->triggers = NULL;
-    trap->num_triggers = trap->cap_triggers = 0;
+    if (triggers == trap->inline_triggers) {
+        memcpy(inline_copy, triggers, n * sizeof(*triggers));
+        triggers = inline_copy;
+    }
+    trap->triggers = trap->inline_triggers;
+    trap->num_triggers = 0;
+    trap->cap_triggers = TRAP_INLINE_TRIGGERS;
     trap->armed = false;
     for (uint32_t i = 0; i < n; i++)
         atomic_store(&triggers[i]->removed, true);
@@ -148,13 +206,15 @@ static void trap_close(core_dispatcher *d)
         queue_cancelled(triggers[i]);
         core_trigger_release(triggers[i]);
     }
-    free(triggers);
+    if (triggers != inline_copy)
+        free(triggers);
 }
 
 static void trap_destroy(core_dispatcher *d)
 {
     core_trap *trap = (core_trap *)d;
-    free(trap->triggers);
+    if (trap->triggers != trap->inline_triggers)
+        free(trap->triggers);
     free(trap);
 }
 
@@ -174,51 +234,42 @@ static MojoResult get_trap(MojoHandle handle, core_trap **out)
     return rv;
 }
 
+static core_trap *trap_new(MojoTrapEventHandler handler)
+{
+    core_trap *trap = calloc(1, sizeof(*trap));
+    if (!trap)
+        return NULL;
+    core_dispatcher_init(&trap->base, CORE_DISPATCHER_TRAP, &trap_ops);
+    trap->handler = handler;
+    trap->triggers = trap->inline_triggers;
+    trap->cap_triggers = TRAP_INLINE_TRIGGERS;
+    return trap;
+}
+
 MojoResult MojoCreateTrap(MojoTrapEventHandler handler, const struct MojoCreateTrapOptions *options,
                           MojoHandle *trap_handle)
 {
     if (!handler || !trap_handle || !core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
     core_state *core = core_get();
-    core_trap *trap = core ? calloc(1, sizeof(*trap)) : NULL;
+    core_trap *trap = core ? trap_new(handler) : NULL;
     if (!trap)
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
-    core_dispatcher_init(&trap->base, CORE_DISPATCHER_TRAP, &trap_ops);
-    trap->handler = handler;
     MojoResult rv = core_add_dispatcher(core, &trap->base, trap_handle);
     if (rv != MOJO_RESULT_OK)
         core_dispatcher_release(&trap->base);
     return rv;
 }
 
-MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleSignals signals,
-                          MojoTriggerCondition condition, uintptr_t context,
-                          const struct MojoAddTriggerOptions *options)
+static MojoResult trap_add_trigger(core_trap *trap, core_dispatcher *watched,
+                                   MojoHandleSignals signals, MojoTriggerCondition condition,
+                                   uintptr_t context)
 {
-    if (!core_options_ok(options, 0, NULL) ||
-        (condition != MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED &&
-         condition != MOJO_TRIGGER_CONDITION_SIGNALS_UNSATISFIED))
+    if (!watched->ops->get_signals)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_trap *trap;
-    MojoResult rv = get_trap(trap_handle, &trap);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    core_dispatcher *watched;
-    rv = core_resolve(handle, 0, &watched);
-    if (rv != MOJO_RESULT_OK) {
-        core_dispatcher_release(&trap->base);
-        return rv;
-    }
-    core_trigger *t = NULL;
-    if (!watched->ops->get_signals) {
-        rv = MOJO_RESULT_INVALID_ARGUMENT;
-        goto out;
-    }
-    t = calloc(1, sizeof(*t));
-    if (!t) {
-        rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
-        goto out;
-    }
+    core_trigger *t = calloc(1, sizeof(*t));
+    if (!t)
+        return MOJO_RESULT_RESOURCE_EXHAUSTED;
     /* References: one for the trap's list, one the caller drops below. */
     atomic_init(&t->refs, 2);
     t->trap = trap;
@@ -230,6 +281,7 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
     atomic_init(&t->removed, false);
     plat_mutex_init(&t->delivery_lock);
 
+    MojoResult rv = MOJO_RESULT_OK;
     core_rc_enter();
     pthread_mutex_lock(&trap->base.lock);
     if (trap->base.closed) {
@@ -241,8 +293,12 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
             if (trap->triggers[i]->context == context || trap->triggers[i]->watched == watched)
                 rv = MOJO_RESULT_ALREADY_EXISTS;
         if (rv == MOJO_RESULT_OK && trap->num_triggers == trap->cap_triggers) {
-            uint32_t cap = trap->cap_triggers ? trap->cap_triggers * 2 : 4;
-            core_trigger **grown = realloc(trap->triggers, cap * sizeof(*grown));
+            uint32_t cap = trap->cap_triggers * 2;
+            bool was_inline = trap->triggers == trap->inline_triggers;
+            core_trigger **grown =
+                realloc(was_inline ? NULL : trap->triggers, cap * sizeof(*grown));
+            if (grown && was_inline)
+                memcpy(grown, trap->inline_triggers, sizeof(trap->inline_triggers));
             if (grown) {
                 trap->triggers = grown;
                 trap->cap_triggers = cap;
@@ -269,7 +325,28 @@ MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleS
         free(t);
     }
     core_rc_leave();
-out:
+    return rv;
+}
+
+MojoResult MojoAddTrigger(MojoHandle trap_handle, MojoHandle handle, MojoHandleSignals signals,
+                          MojoTriggerCondition condition, uintptr_t context,
+                          const struct MojoAddTriggerOptions *options)
+{
+    if (!core_options_ok(options, 0, NULL) ||
+        (condition != MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED &&
+         condition != MOJO_TRIGGER_CONDITION_SIGNALS_UNSATISFIED))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    core_trap *trap;
+    MojoResult rv = get_trap(trap_handle, &trap);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    core_dispatcher *watched;
+    rv = core_resolve(handle, 0, &watched);
+    if (rv != MOJO_RESULT_OK) {
+        core_dispatcher_release(&trap->base);
+        return rv;
+    }
+    rv = trap_add_trigger(trap, watched, signals, condition, context);
     core_dispatcher_release(watched);
     core_dispatcher_release(&trap->base);
     return rv;
@@ -306,17 +383,10 @@ MojoResult MojoRemoveTrigger(MojoHandle trap_handle, uintptr_t context,
     return t ? MOJO_RESULT_OK : MOJO_RESULT_NOT_FOUND;
 }
 
-MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *options,
-                       uint32_t *num_blocking_events, struct MojoTrapEvent *blocking_events)
+static MojoResult trap_arm(core_trap *trap, uint32_t *num_blocking_events,
+                           struct MojoTrapEvent *blocking_events)
 {
-    if (!core_options_ok(options, 0, NULL) ||
-        (num_blocking_events && *num_blocking_events && !blocking_events))
-        return MOJO_RESULT_INVALID_ARGUMENT;
-    core_trap *trap;
-    MojoResult rv = get_trap(trap_handle, &trap);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-
+    MojoResult rv = MOJO_RESULT_OK;
     pthread_mutex_lock(&trap->base.lock);
     uint32_t n = trap->num_triggers;
     if (trap->base.closed) {
@@ -359,6 +429,20 @@ MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *
         }
     }
     pthread_mutex_unlock(&trap->base.lock);
+    return rv;
+}
+
+MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *options,
+                       uint32_t *num_blocking_events, struct MojoTrapEvent *blocking_events)
+{
+    if (!core_options_ok(options, 0, NULL) ||
+        (num_blocking_events && *num_blocking_events && !blocking_events))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    core_trap *trap;
+    MojoResult rv = get_trap(trap_handle, &trap);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    rv = trap_arm(trap, num_blocking_events, blocking_events);
     core_dispatcher_release(&trap->base);
     return rv;
 }

@@ -24,10 +24,11 @@
 #include "mojo/public/c/system/trap.h"
 
 typedef struct core_trap core_trap;
+typedef struct core_wait_ops core_wait_ops;
 
 struct core_trigger {
     atomic_uint refs;
-    core_trap *trap;          /* referenced */
+    core_trap *trap;          /* referenced; NULL for a wait's trigger */
     core_dispatcher *watched; /* referenced */
     uintptr_t context;
     MojoHandleSignals signals;
@@ -45,6 +46,11 @@ struct core_trigger {
 
     pthread_mutex_t delivery_lock; /* held while the handler runs */
     bool cancel_delivered;         /* under delivery_lock */
+
+    /* A wait's trigger (see core_wait_trigger_new). */
+    const core_wait_ops *wait_ops;
+    void *wait_ctx;
+    bool wait_fired; /* under the watched dispatcher's lock */
 };
 
 void core_trigger_acquire(core_trigger *t);
@@ -62,5 +68,27 @@ void core_trigger_cancel_for_closed_handle(core_trigger *t);
 /* Runs the handler for one queued event (request_context.c). */
 void core_trigger_deliver(core_trigger *t, MojoResult result,
                           const struct MojoHandleSignalsState *state, bool within_api_call);
+
+/*
+ * A trigger with no trap, for a blocking wait (wait.c): no trap object, no
+ * trap or delivery lock, no CANCELLED event when the wait takes it away.
+ * Link it with core_dispatcher_add_watcher and unlink it with
+ * core_dispatcher_remove_watcher; the caller holds the one reference
+ * returned (NULL when out of memory), the trigger one on `watched`.
+ *
+ * The first time the watched signals are satisfied, or can never be (or the
+ * handle is closed: MOJO_RESULT_CANCELLED), ops->claim runs, at once, under
+ * the dispatcher's lock -- it must only record the result -- and ops->wake
+ * follows on the same thread once no lock is held (the request context's
+ * delivery). ops->done runs when the trigger is freed: nothing of the
+ * trigger runs after it.
+ */
+struct core_wait_ops {
+    void (*claim)(void *ctx, MojoResult result);
+    void (*wake)(void *ctx);
+    void (*done)(void *ctx);
+};
+core_trigger *core_wait_trigger_new(core_dispatcher *watched, MojoHandleSignals signals,
+                                    const core_wait_ops *ops, void *ctx);
 
 #endif /* CMOJO_CORE_TRAP_H_ */

@@ -1,88 +1,100 @@
 /*
- * MojoWait / MojoWaitMany (include/cmojo/wait.h): blocking waits built on a
- * private trap whose handler wakes the waiting thread.
+ * MojoWait / MojoWaitMany (include/cmojo/wait.h): blocking waits on
+ * trap-less triggers (core/trap.h) that wake the waiting thread.
  */
 #include "cmojo/wait.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/core.h"
 #include "core/request_context.h"
+#include "core/trap.h"
 #include "mojo/public/c/system/functions.h"
-#include "mojo/public/c/system/trap.h"
-#include "platform/lock.h"
+#include "platform/wakeup.h"
+
+/*
+ * Handles whose dispatchers and first-look states live on the stack; a wait
+ * on more allocates (MojoWaitMany on a long list is rare).
+ */
+#define WAIT_STACK_HANDLES 16
 
 typedef struct waiter waiter;
 
-/* One per watched handle; its address is the trigger context. */
+/* One per watched handle; its address is the trigger's context. */
 typedef struct wait_slot {
     waiter *w;
     uint32_t index;
+    core_trigger *t;
 } wait_slot;
 
+/* waiter.claim: which event the wait reports. */
+enum { CLAIM_NONE = 0, CLAIM_WRITING = 1, CLAIM_DONE = 2 };
+
 /*
- * Shared by the waiting thread and the trap handler, which may run on another
- * thread and, when the wait itself runs inside a trap handler, after the wait
- * returned (the trap's CANCELLED events are then deferred). So it is counted:
- * one reference for the waiting thread, one per trigger until its CANCELLED,
- * one per wake-up in flight.
+ * Shared by the waiting thread and the triggers, whose wake-ups may still be
+ * on their way (queued in another thread's request context, or in this
+ * thread's when the wait runs inside a trap handler) after the wait
+ * returned. So it is counted: one reference for the waiting thread, one per
+ * trigger until the trigger is freed.
+ *
+ * No lock: the first trigger to fire claims the result (CLAIM_NONE ->
+ * CLAIM_WRITING), writes index and result, and publishes them (CLAIM_DONE);
+ * a closed handle sets `cancelled`. Either then sets the wake-up, whose
+ * acquire on the waiting side makes what was written before visible.
  */
 struct waiter {
     atomic_uint refs;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    /* Under lock. */
-    bool fired;
-    uint32_t index;
-    MojoResult result;
-    bool cancelled; /* a watched handle was closed */
+    plat_wakeup wakeup;
+    atomic_uint claim;
+    uint32_t index;        /* written by the claimer */
+    MojoResult result;     /* written by the claimer */
+    atomic_bool cancelled; /* a watched handle was closed */
     wait_slot slots[];
 };
 
 static void waiter_release(waiter *w)
 {
-    if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    pthread_cond_destroy(&w->cond);
-    pthread_mutex_destroy(&w->lock);
-    free(w);
+    if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+        free(w);
 }
 
-static void wake(void *arg)
+/* Under the watched dispatcher's lock: record, nothing more. */
+static void on_claim(void *ctx, MojoResult result)
 {
-    waiter *w = arg;
-    pthread_cond_broadcast(&w->cond);
-    waiter_release(w);
-}
-
-static void on_event(const struct MojoTrapEvent *event)
-{
-    wait_slot *slot = (wait_slot *)event->trigger_context;
+    wait_slot *slot = ctx;
     waiter *w = slot->w;
-    pthread_mutex_lock(&w->lock);
-    if (event->result == MOJO_RESULT_CANCELLED) {
-        w->cancelled = true;
-    } else if (!w->fired) {
-        w->fired = true;
-        w->index = slot->index;
-        w->result = event->result;
+    if (result == MOJO_RESULT_CANCELLED) {
+        atomic_store(&w->cancelled, true);
+        return;
     }
-    pthread_mutex_unlock(&w->lock);
-    /*
-     * Wake the waiter only after this delivery has let go of its locks: woken
-     * at once, it would close the trap and block on the lock this thread
-     * still holds, costing two extra context switches per wait.
-     */
-    atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
-    core_rc_after_delivery(wake, w);
-    if (event->result == MOJO_RESULT_CANCELLED)
-        waiter_release(w); /* the trigger's reference: this was its last event */
+    unsigned none = CLAIM_NONE;
+    if (atomic_compare_exchange_strong(&w->claim, &none, CLAIM_WRITING)) {
+        w->index = slot->index;
+        w->result = result;
+        atomic_store_explicit(&w->claim, CLAIM_DONE, memory_order_release);
+    }
 }
+
+/*
+ * With no lock held (woken while the firing thread still held one, the
+ * waiter would run straight into it): wake the waiter.
+ */
+static void on_wake(void *ctx)
+{
+    plat_wakeup_set(&((wait_slot *)ctx)->w->wakeup);
+}
+
+static void on_done(void *ctx)
+{
+    waiter_release(((wait_slot *)ctx)->w);
+}
+
+static const core_wait_ops wait_ops = {on_claim, on_wake, on_done};
 
 static void fill_states(const MojoHandle *handles, uint32_t n,
                         struct MojoHandleSignalsState *states)
@@ -113,31 +125,45 @@ static struct timespec deadline_at(MojoDeadline deadline)
 }
 
 /*
- * Answers without a trap when it can: an invalid handle (first in order), or
- * else a handle already satisfied or never satisfiable. SHOULD_WAIT otherwise.
+ * Resolves every handle (a reference each, in d[], *resolved of them) and
+ * answers without a trap when it can: an invalid handle (first in order),
+ * or else a handle already satisfied or never satisfiable. SHOULD_WAIT
+ * otherwise.
  */
 static MojoResult check_now(const MojoHandle *handles, const MojoHandleSignals *signals, uint32_t n,
-                            uint32_t *index)
+                            core_dispatcher **d, uint32_t *resolved, uint32_t *index)
 {
-    struct MojoHandleSignalsState st;
+    struct MojoHandleSignalsState st[WAIT_STACK_HANDLES];
     for (uint32_t i = 0; i < n; i++) {
-        MojoResult rv = MojoQueryHandleSignalsState(handles[i], &st);
+        MojoResult rv = core_resolve(handles[i], 0, &d[i]);
+        if (rv != MOJO_RESULT_OK) {
+            *index = i;
+            return rv;
+        }
+        *resolved = i + 1;
         for (uint32_t j = 0; j < i && rv == MOJO_RESULT_OK; j++)
             if (handles[j] == handles[i])
                 rv = MOJO_RESULT_INVALID_ARGUMENT; /* listed twice */
+        struct MojoHandleSignalsState now;
+        if (rv == MOJO_RESULT_OK)
+            rv = core_dispatcher_query(d[i], i < WAIT_STACK_HANDLES ? &st[i] : &now);
         if (rv != MOJO_RESULT_OK) {
             *index = i;
             return rv;
         }
     }
     for (uint32_t i = 0; i < n; i++) {
-        if (MojoQueryHandleSignalsState(handles[i], &st) != MOJO_RESULT_OK)
+        struct MojoHandleSignalsState now;
+        const struct MojoHandleSignalsState *s = &now;
+        if (i < WAIT_STACK_HANDLES)
+            s = &st[i];
+        else if (core_dispatcher_query(d[i], &now) != MOJO_RESULT_OK)
             continue; /* closed since: the trap will say so */
-        if (st.satisfied_signals & signals[i]) {
+        if (s->satisfied_signals & signals[i]) {
             *index = i;
             return MOJO_RESULT_OK;
         }
-        if (!(st.satisfiable_signals & signals[i])) {
+        if (!(s->satisfiable_signals & signals[i])) {
             *index = i;
             return MOJO_RESULT_FAILED_PRECONDITION;
         }
@@ -145,73 +171,73 @@ static MojoResult check_now(const MojoHandle *handles, const MojoHandleSignals *
     return MOJO_RESULT_SHOULD_WAIT;
 }
 
-/* Waits on a trap; SHOULD_WAIT never comes out of here. */
-static MojoResult wait_with_trap(const MojoHandle *handles, const MojoHandleSignals *signals,
-                                 uint32_t num_handles, MojoDeadline deadline, uint32_t *index)
+/* What the claim says, if anything: OK, FAILED_PRECONDITION, CANCELLED or SHOULD_WAIT. */
+static MojoResult claimed(waiter *w, uint32_t *index)
+{
+    if (atomic_load_explicit(&w->claim, memory_order_acquire) == CLAIM_DONE) {
+        *index = w->index;
+        return w->result;
+    }
+    if (atomic_load(&w->cancelled))
+        return MOJO_RESULT_CANCELLED; /* a watched handle was closed */
+    return MOJO_RESULT_SHOULD_WAIT;
+}
+
+/* Waits on one trigger per handle; SHOULD_WAIT never comes out of here. */
+static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignals *signals,
+                                     uint32_t num_handles, MojoDeadline deadline, uint32_t *index)
 {
     waiter *w = calloc(1, sizeof(*w) + num_handles * sizeof(wait_slot));
     if (!w)
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
     atomic_init(&w->refs, 1);
-    plat_mutex_init(&w->lock);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    plat_wakeup_init(&w->wakeup);
+    atomic_init(&w->claim, CLAIM_NONE);
+    atomic_init(&w->cancelled, false);
 
-    MojoHandle trap = MOJO_HANDLE_INVALID;
-    MojoResult rv = MojoCreateTrap(on_event, NULL, &trap);
-    if (rv != MOJO_RESULT_OK)
-        goto out;
-    for (uint32_t i = 0; i < num_handles; i++) {
-        w->slots[i] = (wait_slot){w, i};
-        atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
-        rv = MojoAddTrigger(trap, handles[i], signals[i], MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED,
-                            (uintptr_t)&w->slots[i], NULL);
-        if (rv != MOJO_RESULT_OK) {
-            waiter_release(w); /* no trigger, no CANCELLED to come */
-            *index = i;
-            if (rv == MOJO_RESULT_ALREADY_EXISTS)
-                rv = MOJO_RESULT_INVALID_ARGUMENT; /* a handle listed twice */
-            goto out;
-        }
-    }
-
-    struct MojoTrapEvent ready;
-    uint32_t num_ready = 1;
-    rv = MojoArmTrap(trap, NULL, &num_ready, &ready);
-    if (rv == MOJO_RESULT_FAILED_PRECONDITION) {
-        /* Became ready after the first look: no need to block. */
-        *index = ((wait_slot *)ready.trigger_context)->index;
-        rv = ready.result;
-        goto out;
-    }
-    if (rv != MOJO_RESULT_OK)
-        goto out;
-
-    struct timespec until = deadline_at(deadline);
-    pthread_mutex_lock(&w->lock);
-    while (!w->fired && !w->cancelled) {
-        if (deadline == MOJO_DEADLINE_INDEFINITE) {
-            pthread_cond_wait(&w->cond, &w->lock);
-        } else if (pthread_cond_timedwait(&w->cond, &w->lock, &until) == ETIMEDOUT) {
+    /*
+     * A trigger added to a handle that is ready claims at once, on this
+     * thread; its wake-up is queued in this thread's request context (and,
+     * if this wait runs inside a trap handler, delivered only later), so the
+     * claim is what tells: no need to block.
+     */
+    MojoResult rv = MOJO_RESULT_SHOULD_WAIT;
+    uint32_t added = 0;
+    core_rc_enter();
+    for (uint32_t i = 0; i < num_handles && rv == MOJO_RESULT_SHOULD_WAIT; i++) {
+        w->slots[i] = (wait_slot){w, i, NULL};
+        core_trigger *t = core_wait_trigger_new(d[i], signals[i], &wait_ops, &w->slots[i]);
+        if (!t) {
+            rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
             break;
         }
+        atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed); /* the trigger's */
+        w->slots[i].t = t;
+        added = i + 1;
+        if (!core_dispatcher_add_watcher(d[i], t)) {
+            /* Closed since the first look. */
+            *index = i;
+            rv = MOJO_RESULT_CANCELLED;
+            break;
+        }
+        rv = claimed(w, index);
     }
-    if (w->fired) {
-        *index = w->index;
-        rv = w->result;
-    } else if (w->cancelled) {
-        rv = MOJO_RESULT_CANCELLED; /* a watched handle was closed */
-    } else {
-        rv = MOJO_RESULT_DEADLINE_EXCEEDED;
-    }
-    pthread_mutex_unlock(&w->lock);
+    core_rc_leave();
 
-out:
-    if (trap != MOJO_HANDLE_INVALID)
-        MojoClose(trap);
+    if (rv == MOJO_RESULT_SHOULD_WAIT) {
+        struct timespec until;
+        if (deadline != MOJO_DEADLINE_INDEFINITE)
+            until = deadline_at(deadline);
+        plat_wakeup_wait(&w->wakeup, deadline == MOJO_DEADLINE_INDEFINITE ? NULL : &until);
+        rv = claimed(w, index);
+        if (rv == MOJO_RESULT_SHOULD_WAIT)
+            rv = MOJO_RESULT_DEADLINE_EXCEEDED;
+    }
+
+    for (uint32_t i = 0; i < added; i++) {
+        core_dispatcher_remove_watcher(d[i], w->slots[i].t);
+        core_trigger_release(w->slots[i].t);
+    }
     waiter_release(w);
     return rv;
 }
@@ -235,11 +261,22 @@ MojoResult MojoWaitMany(const MojoHandle *handles, const MojoHandleSignals *sign
         return MOJO_RESULT_DEADLINE_EXCEEDED;
     }
 
-    uint32_t index = UINT32_MAX;
-    MojoResult rv = check_now(handles, signals, num_handles, &index);
+    core_dispatcher *stack_d[WAIT_STACK_HANDLES];
+    core_dispatcher **d = stack_d;
+    if (num_handles > WAIT_STACK_HANDLES) {
+        d = malloc(num_handles * sizeof(*d));
+        if (!d)
+            return MOJO_RESULT_RESOURCE_EXHAUSTED;
+    }
+    uint32_t index = UINT32_MAX, resolved = 0;
+    MojoResult rv = check_now(handles, signals, num_handles, d, &resolved, &index);
     if (rv == MOJO_RESULT_SHOULD_WAIT)
         rv = deadline == 0 ? MOJO_RESULT_DEADLINE_EXCEEDED
-                           : wait_with_trap(handles, signals, num_handles, deadline, &index);
+                           : wait_with_triggers(d, signals, num_handles, deadline, &index);
+    for (uint32_t i = 0; i < resolved; i++)
+        core_dispatcher_release(d[i]);
+    if (d != stack_d)
+        free(d);
     if (rv == MOJO_RESULT_CANCELLED) {
         /* Which handle was closed: the first one that no longer resolves. */
         struct MojoHandleSignalsState st;

@@ -14,6 +14,7 @@
  */
 #include "node/node.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -54,9 +55,9 @@ struct peer {
     channel *ch;
     peer *next_all;
     /* Under n->lock. */
-    peer_state state;
-    ports_name name;
-    bool we_invited; /* its errors go to fn */
+    peer_state state; /* set with set_state_locked */
+    ports_name name;  /* never changes once the peer is connected */
+    bool we_invited;  /* its errors go to fn */
     bool isolated;
     /*
      * Introduced by the broker. Its channel closing is not enough to fail
@@ -73,6 +74,9 @@ struct peer {
     node_invitation *inv; /* it invited us */
     uint8_t *conn_name;
     size_t conn_name_len;
+
+    /* A copy of state, for a frame's first look without n->lock. */
+    _Atomic(peer_state) live_state;
 };
 
 struct node_invitation {
@@ -114,6 +118,9 @@ struct node_controller {
     peer *broker;
     node_default_error_fn default_error;
     bool shutting_down;
+
+    /* A send buffer kept for the next event (see send_buf_get). */
+    _Atomic(uint8_t *) spare;
 };
 
 static void forward_event(void *ctx, const ports_name *to, ports_event *ev);
@@ -127,6 +134,12 @@ static void close_fds(int *fds, size_t n)
     for (size_t i = 0; i < n; i++)
         if (fds[i] >= 0)
             close(fds[i]);
+}
+
+static void set_state_locked(peer *p, peer_state state)
+{
+    p->state = state;
+    atomic_store_explicit(&p->live_state, state, memory_order_release);
 }
 
 static void peer_acquire(peer *p)
@@ -273,7 +286,7 @@ static void drop_peer(peer *p, const char *why, bool protocol)
         return;
     }
     bool had_name = p->state == PEER_CONNECTED;
-    p->state = PEER_GONE;
+    set_state_locked(p, PEER_GONE);
     bool fail_ports = had_name && (!p->introduced || p->broker_says_lost || protocol ||
                                    !n->broker || n->shutting_down);
     for (peer **pp = &n->all; *pp; pp = &(*pp)->next_all) {
@@ -365,40 +378,90 @@ static void drop_peer(peer *p, const char *why, bool protocol)
 /* ------------------------------------------------------ serialising events */
 
 /*
- * The frame for an event: the ports event, then (user messages) the
- * payload's envelope; its fds go to *fds. Consumes ev. NULL if the payload
- * refuses to leave.
+ * Send buffers. An event is serialised into a buffer that lives only until
+ * channel_write returns (the channel copies what it cannot send at once).
+ * Allocating and freeing one per event is cheap for small events; for large
+ * ones the allocator hands the memory back to the kernel and faults it in
+ * again for the next, a cost that grows with the size. So the node keeps the
+ * last buffer it used (one, whatever the number of sending threads: taking
+ * and returning it are single atomic exchanges) for the next event that
+ * fits. While it is kept, its first bytes hold its capacity. Buffers up to
+ * NODE_SPARE_MAX are kept; larger ones go back to the allocator.
  */
-static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len, int **fds,
-                                size_t *num_fds)
+#define NODE_SPARE_MAX (256u * 1024u + 4096u)
+#define NODE_SEND_BUF_MIN 256u
+
+static uint8_t *send_buf_get(node_controller *n, size_t len, size_t *cap)
+{
+    uint8_t *buf = atomic_exchange_explicit(&n->spare, NULL, memory_order_acquire);
+    if (buf) {
+        size_t have;
+        memcpy(&have, buf, sizeof(have));
+        if (have >= len) {
+            *cap = have;
+            return buf;
+        }
+        free(buf);
+    }
+    /* Rounded up, so sizes that vary a little reuse one buffer. */
+    size_t want = len < NODE_SEND_BUF_MIN ? NODE_SEND_BUF_MIN : (len + 4095u) & ~(size_t)4095u;
+    if (want < len)
+        abort(); /* wrapped: beyond any event the ports layer makes */
+    buf = malloc(want);
+    if (!buf)
+        abort();
+    *cap = want;
+    return buf;
+}
+
+/* Keeps buf (capacity cap) as the spare, or frees it. NULL is fine. */
+static void send_buf_put(node_controller *n, uint8_t *buf, size_t cap)
+{
+    if (!buf)
+        return;
+    if (cap > NODE_SPARE_MAX) {
+        free(buf);
+        return;
+    }
+    memcpy(buf, &cap, sizeof(cap));
+    /* acq_rel: the buffer it displaces may have been written by another thread. */
+    free(atomic_exchange_explicit(&n->spare, buf, memory_order_acq_rel));
+}
+
+/*
+ * The frame for an event: the ports event, then (user messages) the
+ * payload's envelope; its fds go to *fds. The envelope's trailing message
+ * bytes may be left where they are: then the frame is the *len bytes written
+ * into the returned send buffer (capacity *cap, room for the whole frame)
+ * followed by *tail_len bytes at *tail, which live as long as ev. ev stays
+ * the caller's. NULL if the payload refuses to leave.
+ */
+static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len, size_t *cap,
+                                const void **tail, size_t *tail_len, int **fds, size_t *num_fds)
 {
     size_t head = ports_event_serialized_size(ev);
     size_t body = 0, nfds = 0;
     ports_payload *payload = ev->type == PORTS_EVENT_USER_MESSAGE ? ev->u.user.payload : NULL;
-    if (payload && n->d.payload_measure(payload, &body, &nfds) != 0) {
-        ports_event_destroy(ev);
+    if (payload && n->d.payload_measure(payload, &body, &nfds) != 0)
         return NULL;
-    }
-    uint8_t *buf = malloc(head + body);
+    uint8_t *buf = send_buf_get(n, head + body, cap);
     int *f = nfds ? malloc(nfds * sizeof(*f)) : NULL;
-    if (!buf || (nfds && !f))
+    if (nfds && !f)
         abort();
     ports_event_serialize(ev, buf);
-    if (payload)
+    *tail = NULL;
+    *tail_len = 0;
+    if (payload && n->d.payload_serialize_head) {
+        n->d.payload_serialize_head(payload, buf + head, f, tail, tail_len);
+        if (*tail_len > body)
+            abort(); /* a codec that contradicts its own measure */
+    } else if (payload) {
         n->d.payload_serialize(payload, buf + head, f);
-    ports_event_destroy(ev);
-    *len = head + body;
+    }
+    *len = head + body - *tail_len;
     *fds = f;
     *num_fds = nfds;
     return buf;
-}
-
-static int write_frame(peer *p, uint16_t type, uint8_t *buf, size_t len, int *fds, size_t num_fds)
-{
-    int rv = send_msg(p, type, buf, len, fds, num_fds);
-    free(buf);
-    free(fds);
-    return rv;
 }
 
 /* ------------------------------------------------------- ports delegate */
@@ -410,10 +473,12 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
         ports_node_accept_event(n->ports, to, ev);
         return;
     }
-    size_t len, num_fds;
+    size_t len, cap, tail_len, num_fds;
+    const void *tail;
     int *fds;
-    uint8_t *buf = serialize_event(n, ev, &len, &fds, &num_fds);
+    uint8_t *buf = serialize_event(n, ev, &len, &cap, &tail, &tail_len, &fds, &num_fds);
     if (!buf) {
+        ports_event_destroy(ev);
         schedule_lost(n, to);
         return;
     }
@@ -423,10 +488,20 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     if (p) {
         peer_acquire(p);
         pthread_mutex_unlock(&n->lock);
-        write_frame(p, NODE_MSG_EVENT, buf, len, fds, num_fds);
+        /* The message bytes go from where they are (the channel copies what waits). */
+        struct iovec iov[2] = {{buf, len}, {(void *)tail, tail_len}};
+        channel_write(p->ch, NODE_MSG_EVENT, iov, tail_len ? 2 : 1, fds, num_fds);
+        ports_event_destroy(ev);
+        send_buf_put(n, buf, cap);
+        free(fds);
         peer_release(p);
         return;
     }
+    /* Whatever happens next, the frame is whole in buf (it has room). */
+    if (tail_len)
+        memcpy(buf + len, tail, tail_len);
+    len += tail_len;
+    ports_event_destroy(ev);
     if (n->broker && !n->shutting_down) {
         /* Ask the broker; hold the frame until it answers. */
         pending_intro *pi = name_map_get(&n->pending, to);
@@ -464,7 +539,7 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     }
     close_fds(fds, num_fds);
     free(fds);
-    free(buf);
+    send_buf_put(n, buf, cap);
     schedule_lost(n, to);
 }
 
@@ -501,29 +576,54 @@ static void port_status_changed(void *ctx, const ports_port_ref *ref)
 
 /* ----------------------------------------------------------- frames in */
 
+/*
+ * Bytes of a user message's ports event (ports/event.h: header, fixed part,
+ * then per carried port a descriptor and a name), the envelope being the
+ * rest; 0 when buf is no user message or is too short for what its port
+ * count implies. Read from untrusted bytes: only a hint for on_event, which
+ * then hands the parser exactly this prefix and checks what it made of it.
+ */
+#define USER_EVENT_PORT_WIRE_SIZE (PORTS_DESCRIPTOR_SIZE + NODE_NAME_WIRE_SIZE)
+static size_t user_event_size(const uint8_t *buf, size_t len)
+{
+    size_t fixed = PORTS_EVENT_HEADER_SIZE + PORTS_USER_MESSAGE_FIXED_SIZE;
+    if (len < fixed || wire_load_u32(buf) != PORTS_EVENT_USER_MESSAGE)
+        return 0;
+    uint32_t num_ports = wire_load_u32(buf + PORTS_EVENT_HEADER_SIZE + 8);
+    if (num_ports > CMOJO_MAX_PORTS_PER_MESSAGE)
+        return 0;
+    uint64_t size = fixed + (uint64_t)num_ports * USER_EVENT_PORT_WIRE_SIZE;
+    return size <= len ? (size_t)size : 0;
+}
+
 static void on_event(peer *p, const uint8_t *buf, size_t len, int *fds, size_t num_fds,
                      const ports_name *from)
 {
     node_controller *n = p->n;
     ports_event *ev;
-    if (ports_event_parse(buf, len, &ev) != PORTS_OK) {
+    /*
+     * A user message's envelope goes straight from the receive buffer to
+     * the embedder's parser: the ports parser sees only the event in front
+     * of it, so the payload is copied once (into the message), not twice.
+     */
+    size_t event_len = user_event_size(buf, len);
+    if (ports_event_parse(buf, event_len ? event_len : len, &ev) != PORTS_OK) {
         close_fds(fds, num_fds);
         drop_peer(p, "malformed ports event", true);
         return;
     }
     if (ev->type == PORTS_EVENT_USER_MESSAGE) {
-        ports_payload *bytes = ev->u.user.payload;
         ports_payload *payload;
         const char *why = "bad message envelope";
-        if (!bytes || n->d.payload_parse(from, ports_payload_bytes_data(bytes), bytes->size,
-                                         ev->u.user.num_ports, fds, num_fds, &payload, &why) != 0) {
-            if (!bytes)
-                close_fds(fds, num_fds);
+        /* The parser took event_len bytes as the whole event, payload aside. */
+        assert(event_len != 0 && ports_event_serialized_size(ev) == event_len);
+        if (n->d.payload_parse(from, buf + event_len, len - event_len, ev->u.user.num_ports, fds,
+                               num_fds, &payload, &why) != 0) {
             ports_event_destroy(ev);
             drop_peer(p, why, true);
             return;
         }
-        ports_payload_destroy(bytes);
+        ports_payload_destroy(ev->u.user.payload); /* the empty bytes payload of the prefix */
         ev->u.user.payload = payload;
     } else if (num_fds) {
         close_fds(fds, num_fds);
@@ -612,7 +712,7 @@ static void on_invite(peer *p, const node_wire_msg *m)
         return;
     }
     p->name = m->name;
-    p->state = PEER_CONNECTED;
+    set_state_locked(p, PEER_CONNECTED);
     if (name_map_put(&n->peers, &p->name, p) != 0)
         abort();
     peer_acquire(p);
@@ -692,7 +792,7 @@ static void on_accept(peer *p, const node_wire_msg *m)
         return;
     }
     p->name = m->name;
-    p->state = PEER_CONNECTED;
+    set_state_locked(p, PEER_CONNECTED);
     if (name_map_put(&n->peers, &p->name, p) != 0)
         abort();
     peer_acquire(p);
@@ -820,10 +920,21 @@ static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, s
     peer *p = ctx;
     node_controller *n = p->n;
     peer_acquire(p); /* dropping it inside must not free it under us */
-    pthread_mutex_lock(&n->lock);
-    peer_state state = p->state;
-    ports_name from = p->name;
-    pthread_mutex_unlock(&n->lock);
+    peer_state state = atomic_load_explicit(&p->live_state, memory_order_acquire);
+    ports_name from;
+    if (state == PEER_CONNECTED) {
+        /*
+         * A connected peer's name is fixed; it was written before the state
+         * said so, and before the channel started. A drop racing this frame
+         * is no different from one that comes just after the look.
+         */
+        from = p->name;
+    } else {
+        pthread_mutex_lock(&n->lock);
+        state = p->state;
+        from = p->name;
+        pthread_mutex_unlock(&n->lock);
+    }
 
     if (state == PEER_CONNECTED && type == NODE_MSG_EVENT) {
         on_event(p, payload, len, fds, num_fds, &from);
@@ -925,7 +1036,7 @@ static int add_peer_locked(node_controller *n, int fd, peer_state state, peer **
     }
     atomic_init(&p->refs, 1);
     p->n = n;
-    p->state = state;
+    set_state_locked(p, state);
     channel_delegate d = {.ctx = p, .on_frame = channel_frame_cb, .on_error = channel_error_cb};
     rv = channel_create(fd, n->io, &d, &p->ch);
     if (rv != 0) {
@@ -985,6 +1096,7 @@ int node_create(const node_delegate *delegate, node_controller **out)
         return -ENOMEM;
     n->d = *delegate;
     plat_mutex_init(&n->lock);
+    atomic_init(&n->spare, NULL);
     uint64_t keys[4];
     ports_name name;
     if (plat_random_bytes(keys, sizeof(keys)) != 0 || plat_random_bytes(&name, sizeof(name)) != 0)
@@ -1067,6 +1179,7 @@ void node_destroy(node_controller *n)
     name_map_free(&n->pending);
     name_map_free(&n->peers);
     ports_node_destroy(n->ports);
+    free(atomic_load(&n->spare));
     pthread_mutex_destroy(&n->lock);
     free(n);
 }

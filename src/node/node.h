@@ -51,6 +51,14 @@ typedef struct node_delegate {
      */
     void (*payload_serialize)(ports_payload *payload, uint8_t *buf, int *fds);
     /*
+     * Optional; payload_serialize without copying the message bytes that
+     * end the envelope: writes the envelope but its last *data_len bytes,
+     * which it points *data at instead (valid until the payload is
+     * destroyed), so that they go to the socket from where they are.
+     */
+    void (*payload_serialize_head)(ports_payload *payload, uint8_t *buf, int *fds,
+                                   const void **data, size_t *data_len);
+    /*
      * Parses an envelope that arrived from node `from` with an event that
      * carries num_ports ports. On success *out is a payload owning the fds;
      * on failure every fd is closed, *why says why, and the sender is cut

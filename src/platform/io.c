@@ -1,13 +1,17 @@
 /*
  * The IO thread: one epoll loop per process (see io.h).
  *
- * Synchronisation. One mutex guards every watch's `removed` and `running`
- * flags, the task queue and the graveyard. The thread marks a watch running
- * under the mutex before calling its callback, and only if it has not been
- * removed; plat_io_remove from another thread marks it removed and waits on
- * the condition variable until it is not running. Called on the IO thread
- * itself there is nothing to wait for: either the caller is that callback
- * (which is simply not called again) or the callback cannot be running.
+ * Synchronisation. One mutex guards the task queue and the graveyard, and
+ * pairs with the condition variable. A watch's RUNNING and REMOVED flags are
+ * one atomic word, so dispatching an event takes no lock: the thread sets
+ * RUNNING only if REMOVED is not set (one compare-and-swap), and clears it
+ * after the callback; plat_io_remove from another thread sets REMOVED under
+ * the mutex and, while RUNNING is set, waits on the condition variable,
+ * which the thread broadcasts (under the mutex) when the RUNNING it clears
+ * came with REMOVED. Whichever of the two atomic updates comes first, the
+ * other side sees it, so no wake-up is lost. Called on the IO thread itself
+ * there is nothing to wait for: either the caller is that callback (which is
+ * simply not called again) or the callback cannot be running.
  *
  * Memory. A removed watch may still sit in the batch of events the thread
  * got from epoll_wait, so it is never freed by plat_io_remove: it goes to a
@@ -20,6 +24,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -34,13 +39,16 @@
  */
 #define IO_MAX_EVENTS 64
 
+/* plat_io_watch.state */
+#define WATCH_RUNNING 1u
+#define WATCH_REMOVED 2u
+
 struct plat_io_watch {
     plat_io *io;
     int fd;
     plat_io_callback cb;
     void *ctx;
-    bool removed; /* under io->mutex */
-    bool running; /* under io->mutex */
+    atomic_uint state; /* WATCH_RUNNING | WATCH_REMOVED */
     plat_io_watch *next_dead;
 };
 
@@ -59,7 +67,8 @@ struct plat_io {
     pthread_cond_t cond; /* a callback finished running */
     io_task *tasks_head;
     io_task *tasks_tail;
-    plat_io_watch *graveyard;
+    /* Pushed under mutex; atomic so that an empty one is seen without it. */
+    _Atomic(plat_io_watch *) graveyard;
     size_t live_watches;
     bool stopping;
 };
@@ -133,9 +142,10 @@ static bool run_tasks(plat_io *io)
 
 static void bury_dead(plat_io *io)
 {
+    if (atomic_load_explicit(&io->graveyard, memory_order_relaxed) == NULL)
+        return; /* only this thread empties it: nothing to bury */
     pthread_mutex_lock(&io->mutex);
-    plat_io_watch *dead = io->graveyard;
-    io->graveyard = NULL;
+    plat_io_watch *dead = atomic_exchange(&io->graveyard, NULL);
     pthread_mutex_unlock(&io->mutex);
 
     while (dead != NULL) {
@@ -147,21 +157,20 @@ static void bury_dead(plat_io *io)
 
 static void dispatch(plat_io *io, plat_io_watch *w, uint32_t ep)
 {
-    pthread_mutex_lock(&io->mutex);
-    if (w->removed) {
-        pthread_mutex_unlock(&io->mutex);
-        return;
-    }
-    w->running = true;
-    pthread_mutex_unlock(&io->mutex);
+    unsigned s = atomic_load(&w->state);
+    do {
+        if (s & WATCH_REMOVED)
+            return;
+    } while (!atomic_compare_exchange_weak(&w->state, &s, s | WATCH_RUNNING));
 
     w->cb(w->ctx, from_epoll(ep));
 
-    pthread_mutex_lock(&io->mutex);
-    w->running = false;
-    if (w->removed)
+    if (atomic_fetch_and(&w->state, ~WATCH_RUNNING) & WATCH_REMOVED) {
+        /* A remover may be waiting for this callback to end. */
+        pthread_mutex_lock(&io->mutex);
         pthread_cond_broadcast(&io->cond);
-    pthread_mutex_unlock(&io->mutex);
+        pthread_mutex_unlock(&io->mutex);
+    }
 }
 
 static void *io_main(void *arg)
@@ -279,8 +288,11 @@ int plat_io_add(plat_io *io, int fd, uint32_t events, plat_io_callback cb, void 
     w->fd = fd;
     w->cb = cb;
     w->ctx = ctx;
+    atomic_init(&w->state, 0);
 
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
+    /* Released to the thread's first dispatch: everything set up before this add. */
+    atomic_store_explicit(&w->state, 0, memory_order_release);
     pthread_mutex_lock(&io->mutex);
     /*
      * *out is written before the fd is registered (and under the mutex that
@@ -309,7 +321,7 @@ int plat_io_modify(plat_io_watch *w, uint32_t events)
     int rc = 0;
 
     pthread_mutex_lock(&io->mutex);
-    assert(!w->removed);
+    assert(!(atomic_load(&w->state) & WATCH_REMOVED));
     if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
         rc = -errno;
     pthread_mutex_unlock(&io->mutex);
@@ -324,8 +336,9 @@ void plat_io_remove(plat_io_watch *w)
     bool on_thread = plat_io_on_thread(io);
 
     pthread_mutex_lock(&io->mutex);
-    assert(!w->removed);
-    w->removed = true;
+    unsigned was = atomic_fetch_or(&w->state, WATCH_REMOVED);
+    assert(!(was & WATCH_REMOVED));
+    (void)was;
     /*
      * Fails only if the caller already closed the fd (EBADF), which also
      * dropped it from the epoll set; either way it is gone.
@@ -333,11 +346,11 @@ void plat_io_remove(plat_io_watch *w)
     (void)epoll_ctl(io->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     io->live_watches--;
     if (!on_thread) {
-        while (w->running)
+        while (atomic_load(&w->state) & WATCH_RUNNING)
             pthread_cond_wait(&io->cond, &io->mutex);
     }
-    w->next_dead = io->graveyard;
-    io->graveyard = w;
+    w->next_dead = atomic_load(&io->graveyard);
+    atomic_store(&io->graveyard, w);
     pthread_mutex_unlock(&io->mutex);
 }
 

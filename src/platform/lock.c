@@ -2,11 +2,15 @@
 
 void plat_mutex_init(pthread_mutex_t *mutex)
 {
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
 #ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    /*
+     * A copy of the static initializer: what pthread_mutex_init with an
+     * adaptive attribute produces, without building and destroying the
+     * attribute for every object that embeds a lock.
+     */
+    static const pthread_mutex_t adaptive = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
+    *mutex = adaptive;
+#else
+    pthread_mutex_init(mutex, NULL);
 #endif
-    pthread_mutex_init(mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
 }

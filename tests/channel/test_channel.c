@@ -1241,6 +1241,67 @@ static void test_large_frames_round_trip(void **state)
     sink_destroy(&sb);
 }
 
+/* Counts recvmsg calls and the ones that found nothing (EAGAIN). */
+static atomic_int counted_recv_calls;
+static atomic_int counted_recv_empty;
+
+static ssize_t counting_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    ssize_t n = recvmsg(fd, msg, flags);
+    atomic_fetch_add(&counted_recv_calls, 1);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        atomic_fetch_add(&counted_recv_empty, 1);
+    return n;
+}
+
+/*
+ * Frames larger than the initial receive buffer, one at a time: once the
+ * buffer has grown for the first, it keeps that size, so every later frame
+ * is read without a recvmsg that comes back empty (a short read ends the
+ * loop) and no frame takes more reads than the pieces it arrived in.
+ */
+static void test_large_frames_keep_the_grown_buffer(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_socketpair(sv);
+    int big = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    sink sa, sb;
+    sink_init(&sa);
+    sink_init(&sb);
+    channel *a = open_channel(sv[0], &sa);
+    channel *b = open_channel(sv[1], &sb);
+    channel_sys_recvmsg = counting_recvmsg;
+    assert_int_equal(channel_start(a), 0);
+    assert_int_equal(channel_start(b), 0);
+
+    const size_t size = 100 * 1024; /* beyond the 64 KiB the buffer starts with */
+    const size_t rounds = 50;
+    uint8_t *buf = malloc(size);
+    assert_non_null(buf);
+    memset(buf, 0x5a, size);
+    assert_int_equal(write_bytes(a, 1, buf, size, NULL, 0), 0);
+    assert_true(sink_wait(&sb, 1, false));
+    flush_io();
+    atomic_store(&counted_recv_calls, 0);
+    atomic_store(&counted_recv_empty, 0);
+    for (size_t i = 0; i < rounds; i++) {
+        assert_int_equal(write_bytes(a, 1, buf, size, NULL, 0), 0);
+        assert_true(sink_wait(&sb, 2 + i, false));
+    }
+    free(buf);
+    assert_int_equal(atomic_load(&counted_recv_empty), 0);
+    /* One read per frame, more only when a frame was read while still arriving. */
+    assert_true(atomic_load(&counted_recv_calls) >= (int)rounds);
+    assert_int_equal(sb.bytes, (rounds + 1) * size);
+    assert_int_equal(sa.errors + sb.errors, 0);
+    close_channel(a);
+    close_channel(b);
+    sink_destroy(&sa);
+    sink_destroy(&sb);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1267,6 +1328,7 @@ int main(void)
         T(test_concurrent_shutdowns),
         T(test_busy_channel_does_not_starve_another),
         T(test_large_frames_round_trip),
+        T(test_large_frames_keep_the_grown_buffer),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -281,6 +281,44 @@ static void test_wait_many_reports_the_index_of_the_ready_handle(void **state)
         close_all((MojoHandle[]){w[i], r[i]}, 2);
 }
 
+/* More handles than a wait keeps on its stack: the same answers. */
+#define MANY_HANDLES 40
+
+static void test_wait_many_on_a_long_list_reports_the_right_index(void **state)
+{
+    (void)state;
+    MojoHandle w[MANY_HANDLES], r[MANY_HANDLES];
+    MojoHandleSignals signals[MANY_HANDLES];
+    struct MojoHandleSignalsState st[MANY_HANDLES];
+    uint32_t index = 77;
+    struct actor act;
+
+    for (int i = 0; i < MANY_HANDLES; i++) {
+        cmojo_test_make_pipe(&w[i], &r[i]);
+        signals[i] = READABLE;
+    }
+    /* Blocks, then the handle near the end becomes ready. */
+    start_actor(&act, w[MANY_HANDLES - 3], ACT_WRITE, false);
+    assert_int_equal(MojoWaitMany(r, signals, MANY_HANDLES, SAFETY_DEADLINE_USEC, &index, st), OK);
+    assert_int_equal(index, MANY_HANDLES - 3);
+    assert_true(st[MANY_HANDLES - 3].satisfied_signals & READABLE);
+    join_actor(&act);
+    /* Already ready at once, beyond the stack part of the list. */
+    index = 77;
+    assert_int_equal(MojoWaitMany(r, signals, MANY_HANDLES, 0, &index, NULL), OK);
+    assert_int_equal(index, MANY_HANDLES - 3);
+    /* An invalid handle late in the list is found before any ready one. */
+    MojoHandle saved = r[MANY_HANDLES - 1];
+    r[MANY_HANDLES - 1] = BOGUS_HANDLE;
+    index = 77;
+    assert_int_equal(MojoWaitMany(r, signals, MANY_HANDLES, 0, &index, NULL),
+                     MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(index, MANY_HANDLES - 1);
+    r[MANY_HANDLES - 1] = saved;
+    for (int i = 0; i < MANY_HANDLES; i++)
+        close_all((MojoHandle[]){w[i], r[i]}, 2);
+}
+
 static void test_wait_fails_precondition_when_the_signal_can_never_be_satisfied(void **state)
 {
     (void)state;
@@ -641,6 +679,7 @@ int main(void)
         T(test_wait_blocks_until_another_thread_writes),
         T(test_wait_many_reports_the_index_of_the_handle_that_became_ready),
         T(test_wait_many_reports_the_index_of_the_ready_handle),
+        T(test_wait_many_on_a_long_list_reports_the_right_index),
         T(test_wait_fails_precondition_when_the_signal_can_never_be_satisfied),
         T(test_wait_is_ok_while_messages_sent_before_the_close_remain),
         T(test_wait_fails_precondition_when_the_peer_closes_during_the_wait),
