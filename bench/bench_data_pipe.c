@@ -42,6 +42,13 @@
  *               span takes, MojoEndWriteData, until the chunk is in; the
  *               child MojoBeginReadData's, checksums the whole readable span
  *               in place (possibly several chunks), MojoEndReadData's.
+ *   shm ring    not a baseline but a bound: the same depth of ring in a
+ *               memfd both processes map, with the two running totals in
+ *               the shared page and a futex to sleep on, moved as two-phase
+ *               moves it. It is what a shared-memory pipe would reach if it
+ *               could trust its peer with its counters (a data pipe cannot),
+ *               so it says how much of the gap to the socketpair goal any
+ *               data pipe design could close on this machine.
  * Every variant touches every byte on the consuming side (the checksum, a
  * sum of 64-bit words), and every chunk is tagged with its index in its
  * first word, so a lost, repeated or stale chunk changes the checksum; the
@@ -78,7 +85,7 @@
  * Usage: bench_data_pipe [--quick] [--runs R] [--mb M] [--capacity-x K] [--trap-reader]
  *                        [--cpus any|one|split]
  *        bench_data_pipe [--mb M] [--capacity-x K] [--trap-reader] [--cpus any|one|split]
- *                        --single socketpair|memcpy|oneshot|twophase SIZE
+ *                        --single socketpair|memcpy|oneshot|twophase|shmring SIZE
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,12 +93,14 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -99,6 +108,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/futex.h>
 
 #include "cmojo/wait.h"
 #include "mojo/public/c/system/core.h"
@@ -162,19 +172,21 @@ typedef enum dp_kind {
     K_MEMCPY,
     K_ONESHOT,
     K_TWOPHASE,
+    K_SHMRING,
     K_NUM,
     K_QUIT = K_NUM /* command only: the child exits */
 } dp_kind;
 
-static const char *const g_kind_names[K_NUM] = {"socketpair", "memcpy", "oneshot", "twophase"};
+static const char *const g_kind_names[K_NUM] = {"socketpair", "memcpy", "oneshot", "twophase",
+                                                "shmring"};
 
 /* What the parent sends on the boot pipe before each case. */
 typedef struct dp_cmd {
-    uint32_t kind;  /* dp_kind */
-    uint32_t size;  /* bytes per chunk */
-    uint32_t slot;  /* which data pipe (one per chunk size) */
-    uint32_t pad;   /* zero */
-    uint64_t count; /* chunks */
+    uint32_t kind;     /* dp_kind */
+    uint32_t size;     /* bytes per chunk */
+    uint32_t slot;     /* which data pipe and shm ring (one of each per chunk size) */
+    uint32_t capacity; /* the shm ring's */
+    uint64_t count;    /* chunks */
 } dp_cmd;
 
 /* The consumer's answer: what it received. */
@@ -335,6 +347,134 @@ static MojoHandle read_msg(MojoHandle pipe, void *dst, uint32_t len)
     return nh ? h : MOJO_HANDLE_INVALID;
 }
 
+/* ------------------------------------------------------------ the shm ring */
+
+/*
+ * The bound on what any shared-memory pipe can do here: a single-producer,
+ * single-consumer ring in a memfd both processes map, with the two running
+ * totals in the shared page itself and a futex for each side to sleep on
+ * when it must. No validation, no messages, no IO thread, no system call
+ * while neither side waits: what a data pipe would cost if its peer could be
+ * trusted with its counters (it cannot; see DESIGN.md). Spans are contiguous,
+ * as in two-phase I/O, and the consumer checksums in place.
+ *
+ * Each side publishes its total (seq_cst) and then bumps its sequence word;
+ * a side about to sleep raises its flag, looks at the other's total again
+ * and sleeps on the other's sequence word only if it has not moved, so a
+ * wake-up cannot be lost (the Dekker pair: my flag then your total, your
+ * total then my flag).
+ */
+typedef struct shm_ring {
+    _Alignas(64) _Atomic uint64_t written; /* bytes the producer has published */
+    _Atomic uint32_t wseq; /* bumped after each publish; the consumer sleeps on it */
+    _Atomic uint32_t consumer_sleeping;
+    _Alignas(64) _Atomic uint64_t read; /* bytes the consumer has released */
+    _Atomic uint32_t rseq;
+    _Atomic uint32_t producer_sleeping;
+} shm_ring;
+
+/* The ring's bytes start one page in. */
+#define SHM_RING_HEADER 4096u
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t value)
+{
+    struct timespec deadline = {DP_DEADLINE_US / 1000000u, 0};
+    long rv = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, value, &deadline, NULL, 0);
+    BENCH_CHECK(rv == 0 || errno == EAGAIN || errno == EINTR);
+}
+
+static void futex_wake(_Atomic uint32_t *word)
+{
+    BENCH_CHECK(syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, 1, NULL, NULL, 0) >= 0);
+}
+
+/* Publishes n more bytes (mine: written or read) and wakes the other side if it sleeps. */
+static void shm_publish(_Atomic uint64_t *mine, _Atomic uint32_t *seq, _Atomic uint32_t *sleeping,
+                        uint64_t n)
+{
+    atomic_fetch_add(mine, n);
+    atomic_fetch_add(seq, 1);
+    if (atomic_load(sleeping))
+        futex_wake(seq);
+}
+
+/* Sleeps until *theirs moves from seen (their total, their sequence word, my flag). */
+static void shm_sleep(_Atomic uint64_t *theirs, uint64_t seen, _Atomic uint32_t *seq,
+                      _Atomic uint32_t *sleeping)
+{
+    uint32_t s = atomic_load(seq);
+    atomic_store(sleeping, 1);
+    if (atomic_load(theirs) == seen)
+        futex_wait(seq, s);
+    atomic_store(sleeping, 0);
+}
+
+/* Maps a ring of capacity bytes (after its header) from fd. */
+static shm_ring *shm_map(int fd, uint32_t capacity)
+{
+    void *p = mmap(NULL, SHM_RING_HEADER + capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    BENCH_CHECK(p != MAP_FAILED);
+    return p;
+}
+
+static uint8_t *shm_bytes(shm_ring *r)
+{
+    return (uint8_t *)r + SHM_RING_HEADER;
+}
+
+/* Producer: count tagged chunks of size into the ring. */
+static void loop_shmring(shm_ring *r, uint32_t capacity, uint32_t size, uint64_t count)
+{
+    const uint8_t *chunk = (const uint8_t *)g_chunk;
+    uint64_t written = atomic_load(&r->written);
+    for (uint64_t i = 0; i < count; i++) {
+        g_chunk[0] = tag_of(i);
+        for (uint32_t off = 0; off < size;) {
+            uint64_t read = atomic_load(&r->read);
+            uint64_t room = capacity - (written - read);
+            if (room == 0) {
+                shm_sleep(&r->read, read, &r->rseq, &r->producer_sleeping);
+                continue;
+            }
+            uint32_t at = (uint32_t)(written % capacity);
+            uint64_t n = size - off;
+            if (n > room)
+                n = room;
+            if (n > capacity - at)
+                n = capacity - at;
+            memcpy(shm_bytes(r) + at, chunk + off, n);
+            shm_publish(&r->written, &r->wseq, &r->consumer_sleeping, n);
+            written += n;
+            off += (uint32_t)n;
+        }
+    }
+}
+
+/* Consumer: checksums total bytes in place, span by span. */
+static dp_ack child_shmring(shm_ring *r, uint32_t capacity, uint64_t total)
+{
+    dp_ack ack = {0, 0};
+    uint64_t read = atomic_load(&r->read);
+    while (ack.bytes < total) {
+        uint64_t written = atomic_load(&r->written);
+        if (written == read) {
+            shm_sleep(&r->written, written, &r->wseq, &r->consumer_sleeping);
+            continue;
+        }
+        uint32_t at = (uint32_t)(read % capacity);
+        uint64_t n = written - read;
+        if (n > total - ack.bytes)
+            n = total - ack.bytes;
+        if (n > capacity - at)
+            n = capacity - at;
+        ack.sum += checksum(shm_bytes(r) + at, n);
+        ack.bytes += n;
+        shm_publish(&r->read, &r->rseq, &r->producer_sleeping, n);
+        read += n;
+    }
+    return ack;
+}
+
 /* ------------------------------------------------------------------ child */
 
 static dp_ack child_socketpair(int fd, uint32_t size, uint64_t count)
@@ -464,6 +604,8 @@ static int child_main(int boot_fd, int raw_fd)
     BENCH_MOJO(MojoClose(inv));
 
     MojoHandle consumers[NUM_SIZES];
+    shm_ring *rings[NUM_SIZES] = {NULL};
+    uint32_t ring_capacity[NUM_SIZES] = {0};
     for (size_t i = 0; i < NUM_SIZES; i++)
         consumers[i] = MOJO_HANDLE_INVALID;
     for (;;) {
@@ -474,7 +616,14 @@ static int child_main(int boot_fd, int raw_fd)
         describe_case(&cmd);
         BENCH_CHECK(cmd.kind < K_NUM && cmd.kind != K_MEMCPY && cmd.size >= 8 &&
                     cmd.size % 8 == 0 && cmd.size <= DP_MAX_CHUNK && cmd.slot < NUM_SIZES);
-        if (h != MOJO_HANDLE_INVALID) {
+        if (h != MOJO_HANDLE_INVALID && cmd.kind == K_SHMRING) {
+            struct MojoPlatformHandle ring_fd = {.struct_size = sizeof(ring_fd)};
+            BENCH_CHECK(rings[cmd.slot] == NULL);
+            BENCH_MOJO(MojoUnwrapPlatformHandle(h, NULL, &ring_fd));
+            rings[cmd.slot] = shm_map((int)ring_fd.value, cmd.capacity);
+            ring_capacity[cmd.slot] = cmd.capacity;
+            close((int)ring_fd.value);
+        } else if (h != MOJO_HANDLE_INVALID) {
             BENCH_CHECK(consumers[cmd.slot] == MOJO_HANDLE_INVALID);
             consumers[cmd.slot] = h;
         }
@@ -487,6 +636,11 @@ static int child_main(int boot_fd, int raw_fd)
         case K_SOCKETPAIR:
             ack = child_socketpair(raw_fd, cmd.size, cmd.count);
             write_full(raw_fd, &ack, sizeof(ack));
+            break;
+        case K_SHMRING:
+            BENCH_CHECK(rings[cmd.slot] != NULL);
+            ack = child_shmring(rings[cmd.slot], ring_capacity[cmd.slot], total);
+            write_msg(boot, &ack, sizeof(ack), MOJO_HANDLE_INVALID);
             break;
         case K_ONESHOT:
         case K_TWOPHASE: {
@@ -506,9 +660,12 @@ static int child_main(int boot_fd, int raw_fd)
             BENCH_CHECK(false);
         }
     }
-    for (size_t i = 0; i < NUM_SIZES; i++)
+    for (size_t i = 0; i < NUM_SIZES; i++) {
         if (consumers[i] != MOJO_HANDLE_INVALID)
             BENCH_MOJO(MojoClose(consumers[i]));
+        if (rings[i])
+            BENCH_CHECK(munmap(rings[i], SHM_RING_HEADER + ring_capacity[i]) == 0);
+    }
     BENCH_MOJO(MojoClose(boot));
     close(raw_fd);
     BENCH_MOJO(MojoShutdown(NULL));
@@ -524,6 +681,8 @@ typedef struct dp_child {
     MojoHandle producers[NUM_SIZES];
     bool consumer_sent[NUM_SIZES];
     MojoHandle consumers[NUM_SIZES]; /* until sent */
+    shm_ring *rings[NUM_SIZES];
+    int ring_fds[NUM_SIZES]; /* until sent */
 } dp_child;
 
 /* Whether to bracket each timed loop with getppid() markers (--single). */
@@ -591,6 +750,10 @@ static void spawn_child(dp_child *ch)
                                                  capacity_of(g_sizes[i])};
         BENCH_MOJO(MojoCreateDataPipe(&opts, &ch->producers[i], &ch->consumers[i]));
         ch->consumer_sent[i] = false;
+        ch->ring_fds[i] = memfd_create("bench_shm_ring", MFD_CLOEXEC);
+        BENCH_CHECK(ch->ring_fds[i] >= 0 &&
+                    ftruncate(ch->ring_fds[i], SHM_RING_HEADER + capacity_of(g_sizes[i])) == 0);
+        ch->rings[i] = shm_map(ch->ring_fds[i], capacity_of(g_sizes[i]));
     }
 }
 
@@ -608,6 +771,9 @@ static bool stop_child(dp_child *ch)
         BENCH_MOJO(MojoClose(ch->producers[i]));
         if (!ch->consumer_sent[i])
             BENCH_MOJO(MojoClose(ch->consumers[i]));
+        if (ch->ring_fds[i] >= 0)
+            close(ch->ring_fds[i]);
+        BENCH_CHECK(munmap(ch->rings[i], SHM_RING_HEADER + capacity_of(g_sizes[i])) == 0);
     }
     BENCH_MOJO(MojoClose(ch->boot));
     close(ch->raw_fd);
@@ -686,7 +852,11 @@ static void loop_twophase(MojoHandle producer, uint32_t size, uint64_t count)
 static uint64_t run_case(dp_child *ch, dp_kind kind, size_t slot, uint64_t count)
 {
     uint32_t size = g_sizes[slot];
-    dp_cmd cmd = {.kind = (uint32_t)kind, .size = size, .slot = (uint32_t)slot, .count = count};
+    dp_cmd cmd = {.kind = (uint32_t)kind,
+                  .size = size,
+                  .slot = (uint32_t)slot,
+                  .capacity = capacity_of(size),
+                  .count = count};
     describe_case(&cmd);
     uint64_t want = expected_sum(size, count), t;
     dp_ack ack;
@@ -697,12 +867,18 @@ static uint64_t run_case(dp_child *ch, dp_kind kind, size_t slot, uint64_t count
         t = now_ns() - t0;
         marker();
     } else {
-        MojoHandle consumer = MOJO_HANDLE_INVALID;
-        if (kind != K_SOCKETPAIR && !ch->consumer_sent[slot]) {
-            consumer = ch->consumers[slot];
+        MojoHandle attach = MOJO_HANDLE_INVALID;
+        if (kind == K_SHMRING && ch->ring_fds[slot] >= 0) {
+            struct MojoPlatformHandle ring_fd = {sizeof(ring_fd),
+                                                 MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR,
+                                                 (uint64_t)ch->ring_fds[slot]};
+            BENCH_MOJO(MojoWrapPlatformHandle(&ring_fd, NULL, &attach));
+            ch->ring_fds[slot] = -1;
+        } else if ((kind == K_ONESHOT || kind == K_TWOPHASE) && !ch->consumer_sent[slot]) {
+            attach = ch->consumers[slot];
             ch->consumer_sent[slot] = true;
         }
-        write_msg(ch->boot, &cmd, sizeof(cmd), consumer);
+        write_msg(ch->boot, &cmd, sizeof(cmd), attach);
         uint64_t ready;
         BENCH_CHECK(read_msg(ch->boot, &ready, sizeof(ready)) == MOJO_HANDLE_INVALID);
         marker();
@@ -718,6 +894,10 @@ static uint64_t run_case(dp_child *ch, dp_kind kind, size_t slot, uint64_t count
             break;
         case K_TWOPHASE:
             loop_twophase(ch->producers[slot], size, count);
+            BENCH_CHECK(read_msg(ch->boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
+            break;
+        case K_SHMRING:
+            loop_shmring(ch->rings[slot], capacity_of(size), size, count);
             BENCH_CHECK(read_msg(ch->boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
             break;
         default:
@@ -828,14 +1008,15 @@ static void print_report(unsigned runs, uint64_t mb, double total_s)
         static const struct {
             dp_kind kind;
             const char *what;
-        } rows[] = {{K_ONESHOT, "one-shot"}, {K_TWOPHASE, "two-phase"}};
-        for (size_t j = 0; j < 2; j++) {
+        } rows[] = {
+            {K_ONESHOT, "one-shot"}, {K_TWOPHASE, "two-phase"}, {K_SHMRING, "shm ring (reference)"}};
+        for (size_t j = 0; j < sizeof(rows) / sizeof(rows[0]); j++) {
             const measurement *s = find_m(rows[j].kind, k);
             double sp_lo, sp_hi, mc_lo, mc_hi;
             double sp_ratio = ratio_of(s, sp, runs, &sp_lo, &sp_hi);
             double mc_ratio = ratio_of(s, mc, runs, &mc_lo, &mc_hi);
             char goal[64] = "-";
-            if (size >= DP_GOAL_MIN_CHUNK) {
+            if (size >= DP_GOAL_MIN_CHUNK && rows[j].kind != K_SHMRING) {
                 bool met_sp = sp_ratio >= DP_SOCKETPAIR_GOAL;
                 sp_met = sp_met && met_sp;
                 if (rows[j].kind == K_TWOPHASE) {
@@ -932,7 +1113,7 @@ static void usage(FILE *f, const char *argv0)
             "usage: %s [--quick] [--runs R] [--mb M] [--capacity-x K] [--trap-reader]\n"
             "          [--cpus any|one|split]\n"
             "       %s [--mb M] [--capacity-x K] [--trap-reader] [--cpus any|one|split]\n"
-            "           --single socketpair|memcpy|oneshot|twophase SIZE\n"
+            "           --single socketpair|memcpy|oneshot|twophase|shmring SIZE\n"
             "  --quick         smoke run: %u runs of %u MiB per case\n"
             "  --runs R        timed runs per case, median reported (default %u, max %u)\n"
             "  --mb M          MiB one run of a case moves (default %u)\n"
