@@ -48,7 +48,8 @@ static void message_free(core_message *m)
 {
     if (m->context && m->destructor)
         m->destructor(m->context);
-    free(m->data);
+    if (m->data != m->inline_data)
+        free(m->data);
     free(m->attachments);
     free(m);
 }
@@ -218,9 +219,22 @@ static bool reserve(core_message *m, uint32_t capacity)
     uint32_t grown = m->capacity > m->max_size / 2 ? m->max_size : m->capacity * 2;
     if (grown < capacity)
         grown = capacity;
-    if (grown < 64)
-        grown = 64 < m->max_size ? 64 : capacity;
-    uint8_t *data = realloc(m->data, grown);
+    if (grown < CORE_MESSAGE_INLINE_BYTES)
+        grown = CORE_MESSAGE_INLINE_BYTES < m->max_size ? CORE_MESSAGE_INLINE_BYTES : capacity;
+    if (grown <= CORE_MESSAGE_INLINE_BYTES && (!m->data || m->data == m->inline_data)) {
+        m->data = m->inline_data;
+        m->capacity = grown;
+        return true;
+    }
+    uint8_t *data;
+    if (m->data == m->inline_data) {
+        /* Leaving the inline bytes: what the caller wrote there comes along. */
+        data = malloc(grown);
+        if (data)
+            memcpy(data, m->inline_data, m->capacity);
+    } else {
+        data = realloc(m->data, grown);
+    }
     if (!data)
         return false;
     m->data = data;

@@ -76,6 +76,9 @@ const core_wire_type *core_wire_type_find(uint32_t type);
 #define CORE_ENVELOPE_HEADER_SIZE 8u
 #define CORE_ENVELOPE_HANDLE_SIZE 8u
 
+/* Payload bytes a message holds without a separate allocation. */
+#define CORE_MESSAGE_INLINE_BYTES 64u
+
 typedef struct core_message {
     ports_payload base; /* first: what the ports layer carries */
     uint64_t value;     /* name in the message table; 0 while not in it */
@@ -88,8 +91,10 @@ typedef struct core_message {
 
     bool has_data;  /* bytes (possibly zero) attached: "serialized" */
     bool committed; /* size final; may be written */
-    uint8_t *data;
+    uint8_t *data;  /* inline_data, a heap block, or NULL while capacity is 0 */
     uint32_t size, capacity;
+    /* Small payloads (most messages, every data pipe count) need no allocation of their own. */
+    _Alignas(8) uint8_t inline_data[CORE_MESSAGE_INLINE_BYTES];
 
     core_attachment *attachments;
     uint32_t num_attachments, cap_attachments;
