@@ -1232,41 +1232,53 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
         attached = xmalloc(n * sizeof(*attached));
         updates = xmalloc(n * sizeof(*updates));
     }
-    /* Most messages carry no port: lock just the sender, without the heap. */
+    /*
+     * Most messages carry no port: lock just the sender, without the heap.
+     * The node lock (taken before port locks) is needed only to find the
+     * attached ports; the sender's peer fields can be read under its own lock.
+     */
     ports_port *lock_one[1];
     lock_set = n ? xmalloc((n + 1) * sizeof(*lock_set)) : lock_one;
+    const bool node_locked = n > 0;
 
     for (;;) {
         lock_port(p);
         ports_name target_node = p->peer_node;
-        unlock_port(p);
+        /* A local message without ports keeps this lock: nothing else is needed. */
+        if (node_locked || !is_self(node, &target_node)) {
+            unlock_port(p);
 
-        /* May run embedder code, so no lock is held. */
-        if (!is_self(node, &target_node) && ev->u.user.payload &&
-            ev->u.user.payload->ops->will_be_routed_externally &&
-            ev->u.user.payload->ops->will_be_routed_externally(ev->u.user.payload) != 0) {
-            rv = PORTS_ERROR_PORT_STATE_UNEXPECTED;
-            goto out;
-        }
-
-        pthread_mutex_lock(&node->lock);
-        for (uint32_t i = 0; i < n; i++) {
-            attached[i] = name_map_get(&node->ports, &ev->u.user.ports[i]);
-            if (!attached[i]) {
-                pthread_mutex_unlock(&node->lock);
-                rv = PORTS_ERROR_PORT_UNKNOWN;
+            /* May run embedder code, so no lock is held. */
+            if (!is_self(node, &target_node) && ev->u.user.payload &&
+                ev->u.user.payload->ops->will_be_routed_externally &&
+                ev->u.user.payload->ops->will_be_routed_externally(ev->u.user.payload) != 0) {
+                rv = PORTS_ERROR_PORT_STATE_UNEXPECTED;
                 goto out;
             }
-            lock_set[i] = attached[i];
+
+            if (node_locked)
+                pthread_mutex_lock(&node->lock);
+            for (uint32_t i = 0; i < n; i++) {
+                attached[i] = name_map_get(&node->ports, &ev->u.user.ports[i]);
+                if (!attached[i]) {
+                    pthread_mutex_unlock(&node->lock);
+                    rv = PORTS_ERROR_PORT_UNKNOWN;
+                    goto out;
+                }
+                lock_set[i] = attached[i];
+            }
+            lock_set[n] = p;
+            lock_ports(lock_set, n + 1);
+        } else {
+            lock_set[0] = p;
         }
-        lock_set[n] = p;
-        lock_ports(lock_set, n + 1);
 
         if (!ports_name_eq(&p->peer_node, &target_node)) {
             if (is_self(node, &target_node)) {
                 /* Now remote: the payload must hear about it first. */
                 unlock_ports(lock_set, n + 1);
-                pthread_mutex_unlock(&node->lock);
+                if (node_locked)
+                    pthread_mutex_unlock(&node->lock);
                 continue;
             }
             target_node = p->peer_node;
@@ -1288,7 +1300,8 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
         }
         if (rv != PORTS_OK) {
             unlock_ports(lock_set, n + 1);
-            pthread_mutex_unlock(&node->lock);
+            if (node_locked)
+                pthread_mutex_unlock(&node->lock);
             goto out;
         }
 
@@ -1311,7 +1324,8 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
         ev->ports_accepted_ = false; /* the next node recreates them */
         *target = target_node;
         unlock_ports(lock_set, n + 1);
-        pthread_mutex_unlock(&node->lock);
+        if (node_locked)
+            pthread_mutex_unlock(&node->lock);
         break;
     }
 
