@@ -5,6 +5,7 @@
 #include "cmojo/wait.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -228,8 +229,17 @@ static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignal
         struct timespec until;
         if (deadline != MOJO_DEADLINE_INDEFINITE)
             until = deadline_at(deadline);
-        plat_wakeup_wait(&w->wakeup, deadline == MOJO_DEADLINE_INDEFINITE ? NULL : &until);
+        bool woken =
+            plat_wakeup_wait(&w->wakeup, deadline == MOJO_DEADLINE_INDEFINITE ? NULL : &until);
         rv = claimed(w, index);
+        /*
+         * Woken by a trigger that lost the claim to one that is still
+         * writing it (between its two stores): the answer is on its way.
+         */
+        while (woken && rv == MOJO_RESULT_SHOULD_WAIT) {
+            sched_yield();
+            rv = claimed(w, index);
+        }
         if (rv == MOJO_RESULT_SHOULD_WAIT)
             rv = MOJO_RESULT_DEADLINE_EXCEEDED;
     }

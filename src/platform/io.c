@@ -291,16 +291,16 @@ int plat_io_add(plat_io *io, int fd, uint32_t events, plat_io_callback cb, void 
     atomic_init(&w->state, 0);
 
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
-    /* Released to the thread's first dispatch: everything set up before this add. */
-    atomic_store_explicit(&w->state, 0, memory_order_release);
     pthread_mutex_lock(&io->mutex);
     /*
-     * *out is written before the fd is registered (and under the mutex that
-     * dispatch takes), so a callback that runs at once already sees its
-     * watch, e.g. to remove itself.
+     * *out is written before the fd is registered, and released (with
+     * everything the caller set up before this add) to the thread's first
+     * dispatch, which acquires the state: a callback that runs at once
+     * already sees its watch, e.g. to remove itself.
      */
     plat_io_watch *old = *out;
     *out = w;
+    atomic_store_explicit(&w->state, 0, memory_order_release);
     if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         int err = errno;
         *out = old;

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -671,6 +672,78 @@ static void test_wait_inside_a_trap_handler_can_block_for_another_thread(void **
     close_all((MojoHandle[]){trap, a, b, c, d}, 5);
 }
 
+
+/*
+ * Several handles become ready at once, from several threads, many times
+ * over: the first trigger claims the answer, the others only wake the
+ * waiter, which may run before the claimer has finished writing it. The
+ * wait must still return OK for a ready handle, never DEADLINE_EXCEEDED
+ * while the deadline is far away.
+ */
+#define RACE_WRITERS 3
+#define RACE_ROUNDS 3000
+
+struct race {
+    MojoHandle w[RACE_WRITERS];
+    atomic_int round;
+    atomic_int wrote;
+};
+
+struct race_writer {
+    pthread_t thread;
+    struct race *race;
+    int index;
+};
+
+static void *race_writer_main(void *arg)
+{
+    struct race_writer *rw = arg;
+    struct race *race = rw->race;
+    for (int round = 1; round <= RACE_ROUNDS; round++) {
+        while (atomic_load(&race->round) < round)
+            sched_yield();
+        assert_int_equal(write_u32(race->w[rw->index], (uint32_t)round), OK);
+        atomic_fetch_add(&race->wrote, 1);
+    }
+    return NULL;
+}
+
+static void test_wait_many_on_handles_ready_at_once_from_several_threads(void **state)
+{
+    (void)state;
+    struct race race = {0};
+    MojoHandle r[RACE_WRITERS];
+    MojoHandleSignals signals[RACE_WRITERS];
+    struct race_writer writers[RACE_WRITERS];
+    for (int i = 0; i < RACE_WRITERS; i++) {
+        cmojo_test_make_pipe(&race.w[i], &r[i]);
+        signals[i] = READABLE;
+        writers[i] = (struct race_writer){.race = &race, .index = i};
+        assert_int_equal(pthread_create(&writers[i].thread, NULL, race_writer_main, &writers[i]),
+                         0);
+    }
+    int early = 0;
+    for (int round = 1; round <= RACE_ROUNDS; round++) {
+        uint32_t index = 77;
+        atomic_store(&race.round, round);
+        MojoResult rv = MojoWaitMany(r, signals, RACE_WRITERS, SAFETY_DEADLINE_USEC, &index, NULL);
+        if (rv != OK)
+            early++;
+        while (atomic_load(&race.wrote) < round * RACE_WRITERS)
+            sched_yield();
+        for (int i = 0; i < RACE_WRITERS; i++) {
+            uint32_t v;
+            assert_int_equal(read_u32(r[i], &v), OK);
+            assert_int_equal(v, (uint32_t)round);
+        }
+    }
+    for (int i = 0; i < RACE_WRITERS; i++)
+        assert_int_equal(pthread_join(writers[i].thread, NULL), 0);
+    assert_int_equal(early, 0);
+    for (int i = 0; i < RACE_WRITERS; i++)
+        close_all((MojoHandle[]){race.w[i], r[i]}, 2);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, cmojo_core_setup, cmojo_core_teardown)
@@ -696,6 +769,7 @@ int main(void)
         T(test_wait_leaves_no_handles_behind),
         T(test_wait_works_inside_a_trap_handler),
         T(test_wait_inside_a_trap_handler_can_block_for_another_thread),
+        T(test_wait_many_on_handles_ready_at_once_from_several_threads),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
