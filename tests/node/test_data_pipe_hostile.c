@@ -6,7 +6,8 @@
  * messages, the control message itself (size, command, an fd attached), the
  * serialised state of a data pipe end in a message envelope (every field,
  * and its size), and the ring fd that travels with it (swapped for a pipe,
- * a memfd of the wrong size, without seals, write-sealed, read-only); and,
+ * a memfd of the wrong size, without seals, write-sealed, read-only for a
+ * producer, writable for a consumer); and,
  * by swapping a consumer's record with a message pipe's in one envelope, it
  * gets the consumer's control port for itself and sends control messages
  * through the real API, with a message pipe, a data pipe end or an fd
@@ -128,6 +129,7 @@ typedef enum fd_kind {
     FD_MEMFD_WRITE_SEAL,  /* sealed against shrinking and writing */
     FD_MEMFD_FUTURE_SEAL, /* sealed against shrinking and future writes */
     FD_MEMFD_READ_ONLY,   /* sealed memfd reopened O_RDONLY */
+    FD_MEMFD_WRITABLE,    /* sealed memfd of CAP bytes opened O_RDWR, as a producer's is */
 } fd_kind;
 
 /* HIJACK: what the child attaches to the control message it sends itself. */
@@ -244,7 +246,9 @@ static const scenario scenarios[] = {
     RING("ring_can_shrink", FD_MEMFD_UNSEALED, false, "can shrink"),
     RING("ring_write_sealed_for_producer", FD_MEMFD_WRITE_SEAL, true, "cannot write"),
     RING("ring_future_write_sealed_for_producer", FD_MEMFD_FUTURE_SEAL, true, "cannot write"),
-    RING("ring_read_only_for_producer", FD_MEMFD_READ_ONLY, true, "cannot be mapped"),
+    RING("ring_read_only_for_producer", FD_MEMFD_READ_ONLY, true, "producer cannot write"),
+    /* Everything right but the access: a consumer must not be able to write the ring. */
+    RING("ring_writable_for_consumer", FD_MEMFD_WRITABLE, false, "consumer could write"),
     {.name = "scribbler", .cls = SCRIBBLE},
     /* The control port hijacked: the child's own messages, through the real API. */
     HIJACKED("hijacked_control_port_honest", ATTACH_NONE),
@@ -1285,6 +1289,7 @@ SCENARIO_TEST(ring_can_shrink)
 SCENARIO_TEST(ring_write_sealed_for_producer)
 SCENARIO_TEST(ring_future_write_sealed_for_producer)
 SCENARIO_TEST(ring_read_only_for_producer)
+SCENARIO_TEST(ring_writable_for_consumer)
 SCENARIO_TEST(scribbler)
 SCENARIO_TEST(hijacked_control_port_honest)
 SCENARIO_TEST(hijacked_control_with_pipe)
@@ -1347,6 +1352,7 @@ int main(int argc, char **argv)
         T(ring_write_sealed_for_producer),
         T(ring_future_write_sealed_for_producer),
         T(ring_read_only_for_producer),
+        T(ring_writable_for_consumer),
         T(scribbler),
         T(hijacked_control_port_honest),
         T(hijacked_control_with_pipe),

@@ -33,16 +33,27 @@
  *    roles swapped, every byte checked, to the exact end.
  *  - A producer's process that writes its last bytes and exits without
  *    closing anything (MojoShutdown): every byte arrives, then PEER_CLOSED.
+ *  - A consumer's ring is read-only wherever the consumer is: in the
+ *    creating process, and in each process it is forwarded to (broker ->
+ *    child -> broker -> another child) its mapping is read-only and
+ *    mprotect cannot make it writable; in each child the ring fd it
+ *    received is O_RDONLY, and a writable shared mapping, write(2) and
+ *    pwrite(2) of it all fail. The stream still arrives whole.
  */
 #include "cmojo_test.h"
 #include "dp_stream.h"
 #include "mp.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "cmojo/wait.h"
 #include "mojo/public/c/system/core.h"
@@ -934,6 +945,152 @@ static void test_kill_9_process_holding_a_consumer_in_transit(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* A consumer's ring is read-only in every process it reaches.              */
+
+#define RO_SEED 0x726f6e6cull
+#define RO_CAPACITY 16384u
+#define RO_SHARE 4000u
+
+/*
+ * The ring mapping of `consumer` (which must have bytes readable), found
+ * through a two-phase read's span: it is a shared, read-only mapping of the
+ * data pipe's memfd, and mprotect cannot make it writable.
+ */
+static void check_ring_mapping_read_only(MojoHandle consumer)
+{
+    const void *span = NULL;
+    uint32_t n = 0;
+    char line[512], perms[8] = "";
+    uintptr_t lo = 0, hi = 0;
+
+    CHECK_RESULT(MojoBeginReadData(consumer, NULL, &span, &n), OK);
+    FILE *f = fopen("/proc/self/maps", "r");
+    CHECK(f != NULL);
+    while (hi == 0 && fgets(line, sizeof(line), f) != NULL) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx %4s", &a, &b, perms) != 3 || (uintptr_t)span < a ||
+            (uintptr_t)span >= b)
+            continue;
+        CHECK(strstr(line, "/memfd:cmojo-data-pipe") != NULL);
+        lo = a;
+        hi = b;
+    }
+    fclose(f);
+    CHECK(hi != 0);
+    CHECK(strcmp(perms, "r--s") == 0);
+    errno = 0;
+    CHECK(mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) != 0);
+    CHECK_RESULT(errno, EACCES);
+    CHECK_RESULT(MojoEndReadData(consumer, 0, NULL), OK);
+}
+
+/*
+ * In a process whose only data pipe end is a consumer: the one ring fd it
+ * holds is open read-only, and neither a writable shared mapping nor
+ * write(2) nor pwrite(2) gets through it.
+ */
+static void check_only_ring_fd_read_only(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *e;
+    int rings = 0;
+
+    CHECK(dir != NULL);
+    while ((e = readdir(dir)) != NULL) {
+        char path[300], target[256];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strncmp(target, "/memfd:cmojo-data-pipe", 22) != 0)
+            continue;
+        int fd = atoi(e->d_name);
+        rings++;
+        CHECK_RESULT(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
+        errno = 0;
+        CHECK(mmap(NULL, RO_CAPACITY, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
+        CHECK_RESULT(errno, EACCES);
+        errno = 0;
+        CHECK(write(fd, "x", 1) == -1);
+        CHECK_RESULT(errno, EBADF);
+        errno = 0;
+        CHECK(pwrite(fd, "x", 1, 0) == -1);
+        CHECK_RESULT(errno, EBADF);
+    }
+    closedir(dir);
+    CHECK_RESULT(rings, 1);
+}
+
+/*
+ * "ro_consumer": gets the consumer (value: the stream position; seq: bytes
+ * to read, 0: to the end), checks that it cannot write the ring, reads its
+ * share checking every byte, and sends the consumer back (or, at the end,
+ * reports the position it reached).
+ */
+static int role_ro_consumer(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl;
+    cmojo_mp_msg m;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    MojoHandle consumer = recv_handle(ctl, &m);
+    /* Everything was written before it was sent: the state it arrived with says so. */
+    check_ring_mapping_read_only(consumer);
+    check_only_ring_fd_read_only();
+    dps_opts o = {
+        .seed = RO_SEED, .element_size = 1, .max_chunk = 1500, .rng = 0x7, .verify = true};
+    if (m.seq == 0) {
+        uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
+        expect_drained_and_closed(consumer);
+        CHECK_RESULT(MojoClose(consumer), OK);
+        cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
+    } else {
+        uint64_t pos = dps_consume(consumer, &o, m.value, m.value + m.seq);
+        CHECK_RESULT(pos, m.value + m.seq);
+        cmojo_mp_send(ctl, TAG_HANDLES, 1, pos, &consumer, 1);
+    }
+    cmojo_mp_recv_tag(ctl, TAG_DONE, NULL, NULL);
+    return cmojo_mp_child_finish("read-only consumer", &ctl, 1);
+}
+
+static void test_consumer_ring_is_read_only_in_every_process(void **state)
+{
+    MojoHandle ctl_a, ctl_b, producer, consumer;
+    cmojo_mp_child a, b;
+    cmojo_mp_msg m;
+
+    (void)state;
+    cmojo_mp_invite("ro_consumer", NULL, ctl_name, 1, &ctl_a, &a, 0);
+    cmojo_mp_invite("ro_consumer", NULL, ctl_name, 1, &ctl_b, &b, 1);
+    make_data_pipe(1, RO_CAPACITY, &producer, &consumer);
+    dps_opts w = {.seed = RO_SEED, .element_size = 1, .max_chunk = 4096, .rng = 0x5};
+    dps_produce(producer, &w, 0, 3 * RO_SHARE);
+    wait_readable_bytes(consumer, 3 * RO_SHARE);
+
+    /* Here, where it was made: the mapping (this process also holds the producer's fd). */
+    check_ring_mapping_read_only(consumer);
+    dps_opts r = {.seed = RO_SEED, .element_size = 1, .max_chunk = 999, .rng = 0x6, .verify = true};
+    assert_int_equal(dps_consume(consumer, &r, 0, RO_SHARE), RO_SHARE);
+
+    /* To A, which reads a share and sends it back: a consumer that arrived travels on. */
+    cmojo_mp_send(ctl_a, TAG_HANDLES, RO_SHARE, RO_SHARE, &consumer, 1);
+    consumer = recv_handle(ctl_a, &m);
+    assert_int_equal(m.value, 2 * RO_SHARE);
+    check_ring_mapping_read_only(consumer);
+
+    /* Then to B, which reads to the end. */
+    cmojo_mp_send(ctl_b, TAG_HANDLES, 0, m.value, &consumer, 1);
+    assert_int_equal(MojoClose(producer), OK);
+    assert_int_equal(recv_report(ctl_b, REPORT_POSITION), 3 * RO_SHARE);
+    assert_true(cmojo_mp_wait_counts("broker", 2, 2, SETTLE_MS));
+    finish_child(ctl_a, &a);
+    finish_child(ctl_b, &b);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int setup(void **state)
 {
@@ -955,6 +1112,7 @@ static const cmojo_mp_role roles[] = {
     {"sleeper", role_sleeper},
     {"leaver", role_leaver},
     {"swapper", role_swapper},
+    {"ro_consumer", role_ro_consumer},
     {NULL, NULL},
 };
 
@@ -976,6 +1134,7 @@ int main(int argc, char **argv)
         DP_TEST(test_kill_9_consumer),
         DP_TEST(test_kill_9_process_holding_a_consumer_in_transit),
         DP_TEST(test_producer_process_exits_without_closing),
+        DP_TEST(test_consumer_ring_is_read_only_in_every_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
