@@ -44,7 +44,6 @@
 #include "dp_stream.h"
 #include "mp.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -113,23 +112,6 @@ static uint64_t recv_report(MojoHandle ctl, uint32_t what)
     return m.value;
 }
 
-/* A consumer whose producer is gone and whose every byte was read. */
-static void expect_drained_and_closed(MojoHandle consumer)
-{
-    struct MojoHandleSignalsState st;
-    uint8_t buf[48]; /* a whole number of 1-, 4-, 8- and 12-byte elements */
-    uint32_t n = sizeof(buf);
-    const void *span = NULL;
-
-    CHECK_RESULT(MojoReadData(consumer, NULL, buf, &n), MOJO_RESULT_FAILED_PRECONDITION);
-    n = 0;
-    CHECK_RESULT(MojoBeginReadData(consumer, NULL, &span, &n), MOJO_RESULT_FAILED_PRECONDITION);
-    CHECK_RESULT(MojoQueryHandleSignalsState(consumer, &st), OK);
-    CHECK(st.satisfied_signals & PEER_CLOSED);
-    CHECK(!(st.satisfied_signals & READABLE));
-    CHECK(!(st.satisfiable_signals & READABLE));
-}
-
 /* A producer whose consumer is gone. */
 static void expect_producer_peer_closed(MojoHandle producer)
 {
@@ -145,21 +127,12 @@ static void expect_producer_peer_closed(MojoHandle producer)
     CHECK_RESULT(MojoBeginWriteData(producer, NULL, &span, &n), MOJO_RESULT_FAILED_PRECONDITION);
 }
 
-/* Bytes readable now (QUERY). */
-static uint32_t readable_now(MojoHandle consumer)
-{
-    struct MojoReadDataOptions q = {sizeof(q), MOJO_READ_DATA_FLAG_QUERY};
-    uint32_t n = 0;
-    CHECK_RESULT(MojoReadData(consumer, &q, NULL, &n), OK);
-    return n;
-}
-
 /* Waits until the consumer holds `bytes` readable bytes (the producer filled the ring). */
 static void wait_readable_bytes(MojoHandle consumer, uint32_t bytes)
 {
     int64_t deadline = cmojo_mp_now_ms() + IO_TIMEOUT_MS;
     uint32_t now;
-    while ((now = readable_now(consumer)) != bytes) {
+    while ((now = dps_readable(consumer)) != bytes) {
         CHECK(now < bytes);
         CHECK(cmojo_mp_now_ms() < deadline);
         cmojo_mp_sleep_ms(1);
@@ -225,7 +198,7 @@ static int role_stream_consumer(const int *fds, size_t n, const char *arg)
                   .rng = 0xb0b,
                   .hash = &hash};
     uint64_t got = dps_consume(consumer, &o, 0, UINT64_MAX);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     CHECK_RESULT(MojoClose(consumer), OK);
     cmojo_mp_send(ctl, TAG_REPORT, REPORT_HASH, dps_hash_final(&hash), NULL, 0);
     cmojo_mp_send(ctl, TAG_REPORT, REPORT_BYTES, got, NULL, 0);
@@ -265,7 +238,7 @@ static void test_stream_1gib_child_to_parent(void **state)
     uint64_t got = dps_consume(consumer, &o, 0, UINT64_MAX);
     int64_t ms = cmojo_mp_now_ms() - start;
     assert_int_equal(got, bytes);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(recv_report(ctl, REPORT_HASH), dps_hash_final(&hash));
     fprintf(stderr, "child -> parent: %llu MiB in %lld ms (64 KiB ring)\n",
             (unsigned long long)(bytes / MIB), (long long)ms);
@@ -358,7 +331,7 @@ static int role_move_reader(const int *fds, size_t n, const char *arg)
     dps_opts o = {
         .seed = MOVE_SEED, .element_size = m.seq, .max_chunk = 9000, .rng = 0x2, .verify = true};
     uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     CHECK_RESULT(MojoClose(consumer), OK);
     cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
     cmojo_mp_recv_tag(ctl, TAG_DONE, NULL, NULL);
@@ -470,7 +443,7 @@ static void test_producer_moves_to_a_third_process_mid_stream(void **state)
     dps_opts o = {
         .seed = MOVE_SEED, .element_size = es, .max_chunk = 4 * 2503, .rng = 6, .verify = true};
     assert_int_equal(dps_consume(consumer, &o, 0, UINT64_MAX), total);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(cmojo_mp_recv_tag(ctl_a, TAG_READY, NULL, NULL).value, first);
     assert_int_equal(recv_report(ctl_b, REPORT_POSITION), total);
     assert_int_equal(MojoClose(consumer), OK);
@@ -498,7 +471,7 @@ static int role_bouncer(const int *fds, size_t n, const char *arg)
             .seed = MOVE_SEED, .element_size = 1, .max_chunk = 3001, .rng = rng, .verify = true};
         if (m.seq == 0) {
             uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
-            expect_drained_and_closed(consumer);
+            dps_expect_drained_and_closed(consumer);
             CHECK_RESULT(MojoClose(consumer), OK);
             cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
             break;
@@ -587,7 +560,7 @@ static int role_swapper(const int *fds, size_t n, const char *arg)
     if (is_a) {
         o.verify = true;
         reached = dps_consume(theirs, &o, m.value, UINT64_MAX);
-        expect_drained_and_closed(theirs);
+        dps_expect_drained_and_closed(theirs);
     } else {
         o.verify = false;
         dps_produce(theirs, &o, m.value, total);
@@ -791,7 +764,7 @@ static void helper_still_streams(MojoHandle ctl_h)
     dps_opts o = {
         .seed = KILL_SEED, .element_size = 1, .max_chunk = 3333, .rng = 10, .verify = true};
     assert_int_equal(dps_consume(consumer, &o, 0, UINT64_MAX), bytes);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(MojoClose(consumer), OK);
 }
 
@@ -812,11 +785,11 @@ static void test_kill_9_producer_with_a_full_ring(void **state)
 
     assert_int_equal(MojoWait(consumer, PEER_CLOSED, DEADLINE_US, &st), OK);
     assert_true(st.satisfied_signals & READABLE); /* closed, but the bytes are still here */
-    assert_int_equal(readable_now(consumer), KILL_CAPACITY);
+    assert_int_equal(dps_readable(consumer), KILL_CAPACITY);
     dps_opts o = {
         .seed = KILL_SEED, .element_size = 1, .max_chunk = 4099, .rng = 11, .verify = true};
     assert_int_equal(dps_consume(consumer, &o, 0, UINT64_MAX), KILL_CAPACITY);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(MojoClose(consumer), OK);
     assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
     assert_int_equal(cmojo_mp_log(0).empty_messages, 0);
@@ -846,7 +819,7 @@ static void test_kill_9_producer_mid_stream(void **state)
     /* Killed while it writes (and while we still read). */
     kill_and_reap(&victim);
     uint64_t end = dps_consume(consumer, &o, pos, UINT64_MAX);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     fprintf(stderr, "kill -9 mid-stream: read an exact prefix of %llu bytes\n",
             (unsigned long long)end);
     assert_true(end >= pos && end % es == 0);
@@ -902,7 +875,7 @@ static void test_producer_process_exits_without_closing(void **state)
     assert_int_equal(pos, bytes - 65536);
     assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
     assert_int_equal(dps_consume(consumer, &o, pos, UINT64_MAX), bytes);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(MojoClose(consumer), OK);
     cmojo_mp_expect_peer_closed(ctl);
     assert_int_equal(MojoClose(ctl), OK);
@@ -960,23 +933,11 @@ static void check_ring_mapping_read_only(MojoHandle consumer)
 {
     const void *span = NULL;
     uint32_t n = 0;
-    char line[512], perms[8] = "";
-    uintptr_t lo = 0, hi = 0;
+    char perms[5];
+    uintptr_t lo, hi;
 
     CHECK_RESULT(MojoBeginReadData(consumer, NULL, &span, &n), OK);
-    FILE *f = fopen("/proc/self/maps", "r");
-    CHECK(f != NULL);
-    while (hi == 0 && fgets(line, sizeof(line), f) != NULL) {
-        unsigned long a, b;
-        if (sscanf(line, "%lx-%lx %4s", &a, &b, perms) != 3 || (uintptr_t)span < a ||
-            (uintptr_t)span >= b)
-            continue;
-        CHECK(strstr(line, "/memfd:cmojo-data-pipe") != NULL);
-        lo = a;
-        hi = b;
-    }
-    fclose(f);
-    CHECK(hi != 0);
+    dps_ring_mapping(span, &lo, &hi, perms);
     CHECK(strcmp(perms, "r--s") == 0);
     errno = 0;
     CHECK(mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) != 0);
@@ -991,35 +952,19 @@ static void check_ring_mapping_read_only(MojoHandle consumer)
  */
 static void check_only_ring_fd_read_only(void)
 {
-    DIR *dir = opendir("/proc/self/fd");
-    struct dirent *e;
-    int rings = 0;
+    int fds[4];
 
-    CHECK(dir != NULL);
-    while ((e = readdir(dir)) != NULL) {
-        char path[300], target[256];
-        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
-        ssize_t len = readlink(path, target, sizeof(target) - 1);
-        if (len <= 0)
-            continue;
-        target[len] = '\0';
-        if (strncmp(target, "/memfd:cmojo-data-pipe", 22) != 0)
-            continue;
-        int fd = atoi(e->d_name);
-        rings++;
-        CHECK_RESULT(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
-        errno = 0;
-        CHECK(mmap(NULL, RO_CAPACITY, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED);
-        CHECK_RESULT(errno, EACCES);
-        errno = 0;
-        CHECK(write(fd, "x", 1) == -1);
-        CHECK_RESULT(errno, EBADF);
-        errno = 0;
-        CHECK(pwrite(fd, "x", 1, 0) == -1);
-        CHECK_RESULT(errno, EBADF);
-    }
-    closedir(dir);
-    CHECK_RESULT(rings, 1);
+    CHECK_RESULT(dps_ring_fds(fds, 4), 1);
+    CHECK_RESULT(fcntl(fds[0], F_GETFL) & O_ACCMODE, O_RDONLY);
+    errno = 0;
+    CHECK(mmap(NULL, RO_CAPACITY, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0) == MAP_FAILED);
+    CHECK_RESULT(errno, EACCES);
+    errno = 0;
+    CHECK(write(fds[0], "x", 1) == -1);
+    CHECK_RESULT(errno, EBADF);
+    errno = 0;
+    CHECK(pwrite(fds[0], "x", 1, 0) == -1);
+    CHECK_RESULT(errno, EBADF);
 }
 
 /*
@@ -1044,7 +989,7 @@ static int role_ro_consumer(const int *fds, size_t n, const char *arg)
         .seed = RO_SEED, .element_size = 1, .max_chunk = 1500, .rng = 0x7, .verify = true};
     if (m.seq == 0) {
         uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
-        expect_drained_and_closed(consumer);
+        dps_expect_drained_and_closed(consumer);
         CHECK_RESULT(MojoClose(consumer), OK);
         cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
     } else {

@@ -3164,6 +3164,30 @@ void sim_result_accumulate(sim_result *sum, const sim_result *r)
         sum->max_in_flight = r->max_in_flight;
 }
 
+uint64_t sim_run_scenarios(uint64_t seed, uint64_t n, const sim_options *opt, sim_result *total)
+{
+    sim_options o;
+    uint64_t failed = 0;
+    sim_result r;
+
+    if (opt)
+        o = *opt;
+    else
+        sim_options_init(&o);
+    bool quiet = o.quiet;
+    memset(total, 0, sizeof(*total));
+    for (uint64_t i = 0; i < n; i++) {
+        o.quiet = quiet || failed >= 3;
+        if (sim_run_scenario(seed + i, &o, &r) != 0) {
+            failed++;
+            if (o.quiet)
+                printf("FAIL seed=%" PRIu64 ": %s\n", seed + i, r.failure);
+        }
+        sim_result_accumulate(total, &r);
+    }
+    return failed;
+}
+
 /* ------------------------------------------------------------------ demo */
 
 /* The seed only fixes the names and the delivery order the demo shows. */
