@@ -7,19 +7,22 @@
  * says why and leaves *out alone.
  *
  * Ring: a real fd is made from the input -- a memfd of a given size with
- * given seals, a memfd that cannot be sealed, or not a memfd at all (a pipe)
- * -- and checked against a capacity (the state's, when it parsed, else one
- * from the input) for a producer or a consumer. The check must agree with
- * the rule: accepted exactly when the fd is a memfd sealed against
- * shrinking, is exactly capacity bytes, and, for a producer, is not sealed
- * against writing. An accepted ring must then map as the deserialiser maps
- * it. Every fd is closed per input, and the count of open fds is checked.
+ * given seals, a memfd that cannot be sealed, or not a memfd at all (a pipe),
+ * the memfds opened read-write or reopened read-only -- and checked against
+ * a capacity (the state's, when it parsed, else one from the input) for a
+ * producer or a consumer. The check must agree with the rule: accepted
+ * exactly when the fd is a memfd sealed against shrinking, is exactly
+ * capacity bytes, and is opened O_RDWR and not sealed against writing for a
+ * producer, O_RDONLY for a consumer. An accepted ring must then map as the
+ * deserialiser maps it, and a consumer's must refuse a writable mapping.
+ * Every fd is closed per input, and the count of open fds is checked.
  *
  * Input: byte 0 picks the fd kind and the seals, byte 1 the size rule and
  * the end, bytes 2-5 a size, bytes 6-9 a capacity, the rest is the state.
  */
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -84,13 +87,15 @@ static bool check_state(const uint8_t *buf, size_t len, dp_state *out)
 /*
  * The fd for byte `kind`: bits 0-1 what it is (0, 1: a sealable memfd; 2: a
  * memfd without MFD_ALLOW_SEALING; 3: a pipe), bits 2-6 the seals to add
- * (shrink, grow, write, future write, seal). Sets *seals_out and *is_memfd
- * to what is true of it. Returns -1 when the kernel refuses the combination.
+ * (shrink, grow, write, future write, seal), bit 7 a memfd reopened
+ * O_RDONLY. Sets *seals_out, *is_memfd and *access (O_ACCMODE bits) to
+ * what is true of it. Returns -1 when the kernel refuses the combination.
  */
-static int make_fd(uint8_t kind, uint32_t size, int *seals_out, bool *is_memfd)
+static int make_fd(uint8_t kind, uint32_t size, int *seals_out, bool *is_memfd, int *access)
 {
     *seals_out = 0;
     *is_memfd = false;
+    *access = O_RDONLY;
     if ((kind & 3) == 3) {
         int p[2];
         CHECK(pipe2(p, O_CLOEXEC) == 0);
@@ -118,6 +123,16 @@ static int make_fd(uint8_t kind, uint32_t size, int *seals_out, bool *is_memfd)
     int got = fcntl(fd, F_GET_SEALS);
     CHECK(got >= 0);
     *seals_out = got;
+    *access = O_RDWR;
+    if (kind & 0x80) {
+        char path[32];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        int ro = open(path, O_RDONLY | O_CLOEXEC);
+        CHECK(ro >= 0);
+        close(fd);
+        fd = ro;
+        *access = O_RDONLY;
+    }
     return fd;
 }
 
@@ -144,11 +159,13 @@ static void check_ring(uint8_t kind, uint8_t rule, uint32_t raw_size, uint32_t r
     bool producer = rule & 4;
     int seals;
     bool is_memfd;
-    int fd = make_fd(kind, size, &seals, &is_memfd);
+    int access;
+    int fd = make_fd(kind, size, &seals, &is_memfd, &access);
     if (fd < 0)
         return;
     bool legal = is_memfd && (seals & F_SEAL_SHRINK) &&
-                 !(producer && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))) && size == capacity;
+                 !(producer && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))) &&
+                 size == capacity && access == (producer ? O_RDWR : O_RDONLY);
     const char *why = NULL;
     int rv = dp_ring_fd_check(fd, capacity, producer, &why);
     CHECK(rv == 0 || rv == -1);
@@ -164,7 +181,12 @@ static void check_ring(uint8_t kind, uint8_t rule, uint32_t raw_size, uint32_t r
             CHECK(((volatile uint8_t *)p)[0] == 0); /* a fresh memfd reads as zeros */
             if (producer)
                 ((volatile uint8_t *)p)[capacity - 1] = 1;
+            else
+                CHECK(mprotect(p, capacity, PROT_READ | PROT_WRITE) != 0);
             CHECK(munmap(p, capacity) == 0);
+            if (!producer)
+                CHECK(mmap(NULL, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) ==
+                      MAP_FAILED);
         }
     }
     close(fd);

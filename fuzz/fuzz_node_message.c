@@ -3,18 +3,21 @@
  * (node_wire_parse), and the body of an EVENT frame -- a ports event whose
  * user-message payload is a message envelope (core_message_wire_parse).
  *
- * Input: byte 0 picks the frame type (mod 10), byte 1 the number of fds that
- * "arrived" with it (bits 0-2) and what they are: /dev/null duplicates, or
- * with bit 3 set memfds sealed against shrinking and growing of (byte 1 >> 4)
- * x 4 KB, which data pipe ends accept as their ring; the rest is the frame's
- * payload. The fds are real, so a parser that keeps them must hand them to a
- * dispatcher and one that rejects must close them: the fd count is checked
- * after every input.
+ * Input: byte 0 picks the frame type (bits 0-3, mod 10), byte 1 the number
+ * of fds that "arrived" with it (bits 0-2) and what they are: /dev/null
+ * duplicates, or with bit 3 set memfds sealed against shrinking and growing
+ * of (byte 1 >> 4) x 4 KB, which data pipe ends accept as their ring, fd i
+ * (i < 4) reopened read-only, as a consumer's ring must be, when bit 4 + i
+ * of byte 0 is set; the rest is the frame's payload. The fds are real, so a
+ * parser that keeps them must hand them to a dispatcher and one that rejects
+ * must close them: the fd count is checked after every input.
  *
  * Every accepted node message must rebuild to the same bytes through the
  * builders; every accepted envelope must serialise back to the same bytes.
  */
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -35,14 +38,24 @@ static int open_fd_count(void)
     return count;
 }
 
-/* A memfd of size bytes that can neither shrink nor grow (a data pipe ring), or -1. */
-static int sealed_memfd(off_t size)
+/*
+ * A memfd of size bytes that can neither shrink nor grow (a data pipe ring),
+ * opened read-only if asked (a consumer's ring), or -1.
+ */
+static int sealed_memfd(off_t size, bool read_only)
 {
     int fd = memfd_create("fuzz-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd >= 0 &&
         (ftruncate(fd, size) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)) {
         close(fd);
         fd = -1;
+    }
+    if (fd >= 0 && read_only) {
+        char path[32];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        int ro = open(path, O_RDONLY | O_CLOEXEC);
+        close(fd);
+        fd = ro;
     }
     return fd;
 }
@@ -147,11 +160,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     /* Counted per input: libFuzzer itself opens and closes files between inputs. */
     int baseline = open_fd_count();
-    uint16_t type = (uint16_t)(data[0] % 10);
+    uint16_t type = (uint16_t)((data[0] & 15) % 10);
     size_t nfds = data[1] % 8;
     int fds[8];
     for (size_t i = 0; i < nfds; i++)
-        if ((fds[i] = data[1] & 8 ? sealed_memfd((off_t)(data[1] >> 4) * 4096)
+        if ((fds[i] = data[1] & 8 ? sealed_memfd((off_t)(data[1] >> 4) * 4096,
+                                                 i < 4 && (data[0] >> (4 + i)) & 1)
                                   : open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
             abort();
     const uint8_t *buf = data + 2;

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # THE test command: installs dependencies (scripts/setup.sh), then builds and
 # runs the whole suite three times -- build/plain (gcc), build/asan (clang,
-# ASan+UBSan), build/tsan (clang, TSan) -- and finally builds the libFuzzer
-# targets (build/fuzz) and runs each briefly over its corpus.
+# ASan+UBSan), build/tsan (clang, TSan) -- then builds the libFuzzer targets
+# (build/fuzz) and runs each briefly over its corpus, and last compiles every
+# target in Release with gcc and clang (build/release-gcc, build/release-clang;
+# compile only: warnings that appear only at -O3 or without assert()).
 #
 # Every stage runs even if an earlier one failed; a summary follows. Exit
 # status is 0 only if every stage passed.
@@ -72,6 +74,15 @@ fuzz_smoke() {
     done
 }
 
+# Compile (not run) every target, tests included, in the Release trees.
+release_build() {
+    local name
+    for name in release-gcc release-clang; do
+        cmojo_configure "$name"
+        cmake --build "build/$name"
+    done
+}
+
 stages=()
 results=()
 times=()
@@ -99,6 +110,7 @@ run_stage plain suite plain
 run_stage asan suite asan
 run_stage tsan suite tsan
 run_stage fuzz fuzz_smoke
+run_stage release release_build
 
 echo
 echo "==== summary ===="

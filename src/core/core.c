@@ -122,6 +122,21 @@ MojoResult core_resolve(MojoHandle handle, core_dispatcher_type type, core_dispa
     return MOJO_RESULT_OK;
 }
 
+MojoResult core_take_handle(MojoHandle handle, core_dispatcher_type type, core_dispatcher **out)
+{
+    core_dispatcher *d;
+    MojoResult rv = core_resolve(handle, type, &d);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    core_dispatcher_release(d);
+    void *obj;
+    rv = core_table_remove(&core_get()->handles, handle, &obj);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    *out = obj;
+    return MOJO_RESULT_OK;
+}
+
 void core_close_port_named(const ports_name *name)
 {
     ports_node *node = core_get()->node;

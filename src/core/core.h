@@ -42,6 +42,14 @@ core_table *core_messages(core_state *core);
 MojoResult core_resolve(MojoHandle handle, core_dispatcher_type type, core_dispatcher **out);
 MojoResult core_add_dispatcher(core_state *core, core_dispatcher *d, MojoHandle *out);
 
+/*
+ * For the unwrap entry points: removes `handle`, which must be open and of
+ * `type`, from the table for good. Only the thread whose remove wins gets
+ * OK and the table's reference in *out; it takes out what it unwraps, then
+ * closes and releases the dispatcher. Errors as core_resolve's.
+ */
+MojoResult core_take_handle(MojoHandle handle, core_dispatcher_type type, core_dispatcher **out);
+
 /* Closes the receiving port `name` of this node, if it is still there. */
 typedef struct ports_name ports_name;
 void core_close_port_named(const ports_name *name);

@@ -4,8 +4,10 @@
  */
 #include "core/data_pipe.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -26,7 +28,7 @@ typedef struct core_data_pipe {
     bool producer; /* fixed at creation */
     /* Everything below is under base.lock. */
     dp_state st;
-    int fd;        /* the ring's memfd; -1 once given away */
+    int fd;        /* the ring's memfd (O_RDONLY for a consumer); -1 once given away */
     uint8_t *ring; /* st.capacity bytes, read-only for a consumer; NULL once unmapped */
     /*
      * bound: the end is a handle's (not travelling) and owns `port` if
@@ -290,6 +292,12 @@ static uint32_t dp_wire_state_size(core_dispatcher *d)
     return DP_STATE_SIZE;
 }
 
+/*
+ * A consumer's fd is read-only from the start (MojoCreateDataPipe reopens
+ * the memfd for it; one that arrives must be, dp_ring_fd_check), so what it
+ * sends on is too, however many processes it passes through. Serialising
+ * cannot fail, so the reopen is not done here.
+ */
 static void dp_wire_serialize(core_dispatcher *d, uint8_t *state, int *fds)
 {
     core_data_pipe *dp = (core_data_pipe *)d;
@@ -297,6 +305,7 @@ static void dp_wire_serialize(core_dispatcher *d, uint8_t *state, int *fds)
     dp_state_write(&dp->st, state);
     fds[0] = take_ring(dp);
     pthread_mutex_unlock(&d->lock);
+    assert(dp->producer || fds[0] < 0 || (fcntl(fds[0], F_GETFL) & O_ACCMODE) == O_RDONLY);
 }
 
 static const core_dispatcher_ops dp_ops = {
@@ -386,6 +395,20 @@ static int ring_fd_new(uint32_t capacity)
     return fd;
 }
 
+/*
+ * The consumer's own open of the ring, read-only: a new open file
+ * description (a dup would share the producer's O_RDWR one), so neither
+ * this consumer nor any process it is sent to can write(2) the ring, map it
+ * writable or mprotect its mapping writable. -1 when it cannot be had
+ * (no /proc, out of fds).
+ */
+static int ring_fd_read_only(int fd)
+{
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 /* Mojo's option rules; the capacity default is filled in. */
 static MojoResult check_create_options(const struct MojoCreateDataPipeOptions *options,
                                        dp_state *st)
@@ -429,7 +452,7 @@ MojoResult MojoCreateDataPipe(const struct MojoCreateDataPipeOptions *options,
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
 
     int pfd = ring_fd_new(st.capacity);
-    int cfd = pfd >= 0 ? fcntl(pfd, F_DUPFD_CLOEXEC, 0) : -1;
+    int cfd = pfd >= 0 ? ring_fd_read_only(pfd) : -1;
     uint8_t *pring = cfd >= 0 ? map_ring(pfd, st.capacity, true) : NULL;
     uint8_t *cring = pring ? map_ring(cfd, st.capacity, false) : NULL;
     dp_state pst = {st.element_size, st.capacity, 0, st.capacity};

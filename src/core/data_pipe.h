@@ -3,9 +3,10 @@
  * read/write entry points).
  *
  * A data pipe is a ring buffer in a sealed memfd that both ends map (the
- * consumer read-only), plus a pair of ports, the control pipe, on which the
- * producer sends DATA_WAS_WRITTEN and the consumer DATA_WAS_READ counts
- * (data_pipe_wire.h). Each end keeps its offset and count in private memory
+ * consumer through its own O_RDONLY open of the memfd, which is also what it
+ * sends when it travels, so no process it reaches can write the ring), plus
+ * a pair of ports, the control pipe, on which the producer sends
+ * DATA_WAS_WRITTEN and the consumer DATA_WAS_READ counts (data_pipe_wire.h). Each end keeps its offset and count in private memory
  * and changes them only through its own operations and validated counts; a
  * count that does not add up closes the control port, so both ends see
  * their peer closed.

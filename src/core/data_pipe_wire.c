@@ -107,5 +107,22 @@ int dp_ring_fd_check(int fd, uint32_t capacity, bool producer, const char **why)
         *why = "data pipe ring of the wrong size";
         return -1;
     }
+    /*
+     * The access mode belongs to the open file description, not the memfd:
+     * a consumer's is O_RDONLY, so that whoever holds it (this process or
+     * one it forwards the consumer to) can neither write(2) the ring nor
+     * map it writable. A consumer that arrives with more is refused rather
+     * than trusted to map read-only: it would forward the writable fd on.
+     */
+    int fl = fcntl(fd, F_GETFL);
+    int acc = fl < 0 ? -1 : fl & O_ACCMODE;
+    if (producer && acc != O_RDWR) {
+        *why = "data pipe ring the producer cannot write";
+        return -1;
+    }
+    if (!producer && acc != O_RDONLY) {
+        *why = "data pipe ring the consumer could write";
+        return -1;
+    }
     return 0;
 }

@@ -73,8 +73,9 @@ int dp_state_read(const uint8_t *buf, size_t len, dp_state *out, const char **wh
 
 /*
  * Checks a ring fd that arrived with a state: a memfd (it has seals) that
- * cannot shrink, exactly capacity bytes long, and, for a producer, still
- * writable. Returns 0, or -1 with *why set.
+ * cannot shrink, exactly capacity bytes long, and opened O_RDWR and not
+ * sealed against writing for a producer, opened O_RDONLY for a consumer.
+ * Returns 0, or -1 with *why set.
  */
 int dp_ring_fd_check(int fd, uint32_t capacity, bool producer, const char **why);
 

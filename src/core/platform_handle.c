@@ -120,21 +120,11 @@ MojoResult MojoUnwrapPlatformHandle(MojoHandle mojo_handle,
     if (!platform_handle || !core_options_ok(options, 0, NULL) ||
         platform_handle->struct_size < sizeof(*platform_handle))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_dispatcher *d;
-    MojoResult rv = core_resolve(mojo_handle, CORE_DISPATCHER_PLATFORM_HANDLE, &d);
+    MojoResult rv = core_take_handle(mojo_handle, CORE_DISPATCHER_PLATFORM_HANDLE, &d);
     if (rv != MOJO_RESULT_OK)
         return rv;
-    core_dispatcher_release(d);
-    /* Only the thread whose remove wins unwraps; the fd leaves before the close. */
-    void *obj;
-    rv = core_table_remove(core_handles(core), mojo_handle, &obj);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    d = obj;
-    int fd = ph_take_fd(d);
+    int fd = ph_take_fd(d); /* before the close, which would close it */
     core_rc_enter();
     core_dispatcher_close(d);
     core_dispatcher_release(d);

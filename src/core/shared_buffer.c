@@ -563,20 +563,10 @@ MojoResult MojoUnwrapPlatformSharedMemoryRegion(
         *num_platform_handles < 1 || platform_handles[0].struct_size < sizeof(*platform_handles) ||
         !num_bytes || !guid || !access_mode)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
     core_dispatcher *d;
-    MojoResult rv = core_resolve(mojo_handle, CORE_DISPATCHER_SHARED_BUFFER, &d);
+    MojoResult rv = core_take_handle(mojo_handle, CORE_DISPATCHER_SHARED_BUFFER, &d);
     if (rv != MOJO_RESULT_OK)
         return rv;
-    core_dispatcher_release(d);
-    /* Only the thread whose remove wins unwraps. */
-    void *obj;
-    rv = core_table_remove(core_handles(core), mojo_handle, &obj);
-    if (rv != MOJO_RESULT_OK)
-        return rv;
-    d = obj;
     core_shared_buffer *sb = (core_shared_buffer *)d;
     pthread_mutex_lock(&d->lock);
     core_shared_buffer_state st = region_state(sb->region);

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int cmojo_test_count_open_fds(void)
@@ -47,4 +48,14 @@ int cmojo_test_fd_teardown(void **state)
         return -1;
     }
     return 0;
+}
+
+uint64_t cmojo_test_env_u64(const char *name, uint64_t fallback)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end;
+    unsigned long long x = strtoull(v, &end, 0);
+    return *end ? fallback : (uint64_t)x;
 }

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "mojo/public/c/system/message_pipe.h"
 #include "mojo/public/c/system/types.h"
 
 /*
@@ -45,8 +46,36 @@ int cmojo_test_fd_teardown(void **state);
 int cmojo_core_setup(void **state);
 int cmojo_core_teardown(void **state);
 
+/* The environment variable `name` as a number (any base), or fallback if unset or not one. */
+uint64_t cmojo_test_env_u64(const char *name, uint64_t fallback);
+
 /* A new pipe (both ends valid and distinct) / a close that must succeed. */
 void cmojo_test_make_pipe(MojoHandle *a, MojoHandle *b);
 void cmojo_test_close_ok(MojoHandle handle);
+
+/*
+ * Messages (messages.c). These assert (cmocka): a new message; a committed
+ * one holding bytes[0..num_bytes) and handles[0..num_handles); writing one
+ * holding `text` (no NUL) and handles; reading one that must hold exactly
+ * `text` and num_handles handles (stored in handles[]).
+ */
+MojoMessageHandle cmojo_test_new_message(void);
+MojoMessageHandle cmojo_test_new_data_message(const void *bytes, uint32_t num_bytes,
+                                              const MojoHandle *handles, uint32_t num_handles);
+void cmojo_test_write_text(MojoHandle pipe, const char *text, const MojoHandle *handles,
+                           uint32_t num_handles);
+void cmojo_test_expect_text(MojoHandle pipe, const char *text, MojoHandle *handles,
+                            uint32_t num_handles);
+
+/*
+ * Thread-safe and assert-free, for trap handlers and helper threads: write
+ * one handle-less message of `size` bytes; read one of at most `capacity`
+ * bytes into out (RESOURCE_EXHAUSTED if larger; its length to *size); the
+ * same for exactly one uint32_t (DATA_LOSS if the message is not that).
+ */
+MojoResult cmojo_test_write_bytes(MojoHandle pipe, const void *data, uint32_t size);
+MojoResult cmojo_test_write_u32(MojoHandle pipe, uint32_t value);
+MojoResult cmojo_test_read_bytes(MojoHandle pipe, void *out, uint32_t capacity, uint32_t *size);
+MojoResult cmojo_test_read_u32(MojoHandle pipe, uint32_t *value);
 
 #endif /* CMOJO_TEST_H_ */

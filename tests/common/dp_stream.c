@@ -1,11 +1,14 @@
 /* Data pipe streams for the multi-process tests; see dp_stream.h. */
 #include "dp_stream.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmojo/wait.h"
+#include "mojo/public/c/system/core.h"
 #include "mojo/public/c/system/data_pipe.h"
 #include "mp.h"
 
@@ -331,4 +334,80 @@ uint64_t dps_volume(uint64_t full, uint32_t element_size)
     if (env != NULL && *env != '\0')
         bytes = strtoull(env, NULL, 10) << 20;
     return bytes - bytes % element_size;
+}
+
+/* ------------------------------------------------------- ends and rings */
+
+uint32_t dps_readable(MojoHandle consumer)
+{
+    struct MojoReadDataOptions q = {sizeof(q), MOJO_READ_DATA_FLAG_QUERY};
+    uint32_t n = 0;
+    CMOJO_MP_CHECK_RESULT(MojoReadData(consumer, &q, NULL, &n), MOJO_RESULT_OK);
+    return n;
+}
+
+void dps_expect_drained_and_closed(MojoHandle consumer)
+{
+    struct MojoHandleSignalsState st;
+    uint8_t buf[48]; /* a whole number of 1-, 4-, 8- and 12-byte elements */
+    uint32_t n = sizeof(buf);
+    const void *span = NULL;
+
+    CMOJO_MP_CHECK_RESULT(MojoReadData(consumer, NULL, buf, &n), MOJO_RESULT_FAILED_PRECONDITION);
+    n = 0;
+    CMOJO_MP_CHECK_RESULT(MojoBeginReadData(consumer, NULL, &span, &n),
+                          MOJO_RESULT_FAILED_PRECONDITION);
+    CMOJO_MP_CHECK_RESULT(MojoQueryHandleSignalsState(consumer, &st), MOJO_RESULT_OK);
+    CMOJO_MP_CHECK(st.satisfied_signals & MOJO_HANDLE_SIGNAL_PEER_CLOSED);
+    CMOJO_MP_CHECK(!(st.satisfied_signals & MOJO_HANDLE_SIGNAL_READABLE));
+    CMOJO_MP_CHECK(!(st.satisfiable_signals & MOJO_HANDLE_SIGNAL_READABLE));
+}
+
+#define RING_NAME "/memfd:cmojo-data-pipe"
+
+void dps_ring_mapping(const void *p, uintptr_t *lo, uintptr_t *hi, char perms[5])
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    bool found = false;
+
+    CMOJO_MP_CHECK(f != NULL);
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        unsigned long a, b;
+        char pm[5];
+        if (sscanf(line, "%lx-%lx %4s", &a, &b, pm) != 3 || (uintptr_t)p < a || (uintptr_t)p >= b)
+            continue;
+        CMOJO_MP_CHECK(strstr(line, RING_NAME) != NULL);
+        *lo = a;
+        *hi = b;
+        memcpy(perms, pm, sizeof(pm));
+        found = true;
+    }
+    fclose(f);
+    CMOJO_MP_CHECK(found);
+}
+
+size_t dps_ring_fds(int *fds, size_t cap)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *e;
+    size_t n = 0;
+
+    CMOJO_MP_CHECK(dir != NULL);
+    while ((e = readdir(dir)) != NULL) {
+        char path[300], target[256];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        if (strncmp(target, RING_NAME, strlen(RING_NAME)) != 0)
+            continue;
+        if (n < cap)
+            fds[n] = atoi(e->d_name);
+        n++;
+    }
+    closedir(dir);
+    CMOJO_MP_CHECK(n <= cap);
+    return n;
 }

@@ -71,4 +71,24 @@ uint64_t dps_consume(MojoHandle consumer, dps_opts *o, uint64_t from, uint64_t l
  */
 uint64_t dps_volume(uint64_t full, uint32_t element_size);
 
+/* Bytes readable now (a QUERY read). */
+uint32_t dps_readable(MojoHandle consumer);
+
+/*
+ * A consumer whose producer is gone and whose every byte was read: PEER_CLOSED,
+ * neither READABLE nor able to become so, and both kinds of read say
+ * FAILED_PRECONDITION.
+ */
+void dps_expect_drained_and_closed(MojoHandle consumer);
+
+/*
+ * The mapping that holds p, which must be a data pipe ring's (its memfd is
+ * named cmojo-data-pipe), as /proc/self/maps has it: its bounds and its
+ * permissions ("r--s" and the like).
+ */
+void dps_ring_mapping(const void *p, uintptr_t *lo, uintptr_t *hi, char perms[5]);
+
+/* The fds of data pipe rings this process holds, into fds[0..cap); returns how many. */
+size_t dps_ring_fds(int *fds, size_t cap);
+
 #endif /* CMOJO_TEST_DP_STREAM_H_ */

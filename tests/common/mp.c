@@ -436,6 +436,22 @@ bool cmojo_mp_wait_counts(const char *who, size_t ports, size_t handles, int tim
     return false;
 }
 
+bool cmojo_mp_wait_fd_count(int expected, int timeout_ms)
+{
+    int64_t deadline = cmojo_mp_now_ms() + timeout_ms;
+    int now;
+
+    while ((now = cmojo_test_count_open_fds()) != expected) {
+        if (cmojo_mp_now_ms() >= deadline) {
+            fprintf(stderr, "[mp pid %d] holds %d fds, expected %d\n", (int)getpid(), now,
+                    expected);
+            return false;
+        }
+        cmojo_mp_sleep_ms(2);
+    }
+    return true;
+}
+
 static int fd_baseline = -1;
 
 int cmojo_mp_setup(void **state)
@@ -607,6 +623,27 @@ void cmojo_mp_close_all(const MojoHandle *handles, size_t n)
         CMOJO_MP_CHECK_RESULT(MojoClose(handles[i]), MOJO_RESULT_OK);
 }
 
+void cmojo_mp_ping(MojoHandle pipe, uint32_t ping_tag, uint64_t round, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        cmojo_mp_send(pipe, ping_tag, i, round, NULL, 0);
+        cmojo_mp_msg m = cmojo_mp_recv_tag(pipe, ping_tag, NULL, NULL);
+        CMOJO_MP_CHECK_RESULT(m.seq, i + 1);
+        CMOJO_MP_CHECK_RESULT(m.value, round);
+    }
+}
+
+void cmojo_mp_echo_pings(MojoHandle pipe, uint32_t ping_tag, uint32_t done_tag)
+{
+    for (;;) {
+        cmojo_mp_msg m = cmojo_mp_recv(pipe, NULL, NULL);
+        if (m.tag == done_tag)
+            break;
+        CMOJO_MP_CHECK_RESULT(m.tag, ping_tag);
+        cmojo_mp_send(pipe, ping_tag, m.seq + 1, m.value, NULL, 0);
+    }
+}
+
 /* One lock for every log: reports are rare and the handler runs on any thread. */
 static pthread_mutex_t logs_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -736,4 +773,44 @@ int cmojo_mp_child_finish(const char *who, const MojoHandle *handles, size_t n)
     CMOJO_MP_CHECK_RESULT(MojoShutdown(NULL), MOJO_RESULT_OK);
     CMOJO_MP_CHECK(cmojo_mp_only_fds(who, NULL, 0));
     return 0;
+}
+
+/* ------------------------------------------------------------ the witness */
+
+enum { WITNESS_PING = 0x77740001, WITNESS_DONE };
+#define WITNESS_PINGS 20
+
+static const char *const witness_pipe[] = {"witness"};
+
+int cmojo_mp_role_witness(const int *fds, size_t num_fds, const char *arg)
+{
+    MojoHandle ctl;
+
+    (void)num_fds;
+    (void)arg;
+    cmojo_mp_accept(fds[0], witness_pipe, 1, &ctl);
+    cmojo_mp_echo_pings(ctl, WITNESS_PING, WITNESS_DONE);
+    return cmojo_mp_child_finish("witness", &ctl, 1);
+}
+
+void cmojo_mp_witness_start(cmojo_mp_witness *w, int log_index)
+{
+    w->log_index = log_index;
+    cmojo_mp_invite(CMOJO_MP_WITNESS_ROLE, NULL, witness_pipe, 1, &w->ctl, &w->child, log_index);
+    cmojo_mp_witness_ping(w, 1);
+}
+
+void cmojo_mp_witness_ping(cmojo_mp_witness *w, uint64_t round)
+{
+    cmojo_mp_ping(w->ctl, WITNESS_PING, round, WITNESS_PINGS);
+}
+
+void cmojo_mp_witness_finish(cmojo_mp_witness *w, uint64_t round)
+{
+    cmojo_mp_witness_ping(w, round);
+    CMOJO_MP_CHECK_RESULT(cmojo_mp_log(w->log_index).reports, 0);
+    cmojo_mp_send(w->ctl, WITNESS_DONE, 0, 0, NULL, 0);
+    CMOJO_MP_CHECK(cmojo_mp_wait_exit(&w->child, CMOJO_MP_CHILD_TIMEOUT_MS, 0));
+    cmojo_mp_expect_peer_closed(w->ctl);
+    CMOJO_MP_CHECK_RESULT(MojoClose(w->ctl), MOJO_RESULT_OK);
 }

@@ -170,6 +170,12 @@ void cmojo_mp_sleep_ms(int ms);
 bool cmojo_mp_wait_counts(const char *who, size_t ports, size_t handles, int timeout_ms);
 
 /*
+ * Polls until this process holds `expected` fds (cmojo_test_count_open_fds);
+ * at the deadline prints how many it holds and returns false.
+ */
+bool cmojo_mp_wait_fd_count(int expected, int timeout_ms);
+
+/*
  * For child roles: fail the child (print file:line, the condition and
  * errno-free context to stderr, then _exit) with a code derived from the line
  * (10 + line % 100, so distinct checks almost always give distinct codes;
@@ -238,6 +244,15 @@ void cmojo_mp_expect_peer_remote(MojoHandle pipe);
 void cmojo_mp_close_all(const MojoHandle *handles, size_t n);
 
 /*
+ * A ping-pong that shows a pipe (and the connection under it) still works:
+ * cmojo_mp_ping sends `count` messages {ping_tag, i, round} and expects each
+ * back as {ping_tag, i + 1, round}; on the other side cmojo_mp_echo_pings
+ * answers every ping so until a message tagged done_tag arrives.
+ */
+void cmojo_mp_ping(MojoHandle pipe, uint32_t ping_tag, uint64_t round, uint32_t count);
+void cmojo_mp_echo_pings(MojoHandle pipe, uint32_t ping_tag, uint32_t done_tag);
+
+/*
  * Process error logs: cmojo_mp_invite passes cmojo_mp_on_process_error with
  * a log index as the error handler, so a test can see what each child's
  * connection was told.
@@ -266,6 +281,28 @@ void cmojo_mp_invite(const char *role, const char *arg, const char *const *names
 
 /* Child: MojoInitialize, accept the invitation on `fd`, extract the named pipes. */
 void cmojo_mp_accept(int fd, const char *const *names, size_t n, MojoHandle *pipes);
+
+/*
+ * A witness: a well-behaved child run beside a hostile one, to show that the
+ * parent keeps serving its other processes before, during and after the
+ * attack. A program that uses it lists {CMOJO_MP_WITNESS_ROLE,
+ * cmojo_mp_role_witness} in its role table. start invites the witness (its
+ * connection's errors go to log `log_index`) and pings it (round 1); ping
+ * pings it again (`round` comes back with every answer); finish pings it a
+ * last time, checks that its connection had no error report, stops it,
+ * reaps it and closes its pipe. Parent only; failures are cmocka failures.
+ */
+#define CMOJO_MP_WITNESS_ROLE "witness"
+typedef struct cmojo_mp_witness {
+    MojoHandle ctl;
+    cmojo_mp_child child;
+    int log_index;
+} cmojo_mp_witness;
+
+int cmojo_mp_role_witness(const int *fds, size_t num_fds, const char *arg);
+void cmojo_mp_witness_start(cmojo_mp_witness *w, int log_index);
+void cmojo_mp_witness_ping(cmojo_mp_witness *w, uint64_t round);
+void cmojo_mp_witness_finish(cmojo_mp_witness *w, uint64_t round);
 
 /*
  * Child, at the end: waits until it holds exactly handles[0..n) (n pipes:

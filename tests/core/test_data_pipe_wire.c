@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -127,16 +128,40 @@ static int memfd(size_t size, unsigned seals)
     return fd;
 }
 
+/* fd opened anew through /proc with `flags`; fd itself is closed. */
+static int reopen(int fd, int flags)
+{
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    int again = open(path, flags | O_CLOEXEC);
+    assert_true(again >= 0);
+    close(fd);
+    return again;
+}
+
 static void ring_fds(void **state)
 {
     (void)state;
     const char *why;
     int good = memfd(4096, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
     assert_int_equal(dp_ring_fd_check(good, 4096, true, &why), 0);
-    assert_int_equal(dp_ring_fd_check(good, 4096, false, &why), 0);
-    assert_int_equal(dp_ring_fd_check(good, 4095, false, &why), -1); /* size must match */
-    assert_int_equal(dp_ring_fd_check(good, 8192, false, &why), -1);
-    close(good);
+    assert_int_equal(dp_ring_fd_check(good, 4095, true, &why), -1); /* size must match */
+    assert_int_equal(dp_ring_fd_check(good, 8192, true, &why), -1);
+    /* A consumer's ring must be read-only: this one would let it write. */
+    why = NULL;
+    assert_int_equal(dp_ring_fd_check(good, 4096, false, &why), -1);
+    assert_non_null(strstr(why, "consumer could write"));
+    int good_ro = reopen(good, O_RDONLY);
+    assert_int_equal(dp_ring_fd_check(good_ro, 4096, false, &why), 0);
+    assert_int_equal(dp_ring_fd_check(good_ro, 4095, false, &why), -1);
+    assert_int_equal(dp_ring_fd_check(good_ro, 8192, false, &why), -1);
+    /* ... and a producer's writable. */
+    assert_int_equal(dp_ring_fd_check(good_ro, 4096, true, &why), -1);
+    assert_non_null(strstr(why, "producer cannot write"));
+    int wo = reopen(good_ro, O_WRONLY);
+    assert_int_equal(dp_ring_fd_check(wo, 4096, false, &why), -1);
+    assert_int_equal(dp_ring_fd_check(wo, 4096, true, &why), -1);
+    close(wo);
 
     int shrinkable = memfd(4096, F_SEAL_GROW);
     assert_int_equal(dp_ring_fd_check(shrinkable, 4096, false, &why), -1);
@@ -147,10 +172,11 @@ static void ring_fds(void **state)
     close(unsealable);
 
     /* Write-sealed: fine to read from, useless to a producer. */
-    int ro = memfd(4096, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE);
-    assert_int_equal(dp_ring_fd_check(ro, 4096, false, &why), 0);
-    assert_int_equal(dp_ring_fd_check(ro, 4096, true, &why), -1);
-    close(ro);
+    int sealed = memfd(4096, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE);
+    assert_int_equal(dp_ring_fd_check(sealed, 4096, true, &why), -1);
+    sealed = reopen(sealed, O_RDONLY);
+    assert_int_equal(dp_ring_fd_check(sealed, 4096, false, &why), 0);
+    close(sealed);
 
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);

@@ -34,68 +34,6 @@
 static const struct MojoAppendMessageDataOptions commit_opts = {
     sizeof(struct MojoAppendMessageDataOptions), MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
 
-static MojoMessageHandle new_message(void)
-{
-    MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
-    assert_int_equal(MojoCreateMessage(NULL, &m), MOJO_RESULT_OK);
-    assert_true(m != MOJO_MESSAGE_HANDLE_INVALID);
-    return m;
-}
-
-/* A committed message holding the bytes plus handles. */
-static MojoMessageHandle new_data_message(const void *bytes, uint32_t num_bytes,
-                                          const MojoHandle *handles, uint32_t num_handles)
-{
-    MojoMessageHandle m = new_message();
-    void *buf = NULL;
-
-    assert_int_equal(
-        MojoAppendMessageData(m, num_bytes, handles, num_handles, &commit_opts, &buf, NULL),
-        MOJO_RESULT_OK);
-    if (num_bytes) {
-        assert_non_null(buf);
-        memcpy(buf, bytes, num_bytes);
-    }
-    return m;
-}
-
-static void write_text_with(MojoHandle h, const char *text, const MojoHandle *handles,
-                            uint32_t num_handles)
-{
-    MojoMessageHandle m = new_data_message(text, (uint32_t)strlen(text), handles, num_handles);
-    assert_int_equal(MojoWriteMessage(h, m, NULL), MOJO_RESULT_OK);
-}
-
-static void write_text(MojoHandle h, const char *text)
-{
-    write_text_with(h, text, NULL, 0);
-}
-
-/*
- * Reads one message from h, checks that it holds text and exactly
- * num_handles handles, and stores those in handles[].
- */
-static void expect_text_with(MojoHandle h, const char *text, MojoHandle *handles,
-                             uint32_t num_handles)
-{
-    MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
-    void *buf = NULL;
-    uint32_t n = 0, nh = num_handles;
-
-    assert_int_equal(MojoReadMessage(h, NULL, &m), MOJO_RESULT_OK);
-    assert_int_equal(MojoGetMessageData(m, NULL, &buf, &n, handles, &nh), MOJO_RESULT_OK);
-    assert_int_equal(nh, num_handles);
-    assert_int_equal(n, strlen(text));
-    if (n)
-        assert_memory_equal(buf, text, n);
-    assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
-}
-
-static void expect_text(MojoHandle h, const char *text)
-{
-    expect_text_with(h, text, NULL, 0);
-}
-
 static void expect_nothing_to_read(MojoHandle h)
 {
     MojoMessageHandle m = SENTINEL_MESSAGE;
@@ -132,10 +70,10 @@ static void expect_peer_closed(MojoHandle h)
 /* h is an open pipe end whose peer is |peer|: messages cross both ways. */
 static void expect_connected(MojoHandle h, MojoHandle peer)
 {
-    write_text(h, "ping");
-    expect_text(peer, "ping");
-    write_text(peer, "pong");
-    expect_text(h, "pong");
+    cmojo_test_write_text(h, "ping", NULL, 0);
+    cmojo_test_expect_text(peer, "ping", NULL, 0);
+    cmojo_test_write_text(peer, "pong", NULL, 0);
+    cmojo_test_expect_text(h, "pong", NULL, 0);
 }
 
 /* The message handle was consumed: it names nothing any more. */
@@ -224,8 +162,8 @@ static void test_write_then_read_round_trips_bytes(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    write_text(a, "hello, pipe");
-    expect_text(b, "hello, pipe");
+    cmojo_test_write_text(a, "hello, pipe", NULL, 0);
+    cmojo_test_expect_text(b, "hello, pipe", NULL, 0);
     expect_nothing_to_read(b);
     expect_nothing_to_read(a); /* nothing echoed to the writer */
     cmojo_test_close_ok(a);
@@ -238,12 +176,12 @@ static void test_each_direction_is_independent(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    write_text(a, "a1");
-    write_text(b, "b1");
-    write_text(a, "a2");
-    expect_text(a, "b1");
-    expect_text(b, "a1");
-    expect_text(b, "a2");
+    cmojo_test_write_text(a, "a1", NULL, 0);
+    cmojo_test_write_text(b, "b1", NULL, 0);
+    cmojo_test_write_text(a, "a2", NULL, 0);
+    cmojo_test_expect_text(a, "b1", NULL, 0);
+    cmojo_test_expect_text(b, "a1", NULL, 0);
+    cmojo_test_expect_text(b, "a2", NULL, 0);
     expect_nothing_to_read(a);
     expect_nothing_to_read(b);
     cmojo_test_close_ok(a);
@@ -271,7 +209,7 @@ static void test_read_with_bad_arguments_is_invalid_argument(void **state)
     struct MojoReadMessageOptions unknown = {sizeof(unknown), 4};
 
     cmojo_test_make_pipe(&a, &b);
-    write_text(a, "still here");
+    cmojo_test_write_text(a, "still here", NULL, 0);
     assert_int_equal(MojoReadMessage(b, NULL, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoReadMessage(MOJO_HANDLE_INVALID, NULL, &m), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoReadMessage((MojoHandle)0x7fffff01, NULL, &m),
@@ -280,7 +218,7 @@ static void test_read_with_bad_arguments_is_invalid_argument(void **state)
     assert_int_equal(MojoReadMessage(b, &unknown, &m), MOJO_RESULT_INVALID_ARGUMENT);
     assert_true(m == SENTINEL_MESSAGE);
     /* None of those took the message. */
-    expect_text(b, "still here");
+    cmojo_test_expect_text(b, "still here", NULL, 0);
     cmojo_test_close_ok(a);
     cmojo_test_close_ok(b);
     assert_int_equal(MojoReadMessage(b, NULL, &m), MOJO_RESULT_INVALID_ARGUMENT);
@@ -315,13 +253,13 @@ static void test_messages_written_before_peer_close_are_read_first(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    write_text(a, "one");
-    write_text(a, "two");
-    write_text(a, "");
+    cmojo_test_write_text(a, "one", NULL, 0);
+    cmojo_test_write_text(a, "two", NULL, 0);
+    cmojo_test_write_text(a, "", NULL, 0);
     cmojo_test_close_ok(a);
-    expect_text(b, "one");
-    expect_text(b, "two");
-    expect_text(b, "");
+    cmojo_test_expect_text(b, "one", NULL, 0);
+    cmojo_test_expect_text(b, "two", NULL, 0);
+    cmojo_test_expect_text(b, "", NULL, 0);
     expect_read_peer_closed(b);
     cmojo_test_close_ok(b);
 }
@@ -333,7 +271,7 @@ static void test_write_to_closed_peer_fails_precondition_and_consumes_message(vo
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_close_ok(b);
-    MojoMessageHandle m = new_data_message("lost", 4, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("lost", 4, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     expect_consumed(m);
     assert_int_equal(core_debug_message_count(), 0);
@@ -344,7 +282,7 @@ static void test_write_uncommitted_message_fails_precondition_and_consumes_it(vo
 {
     (void)state;
     MojoHandle a, b;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoAppendMessageData(m, 4, NULL, 0, NULL, NULL, NULL), MOJO_RESULT_OK);
@@ -359,7 +297,7 @@ static void test_write_empty_message_is_not_found_and_consumes_it(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_NOT_FOUND);
@@ -373,7 +311,7 @@ static void test_write_on_trap_handle_is_invalid_argument_and_consumes_message(v
 {
     (void)state;
     MojoHandle trap = new_trap();
-    MojoMessageHandle m = new_data_message("x", 1, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("x", 1, NULL, 0);
 
     assert_int_equal(MojoWriteMessage(trap, m, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m);
@@ -387,10 +325,10 @@ static void test_write_on_invalid_handle_is_invalid_argument_and_consumes_messag
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_close_ok(b);
-    MojoMessageHandle m1 = new_data_message("x", 1, NULL, 0);
+    MojoMessageHandle m1 = cmojo_test_new_data_message("x", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(MOJO_HANDLE_INVALID, m1, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m1);
-    MojoMessageHandle m2 = new_data_message("y", 1, NULL, 0);
+    MojoMessageHandle m2 = cmojo_test_new_data_message("y", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(b, m2, NULL), MOJO_RESULT_INVALID_ARGUMENT); /* closed */
     expect_consumed(m2);
     cmojo_test_close_ok(a);
@@ -421,18 +359,18 @@ static void test_write_rejects_malformed_options_and_consumes_message(void **sta
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    MojoMessageHandle m1 = new_data_message("x", 1, &c, 1);
+    MojoMessageHandle m1 = cmojo_test_new_data_message("x", 1, &c, 1);
     assert_int_equal(MojoWriteMessage(a, m1, &small), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m1);
     expect_connected(c, d); /* a failed write hands attached handles back */
-    MojoMessageHandle m2 = new_data_message("y", 1, NULL, 0);
+    MojoMessageHandle m2 = cmojo_test_new_data_message("y", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m2, &unknown), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m2);
     expect_nothing_to_read(b);
     struct MojoWriteMessageOptions good = {sizeof(good), MOJO_WRITE_MESSAGE_FLAG_NONE};
-    MojoMessageHandle m3 = new_data_message("z", 1, NULL, 0);
+    MojoMessageHandle m3 = cmojo_test_new_data_message("z", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m3, &good), MOJO_RESULT_OK);
-    expect_text(b, "z");
+    cmojo_test_expect_text(b, "z", NULL, 0);
     cmojo_test_close_ok(a);
     cmojo_test_close_ok(b);
     cmojo_test_close_ok(c);
@@ -445,7 +383,7 @@ static void test_write_carrying_own_end_is_invalid_argument_and_releases_it(void
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    MojoMessageHandle m = new_data_message("self", 4, &a, 1);
+    MojoMessageHandle m = cmojo_test_new_data_message("self", 4, &a, 1);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m);
     expect_nothing_to_read(b);
@@ -462,7 +400,7 @@ static void test_write_carrying_peer_is_invalid_argument_and_releases_it(void **
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
     MojoHandle both[] = {c, b};
-    MojoMessageHandle m = new_data_message("peer", 4, both, 2);
+    MojoMessageHandle m = cmojo_test_new_data_message("peer", 4, both, 2);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_INVALID_ARGUMENT);
     expect_consumed(m);
     expect_nothing_to_read(b);
@@ -482,7 +420,7 @@ static void test_failed_write_makes_attached_handles_usable_again(void **state)
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
     cmojo_test_close_ok(b);
-    MojoMessageHandle m = new_data_message("cargo", 5, &c, 1);
+    MojoMessageHandle m = cmojo_test_new_data_message("cargo", 5, &c, 1);
     assert_int_equal(MojoClose(c), MOJO_RESULT_BUSY);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     expect_consumed(m);
@@ -498,7 +436,7 @@ static void test_empty_payload_message_arrives_with_null_buffer(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    MojoMessageHandle m = new_data_message(NULL, 0, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message(NULL, 0, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_OK);
@@ -535,7 +473,7 @@ static uint32_t fill_sizes(uint32_t *sizes, uint32_t cap)
 
 static void write_pattern(MojoHandle h, uint32_t index, uint32_t size)
 {
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     void *buf = NULL;
 
     assert_int_equal(MojoAppendMessageData(m, size, NULL, 0, &commit_opts, &buf, NULL),
@@ -603,8 +541,8 @@ static void test_sent_pipe_end_works_at_the_receiver(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text_with(a, "take c", &c, 1);
-    expect_text_with(b, "take c", &got, 1);
+    cmojo_test_write_text(a, "take c", &c, 1);
+    cmojo_test_expect_text(b, "take c", &got, 1);
     expect_connected(got, d);
     cmojo_test_close_ok(a);
     cmojo_test_close_ok(b);
@@ -619,12 +557,12 @@ static void test_sent_handle_value_is_gone_from_the_sender(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text_with(a, "c", &c, 1);
+    cmojo_test_write_text(a, "c", &c, 1);
     /* Before anything new is allocated, c's value names nothing. */
     assert_int_equal(MojoClose(c), MOJO_RESULT_INVALID_ARGUMENT);
     struct MojoHandleSignalsState s = {SENTINEL_U32, SENTINEL_U32};
     assert_int_equal(MojoQueryHandleSignalsState(c, &s), MOJO_RESULT_INVALID_ARGUMENT);
-    expect_text_with(b, "c", &got, 1);
+    cmojo_test_expect_text(b, "c", &got, 1);
     cmojo_test_close_ok(got);
     expect_peer_closed(d);
     cmojo_test_close_ok(a);
@@ -644,22 +582,22 @@ static void test_messages_with_handles_keep_their_order(void **state)
         cmojo_test_make_pipe(&near[i], &far[i]);
         snprintf(text, sizeof(text), "msg %d", i);
         if (i % 2)
-            write_text(a, text);
+            cmojo_test_write_text(a, text, NULL, 0);
         else
-            write_text_with(a, text, &near[i], 1);
+            cmojo_test_write_text(a, text, &near[i], 1);
     }
     for (int i = 0; i < N; i++) {
         snprintf(text, sizeof(text), "msg %d", i);
         if (i % 2) {
-            expect_text(b, text);
+            cmojo_test_expect_text(b, text, NULL, 0);
             cmojo_test_close_ok(near[i]);
         } else {
             MojoHandle got;
-            expect_text_with(b, text, &got, 1);
+            cmojo_test_expect_text(b, text, &got, 1);
             /* got is the end paired with far[i], not some other one. */
             snprintf(text, sizeof(text), "via %d", i);
-            write_text(got, text);
-            expect_text(far[i], text);
+            cmojo_test_write_text(got, text, NULL, 0);
+            cmojo_test_expect_text(far[i], text, NULL, 0);
             cmojo_test_close_ok(got);
         }
         cmojo_test_close_ok(far[i]);
@@ -686,23 +624,23 @@ static void test_pipe_end_travels_through_several_pipes_and_back(void **state)
     MojoHandle cur = x;
     for (int hop = 0; hop < HOPS; hop++) {
         snprintf(text, sizeof(text), "x@%d", hop);
-        write_text(cur, text);
+        cmojo_test_write_text(cur, text, NULL, 0);
         snprintf(text, sizeof(text), "y->%d", hop);
-        write_text(y, text); /* queued at cur, which is about to move */
-        write_text_with(in[hop], "carry", &cur, 1);
-        expect_text_with(out[hop], "carry", &cur, 1);
+        cmojo_test_write_text(y, text, NULL, 0); /* queued at cur, which is about to move */
+        cmojo_test_write_text(in[hop], "carry", &cur, 1);
+        cmojo_test_expect_text(out[hop], "carry", &cur, 1);
     }
-    write_text(cur, "x home");
+    cmojo_test_write_text(cur, "x home", NULL, 0);
 
     for (int hop = 0; hop < HOPS; hop++) {
         snprintf(text, sizeof(text), "x@%d", hop);
-        expect_text(y, text);
+        cmojo_test_expect_text(y, text, NULL, 0);
     }
-    expect_text(y, "x home");
+    cmojo_test_expect_text(y, "x home", NULL, 0);
     expect_nothing_to_read(y);
     for (int hop = 0; hop < HOPS; hop++) {
         snprintf(text, sizeof(text), "y->%d", hop);
-        expect_text(cur, text);
+        cmojo_test_expect_text(cur, text, NULL, 0);
     }
     expect_nothing_to_read(cur);
     expect_connected(cur, y);
@@ -722,16 +660,16 @@ static void test_messages_queued_on_an_end_arrive_at_its_new_home(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&x, &y);
-    write_text(y, "first");
-    write_text(y, "second");
-    write_text_with(a, "x", &x, 1);
-    write_text(y, "after the move");
-    expect_text_with(b, "x", &got, 1);
-    write_text(y, "after the read");
-    expect_text(got, "first");
-    expect_text(got, "second");
-    expect_text(got, "after the move");
-    expect_text(got, "after the read");
+    cmojo_test_write_text(y, "first", NULL, 0);
+    cmojo_test_write_text(y, "second", NULL, 0);
+    cmojo_test_write_text(a, "x", &x, 1);
+    cmojo_test_write_text(y, "after the move", NULL, 0);
+    cmojo_test_expect_text(b, "x", &got, 1);
+    cmojo_test_write_text(y, "after the read", NULL, 0);
+    cmojo_test_expect_text(got, "first", NULL, 0);
+    cmojo_test_expect_text(got, "second", NULL, 0);
+    cmojo_test_expect_text(got, "after the move", NULL, 0);
+    cmojo_test_expect_text(got, "after the read", NULL, 0);
     expect_nothing_to_read(got);
     cmojo_test_close_ok(a);
     cmojo_test_close_ok(b);
@@ -746,11 +684,11 @@ static void test_both_ends_of_a_pipe_travel_in_one_message(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&x, &y);
-    write_text(x, "queued at y");
+    cmojo_test_write_text(x, "queued at y", NULL, 0);
     MojoHandle both[] = {x, y};
-    write_text_with(a, "pair", both, 2);
-    expect_text_with(b, "pair", got, 2);
-    expect_text(got[1], "queued at y");
+    cmojo_test_write_text(a, "pair", both, 2);
+    cmojo_test_expect_text(b, "pair", got, 2);
+    cmojo_test_expect_text(got[1], "queued at y", NULL, 0);
     expect_connected(got[0], got[1]);
     cmojo_test_close_ok(got[0]);
     expect_peer_closed(got[1]);
@@ -766,7 +704,7 @@ static void test_destroying_read_message_closes_unextracted_handles(void **state
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text_with(a, "c inside", &c, 1);
+    cmojo_test_write_text(a, "c inside", &c, 1);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_OK);
     assert_false(query(d).satisfied_signals & MOJO_HANDLE_SIGNAL_PEER_CLOSED);
@@ -784,7 +722,7 @@ static void test_closing_a_receiver_closes_handles_queued_for_it(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text_with(a, "never read", &c, 1);
+    cmojo_test_write_text(a, "never read", &c, 1);
     cmojo_test_close_ok(b);
     expect_peer_closed(d);
     cmojo_test_close_ok(a);
@@ -814,19 +752,19 @@ static void test_fuse_forwards_queued_messages_both_ways(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text(a, "a1"); /* unread at b: goes on to d */
-    write_text(a, "a2");
-    write_text(d, "d1"); /* unread at c: goes on to a */
-    write_text(d, "d2");
+    cmojo_test_write_text(a, "a1", NULL, 0); /* unread at b: goes on to d */
+    cmojo_test_write_text(a, "a2", NULL, 0);
+    cmojo_test_write_text(d, "d1", NULL, 0); /* unread at c: goes on to a */
+    cmojo_test_write_text(d, "d2", NULL, 0);
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_OK);
-    write_text(a, "a3");
-    write_text(d, "d3");
-    expect_text(d, "a1");
-    expect_text(d, "a2");
-    expect_text(d, "a3");
-    expect_text(a, "d1");
-    expect_text(a, "d2");
-    expect_text(a, "d3");
+    cmojo_test_write_text(a, "a3", NULL, 0);
+    cmojo_test_write_text(d, "d3", NULL, 0);
+    cmojo_test_expect_text(d, "a1", NULL, 0);
+    cmojo_test_expect_text(d, "a2", NULL, 0);
+    cmojo_test_expect_text(d, "a3", NULL, 0);
+    cmojo_test_expect_text(a, "d1", NULL, 0);
+    cmojo_test_expect_text(a, "d2", NULL, 0);
+    cmojo_test_expect_text(a, "d3", NULL, 0);
     expect_nothing_to_read(a);
     expect_nothing_to_read(d);
     cmojo_test_close_ok(a);
@@ -857,11 +795,11 @@ static void test_fuse_written_end_fails_precondition_and_closes_both(void **stat
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text(b, "b wrote");
+    cmojo_test_write_text(b, "b wrote", NULL, 0);
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     assert_int_equal(MojoClose(b), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(c), MOJO_RESULT_INVALID_ARGUMENT);
-    expect_text(a, "b wrote");
+    cmojo_test_expect_text(a, "b wrote", NULL, 0);
     expect_read_peer_closed(a);
     expect_peer_closed(d);
     expect_read_peer_closed(d);
@@ -876,12 +814,12 @@ static void test_fuse_second_end_written_fails_precondition_too(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text(c, "c wrote");
+    cmojo_test_write_text(c, "c wrote", NULL, 0);
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     assert_int_equal(MojoClose(b), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(MojoClose(c), MOJO_RESULT_INVALID_ARGUMENT);
     expect_peer_closed(a);
-    expect_text(d, "c wrote");
+    cmojo_test_expect_text(d, "c wrote", NULL, 0);
     expect_read_peer_closed(d);
     cmojo_test_close_ok(a);
     cmojo_test_close_ok(d);
@@ -951,7 +889,7 @@ static void test_fuse_in_transit_handle_is_busy(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     assert_int_equal(MojoAppendMessageData(m, 0, &b, 1, NULL, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoFuseMessagePipes(b, c, NULL), MOJO_RESULT_BUSY);
     assert_int_equal(MojoClose(b), MOJO_RESULT_BUSY); /* still owned by m */
@@ -988,12 +926,12 @@ static void test_fuse_of_pipe_whose_far_end_closed_gives_peer_closed(void **stat
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
-    write_text(a, "last words");
+    cmojo_test_write_text(a, "last words", NULL, 0);
     cmojo_test_close_ok(a);
     MojoResult rv = MojoFuseMessagePipes(b, c, NULL);
     assert_true(rv == MOJO_RESULT_OK || rv == MOJO_RESULT_FAILED_PRECONDITION);
     if (rv == MOJO_RESULT_OK)
-        expect_text(d, "last words");
+        cmojo_test_expect_text(d, "last words", NULL, 0);
     expect_read_peer_closed(d);
     cmojo_test_close_ok(d);
 }
@@ -1018,13 +956,13 @@ static void test_write_makes_peer_readable_not_writer(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    write_text(a, "r");
+    cmojo_test_write_text(a, "r", NULL, 0);
     expect_signals(b, MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
     expect_signals(a, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
-    write_text(a, "r2");
-    expect_text(b, "r");
+    cmojo_test_write_text(a, "r2", NULL, 0);
+    cmojo_test_expect_text(b, "r", NULL, 0);
     expect_signals(b, MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
-    expect_text(b, "r2");
+    cmojo_test_expect_text(b, "r2", NULL, 0);
     expect_signals(b, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
     cmojo_test_close_ok(a);
     cmojo_test_close_ok(b);
@@ -1036,12 +974,12 @@ static void test_peer_closed_with_messages_left_is_readable_and_peer_closed(void
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    write_text(a, "left");
+    cmojo_test_write_text(a, "left", NULL, 0);
     cmojo_test_close_ok(a);
     expect_signals(b, MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_PEER_CLOSED,
                    MOJO_HANDLE_SIGNAL_READABLE | MOJO_HANDLE_SIGNAL_PEER_CLOSED |
                        MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED);
-    expect_text(b, "left");
+    cmojo_test_expect_text(b, "left", NULL, 0);
     expect_signals(b, MOJO_HANDLE_SIGNAL_PEER_CLOSED,
                    MOJO_HANDLE_SIGNAL_PEER_CLOSED | MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED);
     cmojo_test_close_ok(b);
@@ -1066,8 +1004,8 @@ static void test_moved_end_keeps_peer_local_and_signals_intact(void **state)
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&x, &y);
-    write_text_with(a, "x", &x, 1);
-    expect_text_with(b, "x", &got, 1);
+    cmojo_test_write_text(a, "x", &x, 1);
+    cmojo_test_expect_text(b, "x", &got, 1);
     /* Still one process: PEER_REMOTE is satisfiable but never satisfied. */
     expect_signals(got, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
     expect_signals(y, MOJO_HANDLE_SIGNAL_WRITABLE, ALL_PIPE_SIGNALS);
@@ -1175,12 +1113,12 @@ static void test_wait_for_readable_on_drained_closed_pipe_fails_precondition(voi
     cmojo_test_make_pipe(&a, &b);
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, 0, NULL),
                      MOJO_RESULT_DEADLINE_EXCEEDED);
-    write_text(a, "x");
+    cmojo_test_write_text(a, "x", NULL, 0);
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, 0, NULL), MOJO_RESULT_OK);
     cmojo_test_close_ok(a);
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, MOJO_DEADLINE_INDEFINITE, &s),
                      MOJO_RESULT_OK);
-    expect_text(b, "x");
+    cmojo_test_expect_text(b, "x", NULL, 0);
     assert_int_equal(MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, MOJO_DEADLINE_INDEFINITE, &s),
                      MOJO_RESULT_FAILED_PRECONDITION);
     assert_int_equal(s.satisfied_signals, MOJO_HANDLE_SIGNAL_PEER_CLOSED);

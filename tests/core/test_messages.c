@@ -62,54 +62,6 @@ static const struct MojoGetMessageDataOptions ignore_handles_opts = {
 /* Readable memory that is not a message: a made-up message handle. */
 static _Alignas(64) unsigned char junk[4096];
 
-static MojoMessageHandle new_message(void)
-{
-    MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
-    assert_int_equal(MojoCreateMessage(NULL, &m), MOJO_RESULT_OK);
-    assert_true(m != MOJO_MESSAGE_HANDLE_INVALID);
-    return m;
-}
-
-/* A committed message holding num_bytes of bytes plus handles. */
-static MojoMessageHandle new_data_message(const void *bytes, uint32_t num_bytes,
-                                          const MojoHandle *handles, uint32_t num_handles)
-{
-    MojoMessageHandle m = new_message();
-    void *buf = NULL;
-    uint32_t cap = 0;
-
-    assert_int_equal(
-        MojoAppendMessageData(m, num_bytes, handles, num_handles, &commit_opts, &buf, &cap),
-        MOJO_RESULT_OK);
-    assert_true(cap >= num_bytes);
-    if (num_bytes) {
-        assert_non_null(buf);
-        memcpy(buf, bytes, num_bytes);
-    }
-    return m;
-}
-
-static void write_text(MojoHandle h, const char *text)
-{
-    MojoMessageHandle m = new_data_message(text, (uint32_t)strlen(text), NULL, 0);
-    assert_int_equal(MojoWriteMessage(h, m, NULL), MOJO_RESULT_OK);
-}
-
-/* Reads one handle-less message from h and checks that it holds text. */
-static void expect_text(MojoHandle h, const char *text)
-{
-    MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
-    void *buf = NULL;
-    uint32_t n = 0;
-
-    assert_int_equal(MojoReadMessage(h, NULL, &m), MOJO_RESULT_OK);
-    assert_int_equal(MojoGetMessageData(m, NULL, &buf, &n, NULL, NULL), MOJO_RESULT_OK);
-    assert_int_equal(n, strlen(text));
-    if (n)
-        assert_memory_equal(buf, text, n);
-    assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
-}
-
 static struct MojoHandleSignalsState query(MojoHandle h)
 {
     struct MojoHandleSignalsState s = {0, 0};
@@ -133,8 +85,8 @@ static void expect_peer_open(MojoHandle h)
 /* h is an open, usable pipe end whose peer is |peer|: a message gets across. */
 static void expect_pipe_works(MojoHandle h, MojoHandle peer)
 {
-    write_text(h, "ping");
-    expect_text(peer, "ping");
+    cmojo_test_write_text(h, "ping", NULL, 0);
+    cmojo_test_expect_text(peer, "ping", NULL, 0);
 }
 
 /* Context callbacks. */
@@ -200,7 +152,7 @@ static void serialize_uncommitted(MojoMessageHandle message, uintptr_t context)
 static MojoMessageHandle new_context_message(uintptr_t context, MojoMessageContextSerializer s,
                                              MojoMessageContextDestructor d)
 {
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     assert_int_equal(MojoSetMessageContext(m, context, s, d, NULL), MOJO_RESULT_OK);
     return m;
 }
@@ -297,8 +249,8 @@ static void test_shutdown_destroys_live_messages_and_runs_their_destructors(void
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
     MojoMessageHandle ctx = new_context_message(77, serialize_hello, destructor);
-    MojoMessageHandle with_handle = new_data_message("x", 1, &c, 1);
-    write_text(a, "unread");
+    MojoMessageHandle with_handle = cmojo_test_new_data_message("x", 1, &c, 1);
+    cmojo_test_write_text(a, "unread", NULL, 0);
     (void)ctx;
     (void)with_handle;
     assert_int_equal(MojoShutdown(NULL), MOJO_RESULT_OK);
@@ -314,8 +266,8 @@ static void test_shutdown_destroys_live_messages_and_runs_their_destructors(void
 static void test_create_message_gives_distinct_valid_handles(void **state)
 {
     (void)state;
-    MojoMessageHandle m1 = new_message();
-    MojoMessageHandle m2 = new_message();
+    MojoMessageHandle m1 = cmojo_test_new_message();
+    MojoMessageHandle m2 = cmojo_test_new_message();
 
     assert_true(m1 != m2);
     assert_int_equal(core_debug_message_count(), 2);
@@ -370,7 +322,7 @@ static void test_create_message_accepts_known_flags_and_larger_struct(void **sta
 static void test_destroy_message_twice_is_invalid_argument(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_INVALID_ARGUMENT);
@@ -381,7 +333,7 @@ static void test_destroy_message_twice_is_invalid_argument(void **state)
 static void test_append_then_commit_gives_payload_back(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message("abcdef", 6, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("abcdef", 6, NULL, 0);
     void *buf = NULL;
     uint32_t n = 0, nh = 0;
 
@@ -395,7 +347,7 @@ static void test_append_then_commit_gives_payload_back(void **state)
 static void test_append_grows_payload_keeping_earlier_bytes(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     unsigned char *buf = NULL;
     uint32_t cap = 0;
     uint32_t total = 0;
@@ -430,7 +382,7 @@ static void test_append_grows_payload_keeping_earlier_bytes(void **state)
 static void test_append_zeroes_new_payload_bytes(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     void *out = NULL;
     unsigned char zero[4096];
 
@@ -446,7 +398,7 @@ static void test_append_zeroes_new_payload_bytes(void **state)
 static void test_append_with_null_buffer_outputs_is_ok(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     void *buf = NULL;
     uint32_t n = 0;
 
@@ -461,7 +413,7 @@ static void test_append_with_null_buffer_outputs_is_ok(void **state)
 static void test_append_after_commit_fails_precondition(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message("ab", 2, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("ab", 2, NULL, 0);
     MojoHandle a, b;
     void *buf = SENTINEL_PTR;
 
@@ -503,7 +455,7 @@ static void test_append_to_context_message_fails_precondition(void **state)
 static void test_append_beyond_payload_limit_is_resource_exhausted(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     void *buf = SENTINEL_PTR;
     uint32_t cap = SENTINEL_U32;
 
@@ -528,7 +480,7 @@ static void test_append_beyond_payload_limit_is_resource_exhausted(void **state)
 static void test_append_total_overflowing_uint32_is_resource_exhausted(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     assert_int_equal(MojoAppendMessageData(m, 16, NULL, 0, NULL, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoAppendMessageData(m, UINT32_MAX - 8, NULL, 0, NULL, NULL, NULL),
@@ -539,7 +491,7 @@ static void test_append_total_overflowing_uint32_is_resource_exhausted(void **st
 static void test_append_null_handles_with_count_is_invalid_argument(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     void *buf = SENTINEL_PTR;
 
     assert_int_equal(MojoAppendMessageData(m, 4, NULL, 1, NULL, &buf, NULL),
@@ -552,7 +504,7 @@ static void test_append_invalid_handle_attaches_nothing(void **state)
 {
     (void)state;
     MojoHandle a, b, closed_a, closed_b;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&closed_a, &closed_b);
@@ -588,7 +540,7 @@ static void test_append_same_handle_twice_is_busy_and_attaches_nothing(void **st
 {
     (void)state;
     MojoHandle a, b;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     cmojo_test_make_pipe(&a, &b);
     MojoHandle twice[] = {a, a};
@@ -604,8 +556,8 @@ static void test_append_handle_already_in_another_message_is_busy(void **state)
 {
     (void)state;
     MojoHandle a, b, c, d;
-    MojoMessageHandle m1 = new_message();
-    MojoMessageHandle m2 = new_message();
+    MojoMessageHandle m1 = cmojo_test_new_message();
+    MojoMessageHandle m2 = cmojo_test_new_message();
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
@@ -627,7 +579,7 @@ static void test_append_handles_across_calls_keeps_their_order(void **state)
 {
     (void)state;
     MojoHandle p[6];
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     for (int i = 0; i < 3; i++)
         cmojo_test_make_pipe(&p[2 * i], &p[2 * i + 1]);
@@ -655,7 +607,7 @@ static void test_append_rejects_malformed_options_taking_nothing(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     struct MojoAppendMessageDataOptions small = {4, MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
     struct MojoAppendMessageDataOptions unknown = {sizeof(unknown), 2};
     void *buf = SENTINEL_PTR;
@@ -686,7 +638,7 @@ static void test_attached_handle_is_busy_for_close_query_write_and_read(void **s
 {
     (void)state;
     MojoHandle a, b;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     struct MojoHandleSignalsState s = {SENTINEL_U32, SENTINEL_U32};
 
     cmojo_test_make_pipe(&a, &b);
@@ -698,7 +650,7 @@ static void test_attached_handle_is_busy_for_close_query_write_and_read(void **s
     assert_int_equal(MojoReadMessage(a, NULL, &read), MOJO_RESULT_BUSY);
     assert_true(read == (MojoMessageHandle)SENTINEL_PTR);
     /* A write to a busy handle still consumes the (valid) message. */
-    MojoMessageHandle w = new_data_message("x", 1, NULL, 0);
+    MojoMessageHandle w = cmojo_test_new_data_message("x", 1, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, w, NULL), MOJO_RESULT_BUSY);
     assert_int_equal(MojoDestroyMessage(w), MOJO_RESULT_INVALID_ARGUMENT);
     /* Nothing reached b. */
@@ -711,7 +663,7 @@ static void test_destroying_unwritten_message_closes_attached_handles(void **sta
 {
     (void)state;
     MojoHandle a, b, c, d;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
@@ -735,7 +687,7 @@ static void test_destroying_committed_unwritten_message_closes_attached_handles(
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    MojoMessageHandle m = new_data_message("abc", 3, &a, 1);
+    MojoMessageHandle m = cmojo_test_new_data_message("abc", 3, &a, 1);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
     expect_peer_closed(b);
     assert_int_equal(MojoClose(a), MOJO_RESULT_INVALID_ARGUMENT);
@@ -747,7 +699,7 @@ static void test_destroying_committed_unwritten_message_closes_attached_handles(
 static void test_get_data_of_uncommitted_message_fails_precondition(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     void *buf = SENTINEL_PTR;
     uint32_t n = SENTINEL_U32;
 
@@ -762,7 +714,7 @@ static void test_get_data_of_uncommitted_message_fails_precondition(void **state
 static void test_get_data_of_fresh_message_fails_precondition(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     void *buf = SENTINEL_PTR;
     uint32_t n = SENTINEL_U32;
 
@@ -790,7 +742,7 @@ static void test_get_data_of_context_message_fails_precondition(void **state)
 static void test_get_data_needs_buffer_for_nonempty_payload(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message("12345", 5, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("12345", 5, NULL, 0);
     void *buf = SENTINEL_PTR;
     uint32_t n = SENTINEL_U32;
 
@@ -810,7 +762,7 @@ static void test_get_data_needs_buffer_for_nonempty_payload(void **state)
 static void test_get_data_of_empty_payload_gives_null_and_zero(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message(NULL, 0, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message(NULL, 0, NULL, 0);
     void *buf = SENTINEL_PTR;
     uint32_t n = SENTINEL_U32;
 
@@ -830,7 +782,7 @@ static void test_get_data_with_small_handle_array_reports_needed_counts(void **s
     cmojo_test_make_pipe(&a, &b);
     cmojo_test_make_pipe(&c, &d);
     MojoHandle both[] = {a, c};
-    MojoMessageHandle m = new_data_message("xyz", 3, both, 2);
+    MojoMessageHandle m = cmojo_test_new_data_message("xyz", 3, both, 2);
     MojoHandle got[2] = {SENTINEL_HANDLE, SENTINEL_HANDLE};
     uint32_t nh = 1, n = 0;
     void *buf = NULL;
@@ -872,7 +824,7 @@ static void test_get_data_with_count_but_null_array_is_invalid_argument(void **s
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    MojoMessageHandle m = new_data_message("q", 1, &a, 1);
+    MojoMessageHandle m = cmojo_test_new_data_message("q", 1, &a, 1);
     uint32_t nh = 1, n = SENTINEL_U32;
     void *buf = SENTINEL_PTR;
 
@@ -891,7 +843,7 @@ static void test_get_data_ignore_handles_leaves_them_attached(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    MojoMessageHandle m = new_data_message("pay", 3, &a, 1);
+    MojoMessageHandle m = cmojo_test_new_data_message("pay", 3, &a, 1);
     MojoHandle got[1] = {SENTINEL_HANDLE};
     uint32_t nh = 0, n = 0;
     void *buf = NULL;
@@ -920,7 +872,7 @@ static void test_get_data_second_handle_extraction_is_not_found(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    MojoMessageHandle m = new_data_message("once", 4, &a, 1);
+    MojoMessageHandle m = cmojo_test_new_data_message("once", 4, &a, 1);
     MojoHandle got[1] = {0};
     uint32_t nh = 1, n = 0;
     void *buf = NULL;
@@ -945,7 +897,7 @@ static void test_get_data_second_handle_extraction_is_not_found(void **state)
 static void test_get_data_of_handleless_message_can_repeat(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message("again", 5, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("again", 5, NULL, 0);
 
     for (int i = 0; i < 3; i++) {
         void *buf = NULL;
@@ -962,7 +914,7 @@ static void test_get_data_of_handleless_message_can_repeat(void **state)
 static void test_get_data_rejects_malformed_options(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message("z", 1, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("z", 1, NULL, 0);
     struct MojoGetMessageDataOptions small = {4, 0};
     struct MojoGetMessageDataOptions unknown = {sizeof(unknown), 0x10};
     void *buf = SENTINEL_PTR;
@@ -982,7 +934,7 @@ static void test_get_data_rejects_malformed_options(void **state)
 static void test_context_round_trips_through_get(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     uintptr_t ctx = SENTINEL_U32;
 
     assert_int_equal(MojoGetMessageContext(m, NULL, &ctx), MOJO_RESULT_OK);
@@ -1037,8 +989,8 @@ static void test_set_context_twice_is_already_exists(void **state)
 static void test_set_context_on_message_with_data_fails_precondition(void **state)
 {
     (void)state;
-    MojoMessageHandle uncommitted = new_message();
-    MojoMessageHandle committed = new_data_message("d", 1, NULL, 0);
+    MojoMessageHandle uncommitted = cmojo_test_new_message();
+    MojoMessageHandle committed = cmojo_test_new_data_message("d", 1, NULL, 0);
     uintptr_t ctx = SENTINEL_U32;
 
     assert_int_equal(MojoAppendMessageData(uncommitted, 1, NULL, 0, NULL, NULL, NULL),
@@ -1057,7 +1009,7 @@ static void test_set_context_on_message_with_data_fails_precondition(void **stat
 static void test_zero_context_with_callbacks_is_invalid_argument(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     assert_int_equal(MojoSetMessageContext(m, 0, serialize_hello, NULL, NULL),
                      MOJO_RESULT_INVALID_ARGUMENT);
@@ -1088,7 +1040,7 @@ static void test_zero_context_clears_without_running_destructor(void **state)
 static void test_zero_context_on_fresh_message_is_ok(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     assert_int_equal(MojoSetMessageContext(m, 0, NULL, NULL, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoSetMessageContext(m, 8, NULL, destructor, NULL), MOJO_RESULT_OK);
@@ -1109,7 +1061,7 @@ static void test_get_context_null_out_is_invalid_argument(void **state)
 static void test_context_functions_reject_malformed_options(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     struct MojoSetMessageContextOptions set_small = {4, 0};
     struct MojoSetMessageContextOptions set_unknown = {sizeof(set_unknown), 1};
     struct MojoGetMessageContextOptions get_small = {0, 0};
@@ -1179,7 +1131,7 @@ static void test_serialize_without_serializer_is_not_found(void **state)
 static void test_serialize_empty_message_is_not_found(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     assert_int_equal(MojoSerializeMessage(m, NULL), MOJO_RESULT_NOT_FOUND);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
@@ -1188,7 +1140,7 @@ static void test_serialize_empty_message_is_not_found(void **state)
 static void test_serialize_data_message_fails_precondition(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message("already", 7, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("already", 7, NULL, 0);
 
     assert_int_equal(MojoSerializeMessage(m, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     void *buf = NULL;
@@ -1321,7 +1273,7 @@ static void test_read_context_message_can_be_serialized_by_reader(void **state)
 static void test_reserve_on_fresh_message_gives_at_least_requested(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     uint32_t cap = 0;
 
     assert_int_equal(MojoReserveMessageCapacity(m, 5000, &cap), MOJO_RESULT_OK);
@@ -1341,7 +1293,7 @@ static void test_reserve_on_fresh_message_gives_at_least_requested(void **state)
 static void test_reserve_with_null_out_is_ok(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
 
     assert_int_equal(MojoReserveMessageCapacity(m, 64, NULL), MOJO_RESULT_OK);
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
@@ -1350,7 +1302,7 @@ static void test_reserve_with_null_out_is_ok(void **state)
 static void test_reserve_after_data_or_context_fails_precondition(void **state)
 {
     (void)state;
-    MojoMessageHandle with_data = new_message();
+    MojoMessageHandle with_data = cmojo_test_new_message();
     MojoMessageHandle with_context = new_context_message(2, NULL, destructor);
     uint32_t cap = SENTINEL_U32;
 
@@ -1369,7 +1321,7 @@ static void test_reserve_after_data_or_context_fails_precondition(void **state)
 static void test_reserve_beyond_payload_limit_is_resource_exhausted(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_message();
+    MojoMessageHandle m = cmojo_test_new_message();
     uint32_t cap = SENTINEL_U32;
 
     assert_int_equal(MojoReserveMessageCapacity(m, UINT32_MAX, &cap),
@@ -1386,7 +1338,7 @@ static void test_notify_bad_message_on_local_message_is_ok_and_keeps_it(void **s
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    write_text(a, "bad");
+    cmojo_test_write_text(a, "bad", NULL, 0);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_OK);
     assert_int_equal(MojoNotifyBadMessage(r, "no good", 7, NULL), MOJO_RESULT_OK);
@@ -1408,7 +1360,7 @@ static void test_notify_bad_message_on_local_message_is_ok_and_keeps_it(void **s
 static void test_notify_bad_message_rejects_null_error_with_length(void **state)
 {
     (void)state;
-    MojoMessageHandle m = new_data_message("m", 1, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("m", 1, NULL, 0);
     struct MojoNotifyBadMessageOptions small = {4, 0};
     struct MojoNotifyBadMessageOptions unknown = {sizeof(unknown), 1};
 
@@ -1486,7 +1438,7 @@ static void test_destroyed_message_handle_is_refused_everywhere(void **state)
 {
     (void)state;
     MojoHandle a, b;
-    MojoMessageHandle data = new_data_message("gone", 4, NULL, 0);
+    MojoMessageHandle data = cmojo_test_new_data_message("gone", 4, NULL, 0);
     MojoMessageHandle ctx = new_context_message(3, serialize_hello, NULL);
 
     cmojo_test_make_pipe(&a, &b);
@@ -1504,11 +1456,11 @@ static void test_written_message_handle_is_refused_everywhere(void **state)
     MojoHandle a, b;
 
     cmojo_test_make_pipe(&a, &b);
-    MojoMessageHandle m = new_data_message("sent", 4, NULL, 0);
+    MojoMessageHandle m = cmojo_test_new_data_message("sent", 4, NULL, 0);
     assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
     expect_message_handle_refused(m, a);
     /* Only the one message was written. */
-    expect_text(b, "sent");
+    cmojo_test_expect_text(b, "sent", NULL, 0);
     MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
     assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_SHOULD_WAIT);
     cmojo_test_close_ok(a);

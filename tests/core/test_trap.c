@@ -191,73 +191,13 @@ static void sleep_usec(long usec)
             return;
 }
 
-/* Thread-safe and assert-free: usable from handlers and helper threads. */
-static MojoResult write_bytes(MojoHandle pipe, const void *data, uint32_t size)
-{
-    struct MojoAppendMessageDataOptions commit = {sizeof(commit),
-                                                  MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
-    MojoMessageHandle msg = MOJO_MESSAGE_HANDLE_INVALID;
-    void *buf = NULL;
-    MojoResult r = MojoCreateMessage(NULL, &msg);
-
-    if (r != OK)
-        return r;
-    r = MojoAppendMessageData(msg, size, NULL, 0, &commit, &buf, NULL);
-    if (r != OK) {
-        MojoDestroyMessage(msg);
-        return r;
-    }
-    if (size > 0)
-        memcpy(buf, data, size);
-    return MojoWriteMessage(pipe, msg, NULL); /* consumes msg whatever the result */
-}
-
-static MojoResult write_u32(MojoHandle pipe, uint32_t value)
-{
-    return write_bytes(pipe, &value, sizeof(value));
-}
-
-/* Reads one message of at most `capacity` bytes into out (length to *size). */
-static MojoResult read_bytes(MojoHandle pipe, void *out, uint32_t capacity, uint32_t *size)
-{
-    MojoMessageHandle msg = MOJO_MESSAGE_HANDLE_INVALID;
-    void *buf = NULL;
-    uint32_t num_bytes = 0;
-    uint32_t num_handles = 0;
-    MojoResult r = MojoReadMessage(pipe, NULL, &msg);
-
-    if (r != OK)
-        return r;
-    r = MojoGetMessageData(msg, NULL, &buf, &num_bytes, NULL, &num_handles);
-    if (r == OK && num_bytes > capacity)
-        r = MOJO_RESULT_RESOURCE_EXHAUSTED;
-    if (r == OK) {
-        if (num_bytes > 0)
-            memcpy(out, buf, num_bytes);
-        *size = num_bytes;
-    }
-    MojoDestroyMessage(msg);
-    return r;
-}
-
-/* DATA_LOSS if the message is not exactly one uint32_t. */
-static MojoResult read_u32(MojoHandle pipe, uint32_t *value)
-{
-    uint32_t size = 0;
-    MojoResult r = read_bytes(pipe, value, sizeof(*value), &size);
-
-    if (r == OK && size != sizeof(*value))
-        return MOJO_RESULT_DATA_LOSS;
-    return r;
-}
-
 /* Reads until the pipe has nothing; returns how many messages it read. */
 static unsigned drain(MojoHandle pipe)
 {
     unsigned n = 0;
     uint32_t v;
 
-    while (read_u32(pipe, &v) == OK)
+    while (cmojo_test_read_u32(pipe, &v) == OK)
         n++;
     return n;
 }
@@ -280,7 +220,7 @@ static void add_trigger(MojoHandle trap, MojoHandle handle, MojoHandleSignals si
 static void write_in_main(MojoHandle pipe, uint32_t value)
 {
     atomic_store(&in_write, true);
-    MojoResult r = write_u32(pipe, value);
+    MojoResult r = cmojo_test_write_u32(pipe, value);
     atomic_store(&in_write, false);
     assert_int_equal(r, OK);
 }
@@ -866,9 +806,9 @@ static void test_unsatisfied_condition_fires_when_the_last_message_is_read(void 
     add_trigger(trap, b, READABLE, UNSATISFIED, 1);
     assert_int_equal(arm(trap), OK); /* READABLE holds: not ready */
 
-    assert_int_equal(read_u32(b, &v), OK);
+    assert_int_equal(cmojo_test_read_u32(b, &v), OK);
     assert_int_equal(event_count(), 0); /* still readable */
-    assert_int_equal(read_u32(b, &v), OK);
+    assert_int_equal(cmojo_test_read_u32(b, &v), OK);
     assert_int_equal(event_count(), 1);
     struct recorded r = event_at(0);
     assert_int_equal(r.event.trigger_context, 1);
@@ -1053,7 +993,7 @@ static void read_in_handler(const struct MojoTrapEvent *ev)
     if (ev->result != OK)
         return;
     atomic_fetch_add(&h_calls, 1);
-    h_result = read_u32(h_pipe, &h_value);
+    h_result = cmojo_test_read_u32(h_pipe, &h_value);
 }
 
 static void test_handler_may_read_the_message_that_fired_it(void **state)
@@ -1263,7 +1203,7 @@ static void rearm_and_write_other_pipe(const struct MojoTrapEvent *ev)
         return;
     drain(h_pipe);
     h_result = MojoArmTrap(h_trap, NULL, NULL, NULL);
-    h_result2 = write_u32(h_other_writer, 2);
+    h_result2 = cmojo_test_write_u32(h_other_writer, 2);
     h_events_after_call = event_count();
 }
 
@@ -1332,7 +1272,7 @@ static void *overlap_writer_thread(void *arg)
 {
     (void)arg;
     for (uint32_t i = 0; i < OVERLAP_MESSAGES_PER_WRITER; i++)
-        if (write_u32(overlap_writer, i) != OK)
+        if (cmojo_test_write_u32(overlap_writer, i) != OK)
             atomic_fetch_add(&overlap_errors, 1);
     return NULL;
 }
@@ -1392,7 +1332,7 @@ static void *write_once_thread(void *arg)
 {
     MojoHandle *pipe = arg;
 
-    if (write_u32(*pipe, 1) != OK)
+    if (cmojo_test_write_u32(*pipe, 1) != OK)
         return (void *)1;
     return NULL;
 }
@@ -1457,7 +1397,7 @@ static void *write_many_thread(void *arg)
     MojoHandle *pipe = arg;
 
     for (uint32_t i = 0; i < RACE_MESSAGES; i++)
-        if (write_u32(*pipe, i) != OK)
+        if (cmojo_test_write_u32(*pipe, i) != OK)
             return (void *)1;
     return NULL;
 }
@@ -1619,7 +1559,7 @@ static void ping_pong_handler(const struct MojoTrapEvent *ev)
         atomic_fetch_add(&pp_errors, 1);
         return;
     }
-    if (read_u32(pp_end[side], &value) != OK) {
+    if (cmojo_test_read_u32(pp_end[side], &value) != OK) {
         atomic_fetch_add(&pp_errors, 1);
         return;
     }
@@ -1634,7 +1574,7 @@ static void *ping_thread(void *arg)
     (void)arg;
     for (uint32_t i = 0; i < PING_PONG_ROUND_TRIPS; i++) {
         uint32_t reply;
-        if (write_u32(pp_end[0], i) != OK || !mailbox_take(&boxes[0], &reply)) {
+        if (cmojo_test_write_u32(pp_end[0], i) != OK || !mailbox_take(&boxes[0], &reply)) {
             atomic_fetch_add(&pp_errors, 1);
             break;
         }
@@ -1655,7 +1595,7 @@ static void *pong_thread(void *arg)
         }
         if (ping != i)
             atomic_fetch_add(&pp_errors, 1);
-        if (write_u32(pp_end[1], ping) != OK) {
+        if (cmojo_test_write_u32(pp_end[1], ping) != OK) {
             atomic_fetch_add(&pp_errors, 1);
             break;
         }
@@ -1706,12 +1646,13 @@ static void reply_directly(const struct MojoTrapEvent *ev)
 
     if (ev->result == MOJO_RESULT_CANCELLED)
         return;
-    if (ev->result != OK || side > 1 || read_u32(dr_end[side], &value) != OK) {
+    if (ev->result != OK || side > 1 || cmojo_test_read_u32(dr_end[side], &value) != OK) {
         atomic_fetch_add(&dr_errors, 1);
         return;
     }
     if (side == 1) { /* pong: echo */
-        if (MojoArmTrap(dr_trap[1], NULL, NULL, NULL) != OK || write_u32(dr_end[1], value) != OK)
+        if (MojoArmTrap(dr_trap[1], NULL, NULL, NULL) != OK ||
+            cmojo_test_write_u32(dr_end[1], value) != OK)
             atomic_fetch_add(&dr_errors, 1);
         return;
     }
@@ -1721,7 +1662,7 @@ static void reply_directly(const struct MojoTrapEvent *ev)
     if (dr_round_trips == DIRECT_ROUND_TRIPS)
         return;
     if (MojoArmTrap(dr_trap[0], NULL, NULL, NULL) != OK ||
-        write_u32(dr_end[0], dr_round_trips) != OK)
+        cmojo_test_write_u32(dr_end[0], dr_round_trips) != OK)
         atomic_fetch_add(&dr_errors, 1);
 }
 

@@ -48,44 +48,6 @@ static void sleep_usec(long usec)
             return;
 }
 
-static MojoResult write_u32(MojoHandle pipe, uint32_t value)
-{
-    struct MojoAppendMessageDataOptions commit = {sizeof(commit),
-                                                  MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
-    MojoMessageHandle msg = MOJO_MESSAGE_HANDLE_INVALID;
-    void *buf = NULL;
-    MojoResult r = MojoCreateMessage(NULL, &msg);
-
-    if (r != OK)
-        return r;
-    r = MojoAppendMessageData(msg, sizeof(value), NULL, 0, &commit, &buf, NULL);
-    if (r != OK) {
-        MojoDestroyMessage(msg);
-        return r;
-    }
-    memcpy(buf, &value, sizeof(value));
-    return MojoWriteMessage(pipe, msg, NULL);
-}
-
-static MojoResult read_u32(MojoHandle pipe, uint32_t *value)
-{
-    MojoMessageHandle msg = MOJO_MESSAGE_HANDLE_INVALID;
-    void *buf = NULL;
-    uint32_t num_bytes = 0;
-    uint32_t num_handles = 0;
-    MojoResult r = MojoReadMessage(pipe, NULL, &msg);
-
-    if (r != OK)
-        return r;
-    r = MojoGetMessageData(msg, NULL, &buf, &num_bytes, NULL, &num_handles);
-    if (r == OK && num_bytes != sizeof(*value))
-        r = MOJO_RESULT_DATA_LOSS;
-    if (r == OK)
-        memcpy(value, buf, sizeof(*value));
-    MojoDestroyMessage(msg);
-    return r;
-}
-
 static void close_all(const MojoHandle *handles, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -150,7 +112,7 @@ static void *actor_main(void *arg)
     }
     atomic_store(&act->started_acting, true);
     if (act->action == ACT_WRITE)
-        act->result = write_u32(act->handle, 42);
+        act->result = cmojo_test_write_u32(act->handle, 42);
     else
         act->result = MojoClose(act->handle);
     return NULL;
@@ -184,7 +146,7 @@ static void test_wait_returns_ok_at_once_when_already_satisfied(void **state)
     struct MojoHandleSignalsState st = poisoned_state;
     uint32_t v = 0;
 
-    assert_int_equal(write_u32(a, 7), OK);
+    assert_int_equal(cmojo_test_write_u32(a, 7), OK);
     assert_int_equal(MojoWait(b, READABLE, MOJO_DEADLINE_INDEFINITE, &st), OK);
     assert_int_equal(st.satisfied_signals & (READABLE | WRITABLE | PEER_CLOSED),
                      READABLE | WRITABLE);
@@ -203,7 +165,7 @@ static void test_wait_returns_ok_at_once_when_already_satisfied(void **state)
     assert_true(st.satisfied_signals & READABLE);
 
     /* Waiting consumed nothing. */
-    assert_int_equal(read_u32(b, &v), OK);
+    assert_int_equal(cmojo_test_read_u32(b, &v), OK);
     assert_int_equal(v, 7);
     close_all((MojoHandle[]){a, b}, 2);
 }
@@ -226,7 +188,7 @@ static void test_wait_blocks_until_another_thread_writes(void **state)
     assert_true(st.satisfied_signals & READABLE);
     join_actor(&act);
     uint32_t v = 0;
-    assert_int_equal(read_u32(b, &v), OK);
+    assert_int_equal(cmojo_test_read_u32(b, &v), OK);
     assert_int_equal(v, 42);
     close_all((MojoHandle[]){a, b}, 2);
 }
@@ -264,7 +226,7 @@ static void test_wait_many_reports_the_index_of_the_ready_handle(void **state)
 
     for (int i = 0; i < 3; i++)
         cmojo_test_make_pipe(&w[i], &r[i]);
-    assert_int_equal(write_u32(w[1], 1), OK);
+    assert_int_equal(cmojo_test_write_u32(w[1], 1), OK);
     memset(st, 0xff, sizeof(st));
     assert_int_equal(MojoWaitMany(r, signals, 3, MOJO_DEADLINE_INDEFINITE, &index, st), OK);
     assert_int_equal(index, 1);
@@ -344,10 +306,10 @@ static void test_wait_is_ok_while_messages_sent_before_the_close_remain(void **s
     cmojo_test_make_pipe(&a, &b);
     uint32_t v;
 
-    assert_int_equal(write_u32(a, 1), OK);
+    assert_int_equal(cmojo_test_write_u32(a, 1), OK);
     assert_int_equal(MojoClose(a), OK);
     assert_int_equal(MojoWait(b, READABLE, 0, NULL), OK);
-    assert_int_equal(read_u32(b, &v), OK);
+    assert_int_equal(cmojo_test_read_u32(b, &v), OK);
     assert_int_equal(MojoWait(b, READABLE, 0, NULL), MOJO_RESULT_FAILED_PRECONDITION);
     assert_int_equal(MojoClose(b), OK);
 }
@@ -586,7 +548,7 @@ static void test_wait_leaves_no_handles_behind(void **state)
     assert_int_equal(core_debug_handle_count(), before);
 
     uint32_t v;
-    assert_int_equal(read_u32(b, &v), OK);
+    assert_int_equal(cmojo_test_read_u32(b, &v), OK);
     close_all((MojoHandle[]){a, b}, 2);
 }
 
@@ -624,7 +586,7 @@ static void test_wait_works_inside_a_trap_handler(void **state)
     assert_int_equal(
         MojoAddTrigger(trap, b, READABLE, MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED, 1, NULL), OK);
     assert_int_equal(MojoArmTrap(trap, NULL, NULL, NULL), OK);
-    assert_int_equal(write_u32(a, 1), OK);
+    assert_int_equal(cmojo_test_write_u32(a, 1), OK);
 
     assert_int_equal(in_handler_calls, 1);
     assert_int_equal(in_handler_ready_result, OK);
@@ -661,13 +623,13 @@ static void test_wait_inside_a_trap_handler_can_block_for_another_thread(void **
     assert_int_equal(
         MojoAddTrigger(trap, b, READABLE, MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED, 1, NULL), OK);
     assert_int_equal(MojoArmTrap(trap, NULL, NULL, NULL), OK);
-    assert_int_equal(write_u32(a, 1), OK);
+    assert_int_equal(cmojo_test_write_u32(a, 1), OK);
 
     assert_int_equal(in_handler_calls, 1);
     join_actor(&in_handler_actor);
     assert_int_equal(in_handler_ready_result, OK);
     uint32_t v;
-    assert_int_equal(read_u32(d, &v), OK);
+    assert_int_equal(cmojo_test_read_u32(d, &v), OK);
     assert_int_equal(v, 42);
     close_all((MojoHandle[]){trap, a, b, c, d}, 5);
 }

@@ -6,7 +6,8 @@
  * messages, the control message itself (size, command, an fd attached), the
  * serialised state of a data pipe end in a message envelope (every field,
  * and its size), and the ring fd that travels with it (swapped for a pipe,
- * a memfd of the wrong size, without seals, write-sealed, read-only); and,
+ * a memfd of the wrong size, without seals, write-sealed, read-only for a
+ * producer, writable for a consumer); and,
  * by swapping a consumer's record with a message pipe's in one envelope, it
  * gets the consumer's control port for itself and sends control messages
  * through the real API, with a message pipe, a data pipe end or an fd
@@ -40,7 +41,6 @@
 #include "dp_stream.h"
 #include "mp.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -59,6 +59,7 @@
 #include "channel/frame.h"
 #include "cmojo/wait.h"
 #include "cmojo_limits.h"
+#include "cmojo_wire.h"
 #include "core/data_pipe_wire.h"
 #include "core/dispatcher.h"
 #include "core/message.h"
@@ -128,6 +129,7 @@ typedef enum fd_kind {
     FD_MEMFD_WRITE_SEAL,  /* sealed against shrinking and writing */
     FD_MEMFD_FUTURE_SEAL, /* sealed against shrinking and future writes */
     FD_MEMFD_READ_ONLY,   /* sealed memfd reopened O_RDONLY */
+    FD_MEMFD_WRITABLE,    /* sealed memfd of CAP bytes opened O_RDWR, as a producer's is */
 } fd_kind;
 
 /* HIJACK: what the child attaches to the control message it sends itself. */
@@ -244,7 +246,9 @@ static const scenario scenarios[] = {
     RING("ring_can_shrink", FD_MEMFD_UNSEALED, false, "can shrink"),
     RING("ring_write_sealed_for_producer", FD_MEMFD_WRITE_SEAL, true, "cannot write"),
     RING("ring_future_write_sealed_for_producer", FD_MEMFD_FUTURE_SEAL, true, "cannot write"),
-    RING("ring_read_only_for_producer", FD_MEMFD_READ_ONLY, true, "cannot be mapped"),
+    RING("ring_read_only_for_producer", FD_MEMFD_READ_ONLY, true, "producer cannot write"),
+    /* Everything right but the access: a consumer must not be able to write the ring. */
+    RING("ring_writable_for_consumer", FD_MEMFD_WRITABLE, false, "consumer could write"),
     {.name = "scribbler", .cls = SCRIBBLE},
     /* The control port hijacked: the child's own messages, through the real API. */
     HIJACKED("hijacked_control_port_honest", ATTACH_NONE),
@@ -278,33 +282,6 @@ static struct {
 } plan = {.mu = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
 
 static atomic_uint tampered;
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, (uint16_t)v);
-    put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static size_t align8(size_t n)
-{
-    return (n + 7) & ~(size_t)7;
-}
 
 /* The output of one sendmsg: bytes and fds, built frame by frame. */
 typedef struct outbuf {
@@ -340,14 +317,14 @@ static void out_event(outbuf *o, const uint8_t *event, size_t env_off, const uin
     static const uint8_t zeros[8];
     size_t total = CHANNEL_FRAME_HEADER_SIZE + env_off + env_len;
 
-    put32(hdr, (uint32_t)total);
-    put16(hdr + 4, CHANNEL_FRAME_HEADER_SIZE);
-    put16(hdr + 6, NODE_MSG_EVENT);
-    put16(hdr + 8, (uint16_t)num_fds);
+    wire_store_u32(hdr, (uint32_t)total);
+    wire_store_u16(hdr + 4, CHANNEL_FRAME_HEADER_SIZE);
+    wire_store_u16(hdr + 6, NODE_MSG_EVENT);
+    wire_store_u16(hdr + 8, (uint16_t)num_fds);
     out_bytes(o, hdr, sizeof(hdr));
     out_bytes(o, event, env_off);
     out_bytes(o, env, env_len);
-    out_bytes(o, zeros, align8(total) - total);
+    out_bytes(o, zeros, wire_align8(total) - total);
     out_fds(o, fds, num_fds);
 }
 
@@ -363,15 +340,15 @@ static void tamper_event(outbuf *o, const uint8_t *frame, size_t total, const in
     size_t len = total - CHANNEL_FRAME_HEADER_SIZE;
     size_t fixed = PORTS_EVENT_HEADER_SIZE + PORTS_USER_MESSAGE_FIXED_SIZE;
 
-    if (len < fixed || get32(ev) != PORTS_EVENT_USER_MESSAGE)
+    if (len < fixed || wire_load_u32(ev) != PORTS_EVENT_USER_MESSAGE)
         goto verbatim;
-    uint32_t num_ports = get32(ev + PORTS_EVENT_HEADER_SIZE + 8);
+    uint32_t num_ports = wire_load_u32(ev + PORTS_EVENT_HEADER_SIZE + 8);
     size_t env_off = fixed + (size_t)num_ports * (PORTS_DESCRIPTOR_SIZE + 16);
     if (num_ports > 64 || env_off + CORE_ENVELOPE_HEADER_SIZE > len)
         goto verbatim;
     const uint8_t *env = ev + env_off;
     size_t env_len = len - env_off;
-    uint32_t num_bytes = get32(env), num_handles = get32(env + 4);
+    uint32_t num_bytes = wire_load_u32(env), num_handles = wire_load_u32(env + 4);
     if (num_handles > 16 || num_bytes > env_len)
         goto verbatim;
     const uint8_t *records = env + CORE_ENVELOPE_HEADER_SIZE;
@@ -383,31 +360,32 @@ static void tamper_event(outbuf *o, const uint8_t *frame, size_t total, const in
     case TAMPER_CONTROL_SIZE:
     case TAMPER_CONTROL_FD:
     case TAMPER_CONTROL_CMD: {
-        if (num_handles != 0 || num_bytes != DP_CONTROL_SIZE || get32(bytes) != plan.command ||
+        if (num_handles != 0 || num_bytes != DP_CONTROL_SIZE ||
+            wire_load_u32(bytes) != plan.command ||
             env_len != CORE_ENVELOPE_HEADER_SIZE + DP_CONTROL_SIZE)
             goto verbatim;
         if (plan.seen++ < plan.skip || plan.done >= plan.num_values)
             goto verbatim;
         uint32_t value = plan.values[plan.done++];
         memset(copy, 0, sizeof(copy));
-        put32(copy, DP_CONTROL_SIZE);
-        put32(copy + 4, 0);
+        wire_store_u32(copy, DP_CONTROL_SIZE);
+        wire_store_u32(copy + 4, 0);
         memcpy(copy + 8, bytes, DP_CONTROL_SIZE);
         if (plan.kind == TAMPER_COUNT) {
-            put32(copy + 12, value);
+            wire_store_u32(copy + 12, value);
             out_event(o, ev, env_off, copy, 16, fds, num_fds);
         } else if (plan.kind == TAMPER_CONTROL_CMD) {
-            put32(copy + 8, value);
+            wire_store_u32(copy + 8, value);
             out_event(o, ev, env_off, copy, 16, fds, num_fds);
         } else if (plan.kind == TAMPER_CONTROL_SIZE) {
             /* Cut or zero-extended to the new size. */
-            put32(copy, plan.field_or_size);
+            wire_store_u32(copy, plan.field_or_size);
             out_event(o, ev, env_off, copy, 8 + plan.field_or_size, fds, num_fds);
         } else {
             /* One wrapped fd: {type, state size 0}, then the 8 bytes. */
-            put32(copy + 4, 1);
-            put32(copy + 8, CORE_DISPATCHER_PLATFORM_HANDLE);
-            put32(copy + 12, 0);
+            wire_store_u32(copy + 4, 1);
+            wire_store_u32(copy + 8, CORE_DISPATCHER_PLATFORM_HANDLE);
+            wire_store_u32(copy + 12, 0);
             memcpy(copy + 16, bytes, DP_CONTROL_SIZE);
             out_event(o, ev, env_off, copy, 24, &plan.fd, 1);
         }
@@ -420,7 +398,7 @@ static void tamper_event(outbuf *o, const uint8_t *frame, size_t total, const in
         /* The first message carrying a data pipe end, as its only handle. */
         if (num_handles != 1 || plan.done > 0)
             goto verbatim;
-        uint32_t type = get32(records), state_size = get32(records + 4);
+        uint32_t type = wire_load_u32(records), state_size = wire_load_u32(records + 4);
         if ((type != CORE_DISPATCHER_DATA_PIPE_PRODUCER &&
              type != CORE_DISPATCHER_DATA_PIPE_CONSUMER) ||
             state_size != DP_STATE_SIZE || num_fds != 1 ||
@@ -435,17 +413,17 @@ static void tamper_event(outbuf *o, const uint8_t *frame, size_t total, const in
         if (plan.kind == TAMPER_STATE_FIELD) {
             /* values[i] into field + i: one field, or two neighbours at once. */
             for (unsigned i = 0; i < plan.num_values; i++)
-                put32(copy + 16 + 4 * (plan.field_or_size + i), plan.values[i]);
+                wire_store_u32(copy + 16 + 4 * (plan.field_or_size + i), plan.values[i]);
         } else if (plan.kind == TAMPER_RING_FD) {
             new_fd = plan.fd;
         } else {
             /* New size; the state cut or zero-extended, padded to 8; then the bytes. */
             uint32_t size = plan.field_or_size;
-            put32(copy + 12, size);
+            wire_store_u32(copy + 12, size);
             memset(copy + 16, 0, sizeof(copy) - 16);
             memcpy(copy + 16, state, size < DP_STATE_SIZE ? size : DP_STATE_SIZE);
-            memcpy(copy + 16 + align8(size), bytes, num_bytes);
-            new_len = 16 + align8(size) + num_bytes;
+            memcpy(copy + 16 + wire_align8(size), bytes, num_bytes);
+            new_len = 16 + wire_align8(size) + num_bytes;
         }
         out_event(o, ev, env_off, copy, new_len, &new_fd, 1);
         atomic_fetch_add(&tampered, 1);
@@ -459,10 +437,10 @@ static void tamper_event(outbuf *o, const uint8_t *frame, size_t total, const in
          * control port. The one state and the one fd stay where they are.
          */
         if (num_handles != 2 || plan.done > 0 ||
-            get32(records) != CORE_DISPATCHER_DATA_PIPE_CONSUMER ||
-            get32(records + 4) != DP_STATE_SIZE ||
-            get32(records + 8) != CORE_DISPATCHER_MESSAGE_PIPE || get32(records + 12) != 0 ||
-            env_len > sizeof(copy))
+            wire_load_u32(records) != CORE_DISPATCHER_DATA_PIPE_CONSUMER ||
+            wire_load_u32(records + 4) != DP_STATE_SIZE ||
+            wire_load_u32(records + 8) != CORE_DISPATCHER_MESSAGE_PIPE ||
+            wire_load_u32(records + 12) != 0 || env_len > sizeof(copy))
             goto verbatim;
         plan.done++;
         memcpy(copy, env, env_len);
@@ -476,7 +454,7 @@ static void tamper_event(outbuf *o, const uint8_t *frame, size_t total, const in
         break;
     }
 verbatim:
-    out_bytes(o, frame, align8(total));
+    out_bytes(o, frame, wire_align8(total));
     out_fds(o, fds, num_fds);
 }
 
@@ -557,23 +535,24 @@ static ssize_t tamper_sendmsg(int s, const struct msghdr *msg, int flags)
     while (pos < len) {
         const uint8_t *f = in + pos;
         size_t left = len - pos;
-        uint32_t total = left >= CHANNEL_FRAME_HEADER_SIZE ? get32(f) : 0;
-        size_t nfds = left >= CHANNEL_FRAME_HEADER_SIZE ? get16(f + 8) : 0;
-        if (left < CHANNEL_FRAME_HEADER_SIZE || get16(f + 4) != CHANNEL_FRAME_HEADER_SIZE ||
-            total < CHANNEL_FRAME_HEADER_SIZE || align8(total) > left || nfds > num_in - fd_pos) {
+        uint32_t total = left >= CHANNEL_FRAME_HEADER_SIZE ? wire_load_u32(f) : 0;
+        size_t nfds = left >= CHANNEL_FRAME_HEADER_SIZE ? wire_load_u16(f + 8) : 0;
+        if (left < CHANNEL_FRAME_HEADER_SIZE || wire_load_u16(f + 4) != CHANNEL_FRAME_HEADER_SIZE ||
+            total < CHANNEL_FRAME_HEADER_SIZE || wire_align8(total) > left ||
+            nfds > num_in - fd_pos) {
             /* Not a whole frame: the channel never does this here. Pass it on. */
             out_bytes(&o, f, left);
             out_fds(&o, in_fds + fd_pos, num_in - fd_pos);
             fd_pos = num_in;
             break;
         }
-        if (get16(f + 6) == NODE_MSG_EVENT && plan.kind != TAMPER_NONE)
+        if (wire_load_u16(f + 6) == NODE_MSG_EVENT && plan.kind != TAMPER_NONE)
             tamper_event(&o, f, total, in_fds + fd_pos, nfds);
         else {
-            out_bytes(&o, f, align8(total));
+            out_bytes(&o, f, wire_align8(total));
             out_fds(&o, in_fds + fd_pos, nfds);
         }
-        pos += align8(total);
+        pos += wire_align8(total);
         fd_pos += nfds;
     }
     out_fds(&o, in_fds + fd_pos, num_in - fd_pos);
@@ -690,41 +669,18 @@ static void read_now(MojoHandle consumer, uint64_t pos, uint32_t n)
     CHECK(dps_mismatch(SEED, pos, buf, n) == n);
 }
 
-static void echo_until_done(MojoHandle ctl)
-{
-    for (;;) {
-        cmojo_mp_msg m = cmojo_mp_recv(ctl, NULL, NULL);
-        if (m.tag == TAG_DONE)
-            break;
-        CHECK_RESULT(m.tag, TAG_PING);
-        cmojo_mp_send(ctl, TAG_PING, m.seq + 1, m.value, NULL, 0);
-    }
-}
-
-/* The name of a memfd ring this process holds, mapped writable a second time. */
+/* A data pipe ring this process holds (the producer's, O_RDWR), mapped writable a second time. */
 static uint8_t *map_ring_again(void)
 {
-    DIR *dir = opendir("/proc/self/fd");
-    struct dirent *e;
-    uint8_t *ring = NULL;
-
-    CHECK(dir != NULL);
-    while (ring == NULL && (e = readdir(dir)) != NULL) {
-        char path[300], target[256];
-        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
-        ssize_t n = readlink(path, target, sizeof(target) - 1);
-        if (n <= 0)
-            continue;
-        target[n] = '\0';
-        if (strncmp(target, "/memfd:cmojo-data-pipe", 22) != 0)
-            continue;
-        void *p = mmap(NULL, CAP, PROT_READ | PROT_WRITE, MAP_SHARED, atoi(e->d_name), 0);
+    int fds[4];
+    size_t n = dps_ring_fds(fds, 4);
+    for (size_t i = 0; i < n; i++) {
+        void *p = mmap(NULL, CAP, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i], 0);
         if (p != MAP_FAILED)
-            ring = p;
+            return p;
     }
-    closedir(dir);
-    CHECK(ring != NULL);
-    return ring;
+    CHECK(false);
+    return NULL;
 }
 
 static atomic_bool scribbling;
@@ -824,7 +780,7 @@ static void hijack(MojoHandle ctl, const scenario *sc)
     CHECK_RESULT(MojoClose(producer), OK);
     CHECK_RESULT(atomic_load(&tampered), 1);
     cmojo_mp_send(ctl, TAG_READY, 0, 0, NULL, 0);
-    echo_until_done(ctl);
+    cmojo_mp_echo_pings(ctl, TAG_PING, TAG_DONE);
 }
 
 static int role_hostile(const int *fds, size_t n, const char *arg)
@@ -858,7 +814,7 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
         cmojo_mp_send(ctl, TAG_HANDLES, 0, 0, &consumer, 1);
         write_all(producer, 0, LEGIT);
         CHECK_RESULT(MojoClose(producer), OK);
-        echo_until_done(ctl);
+        cmojo_mp_echo_pings(ctl, TAG_PING, TAG_DONE);
         break;
     case LIE_TO_CONSUMER: {
         CHECK_RESULT(MojoCreateDataPipe(&opts, &producer, &consumer), OK);
@@ -871,7 +827,7 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
         CHECK_RESULT(atomic_load(&tampered), plan.num_values);
         expect_read_end_closed(keep);
         cmojo_mp_send(ctl, TAG_READY, 0, 0, NULL, 0);
-        echo_until_done(ctl);
+        cmojo_mp_echo_pings(ctl, TAG_PING, TAG_DONE);
         CHECK_RESULT(MojoClose(producer), OK);
         break;
     }
@@ -891,7 +847,7 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
         CHECK_RESULT(atomic_load(&tampered), plan.num_values);
         expect_read_end_closed(keep);
         cmojo_mp_send(ctl, TAG_READY, 1, 0, NULL, 0);
-        echo_until_done(ctl);
+        cmojo_mp_echo_pings(ctl, TAG_PING, TAG_DONE);
         CHECK_RESULT(MojoClose(consumer), OK);
         break;
     }
@@ -923,7 +879,7 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
         write_all(producer, 0, LEGIT);
         cmojo_mp_send(ctl, TAG_HANDLES, 0, 0, &consumer, 1);
         CHECK_RESULT(MojoClose(producer), OK);
-        echo_until_done(ctl);
+        cmojo_mp_echo_pings(ctl, TAG_PING, TAG_DONE);
         CHECK_RESULT(atomic_load(&tampered), 1);
         break;
     case SCRIBBLE: {
@@ -939,7 +895,7 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
         CHECK(pthread_join(t, NULL) == 0);
         CHECK(munmap(ring, CAP) == 0);
         CHECK_RESULT(MojoClose(producer), OK);
-        echo_until_done(ctl);
+        cmojo_mp_echo_pings(ctl, TAG_PING, TAG_DONE);
         break;
     }
     }
@@ -950,45 +906,8 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
     return cmojo_mp_child_finish("hostile child", &ctl, 1);
 }
 
-/* The well-behaved child: echoes pings until told to stop. */
-static int role_good(const int *fds, size_t n, const char *arg)
-{
-    MojoHandle ctl;
-
-    (void)n;
-    (void)arg;
-    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
-    echo_until_done(ctl);
-    return cmojo_mp_child_finish("good child", &ctl, 1);
-}
-
 /* ------------------------------------------------------------------------ */
 /* The victim: this process.                                                */
-
-static void ping(MojoHandle ctl, uint64_t round)
-{
-    for (uint32_t i = 0; i < PINGS; i++) {
-        cmojo_mp_send(ctl, TAG_PING, i, round, NULL, 0);
-        cmojo_mp_msg m = cmojo_mp_recv_tag(ctl, TAG_PING, NULL, NULL);
-        CHECK_RESULT(m.seq, i + 1);
-        CHECK_RESULT(m.value, round);
-    }
-}
-
-static bool wait_fd_count(int expected, int timeout_ms)
-{
-    int64_t deadline = cmojo_mp_now_ms() + timeout_ms;
-    int now;
-
-    while ((now = cmojo_test_count_open_fds()) != expected) {
-        if (cmojo_mp_now_ms() >= deadline) {
-            fprintf(stderr, "parent holds %d fds, expected %d\n", now, expected);
-            return false;
-        }
-        cmojo_mp_sleep_ms(2);
-    }
-    return true;
-}
 
 static MojoHandle recv_end(MojoHandle ctl, cmojo_mp_msg *m)
 {
@@ -999,30 +918,6 @@ static MojoHandle recv_end(MojoHandle ctl, cmojo_mp_msg *m)
     return h;
 }
 
-static uint32_t readable_now(MojoHandle consumer)
-{
-    struct MojoReadDataOptions q = {sizeof(q), MOJO_READ_DATA_FLAG_QUERY};
-    uint32_t n = 0;
-    CHECK_RESULT(MojoReadData(consumer, &q, NULL, &n), OK);
-    return n;
-}
-
-/* Peer closed, nothing left, and every read says so. */
-static void expect_drained_and_closed(MojoHandle consumer)
-{
-    struct MojoHandleSignalsState st;
-    uint8_t buf[8];
-    uint32_t n = sizeof(buf);
-    const void *span = NULL;
-
-    CHECK_RESULT(MojoReadData(consumer, NULL, buf, &n), MOJO_RESULT_FAILED_PRECONDITION);
-    n = 0;
-    CHECK_RESULT(MojoBeginReadData(consumer, NULL, &span, &n), MOJO_RESULT_FAILED_PRECONDITION);
-    CHECK_RESULT(MojoQueryHandleSignalsState(consumer, &st), OK);
-    CHECK(st.satisfied_signals & PEER_CLOSED);
-    CHECK(!(st.satisfiable_signals & READABLE));
-}
-
 /* The consumer's side of a lie: exactly `readable` bytes, the honest ones first, then closed. */
 static void victim_consumer(MojoHandle consumer, uint32_t readable)
 {
@@ -1030,33 +925,12 @@ static void victim_consumer(MojoHandle consumer, uint32_t readable)
     static uint8_t buf[CAP];
 
     assert_int_equal(MojoWait(consumer, PEER_CLOSED, DEADLINE_US, &st), OK);
-    assert_int_equal(readable_now(consumer), readable);
+    assert_int_equal(dps_readable(consumer), readable);
     uint32_t len = readable;
     assert_int_equal(MojoReadData(consumer, NULL, buf, &len), OK);
     assert_int_equal(len, readable);
     assert_int_equal(dps_mismatch(SEED, 0, buf, LEGIT), LEGIT);
-    expect_drained_and_closed(consumer);
-}
-
-/* The bounds of the mapping that holds p, which must be a data pipe ring. */
-static void ring_mapping(const void *p, uintptr_t *lo, uintptr_t *hi)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    bool found = false;
-
-    assert_non_null(f);
-    while (!found && fgets(line, sizeof(line), f) != NULL) {
-        unsigned long a, b;
-        if (sscanf(line, "%lx-%lx", &a, &b) != 2 || (uintptr_t)p < a || (uintptr_t)p >= b)
-            continue;
-        assert_non_null(strstr(line, "/memfd:cmojo-data-pipe"));
-        *lo = a;
-        *hi = b;
-        found = true;
-    }
-    fclose(f);
-    assert_true(found);
+    dps_expect_drained_and_closed(consumer);
 }
 
 /*
@@ -1083,7 +957,8 @@ static uint64_t read_scribbled(MojoHandle consumer)
             r = MojoBeginReadData(consumer, NULL, &span, &n);
             if (r == OK) {
                 if (lo == 0) {
-                    ring_mapping(span, &lo, &hi);
+                    char perms[5];
+                    dps_ring_mapping(span, &lo, &hi, perms);
                     assert_int_equal(hi - lo, CAP);
                 }
                 assert_true((uintptr_t)span >= lo && n <= hi - (uintptr_t)span);
@@ -1115,15 +990,15 @@ static void write_stream(MojoHandle producer, uint64_t pos, uint32_t n)
 
 static void run(const char *name)
 {
-    MojoHandle good_ctl, ctl, end = MOJO_HANDLE_INVALID;
-    cmojo_mp_child good, bad;
+    MojoHandle ctl, end = MOJO_HANDLE_INVALID;
+    cmojo_mp_witness good;
+    cmojo_mp_child bad;
     cmojo_mp_msg m;
     const scenario *sc = find_scenario(name);
 
     assert_non_null(sc);
     cmojo_mp_reset_logs();
-    cmojo_mp_invite("good", NULL, ctl_name, 1, &good_ctl, &good, 0);
-    ping(good_ctl, 1);
+    cmojo_mp_witness_start(&good, 0);
     int fds_before = cmojo_test_count_open_fds();
 
     cmojo_mp_invite("hostile", name, ctl_name, 1, &ctl, &bad, 1);
@@ -1132,7 +1007,7 @@ static void run(const char *name)
         end = recv_end(ctl, &m);
         dps_opts o = {.seed = SEED, .element_size = ES, .max_chunk = 400, .rng = 1, .verify = true};
         assert_int_equal(dps_consume(end, &o, 0, UINT64_MAX), LEGIT);
-        expect_drained_and_closed(end);
+        dps_expect_drained_and_closed(end);
         break;
     }
     case LIE_TO_CONSUMER:
@@ -1198,25 +1073,25 @@ static void run(const char *name)
         /* All of the ring it claims, wrapping at once, in bounds; then closed. */
         end = recv_end(ctl, &m);
         assert_int_equal(read_scribbled(end), sc->readable);
-        expect_drained_and_closed(end);
+        dps_expect_drained_and_closed(end);
         break;
     case SCRIBBLE: {
         end = recv_end(ctl, &m);
         assert_int_equal(m.value, SCRIBBLE_BYTES);
         /* Whatever the bytes say, exactly as many as were counted, in bounds, then closed. */
         assert_int_equal(read_scribbled(end), SCRIBBLE_BYTES);
-        expect_drained_and_closed(end);
+        dps_expect_drained_and_closed(end);
         break;
     }
     }
-    ping(good_ctl, 2);
+    cmojo_mp_witness_ping(&good, 2);
 
     if (sc->cls == BAD_END) {
         assert_true(cmojo_mp_wait_exit(&bad, CMOJO_MP_CHILD_TIMEOUT_MS, 0));
         cmojo_mp_expect_peer_closed(ctl);
     } else {
         /* Still connected: the hostile child's pipe works, nobody reported an error. */
-        ping(ctl, 3);
+        cmojo_mp_ping(ctl, TAG_PING, 3, PINGS);
         assert_int_equal(cmojo_mp_log(1).reports, 0);
         assert_int_equal(MojoClose(end), OK);
         cmojo_mp_send(ctl, TAG_DONE, 0, 0, NULL, 0);
@@ -1225,15 +1100,10 @@ static void run(const char *name)
     }
     assert_int_equal(MojoClose(ctl), OK);
     /* The channel, the ring and every fd the child sent are closed. */
-    assert_true(wait_fd_count(fds_before, CMOJO_MP_SETTLE_MS));
+    assert_true(cmojo_mp_wait_fd_count(fds_before, CMOJO_MP_SETTLE_MS));
     assert_true(cmojo_mp_wait_counts("parent", 1, 1, CMOJO_MP_SETTLE_MS));
 
-    ping(good_ctl, 4);
-    assert_int_equal(cmojo_mp_log(0).reports, 0);
-    cmojo_mp_send(good_ctl, TAG_DONE, 0, 0, NULL, 0);
-    assert_true(cmojo_mp_wait_exit(&good, CMOJO_MP_CHILD_TIMEOUT_MS, 0));
-    cmojo_mp_expect_peer_closed(good_ctl);
-    assert_int_equal(MojoClose(good_ctl), OK);
+    cmojo_mp_witness_finish(&good, 4);
 }
 
 #define SCENARIO_TEST(sname)                                                                       \
@@ -1285,6 +1155,7 @@ SCENARIO_TEST(ring_can_shrink)
 SCENARIO_TEST(ring_write_sealed_for_producer)
 SCENARIO_TEST(ring_future_write_sealed_for_producer)
 SCENARIO_TEST(ring_read_only_for_producer)
+SCENARIO_TEST(ring_writable_for_consumer)
 SCENARIO_TEST(scribbler)
 SCENARIO_TEST(hijacked_control_port_honest)
 SCENARIO_TEST(hijacked_control_with_pipe)
@@ -1292,7 +1163,7 @@ SCENARIO_TEST(hijacked_control_with_data_pipe)
 SCENARIO_TEST(hijacked_control_with_fd)
 
 static const cmojo_mp_role roles[] = {
-    {"good", role_good},
+    {CMOJO_MP_WITNESS_ROLE, cmojo_mp_role_witness},
     {"hostile", role_hostile},
     {NULL, NULL},
 };
@@ -1347,6 +1218,7 @@ int main(int argc, char **argv)
         T(ring_write_sealed_for_producer),
         T(ring_future_write_sealed_for_producer),
         T(ring_read_only_for_producer),
+        T(ring_writable_for_consumer),
         T(scribbler),
         T(hijacked_control_port_honest),
         T(hijacked_control_with_pipe),

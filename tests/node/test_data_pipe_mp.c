@@ -33,16 +33,26 @@
  *    roles swapped, every byte checked, to the exact end.
  *  - A producer's process that writes its last bytes and exits without
  *    closing anything (MojoShutdown): every byte arrives, then PEER_CLOSED.
+ *  - A consumer's ring is read-only wherever the consumer is: in the
+ *    creating process, and in each process it is forwarded to (broker ->
+ *    child -> broker -> another child) its mapping is read-only and
+ *    mprotect cannot make it writable; in each child the ring fd it
+ *    received is O_RDONLY, and a writable shared mapping, write(2) and
+ *    pwrite(2) of it all fail. The stream still arrives whole.
  */
 #include "cmojo_test.h"
 #include "dp_stream.h"
 #include "mp.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "cmojo/wait.h"
 #include "mojo/public/c/system/core.h"
@@ -102,23 +112,6 @@ static uint64_t recv_report(MojoHandle ctl, uint32_t what)
     return m.value;
 }
 
-/* A consumer whose producer is gone and whose every byte was read. */
-static void expect_drained_and_closed(MojoHandle consumer)
-{
-    struct MojoHandleSignalsState st;
-    uint8_t buf[48]; /* a whole number of 1-, 4-, 8- and 12-byte elements */
-    uint32_t n = sizeof(buf);
-    const void *span = NULL;
-
-    CHECK_RESULT(MojoReadData(consumer, NULL, buf, &n), MOJO_RESULT_FAILED_PRECONDITION);
-    n = 0;
-    CHECK_RESULT(MojoBeginReadData(consumer, NULL, &span, &n), MOJO_RESULT_FAILED_PRECONDITION);
-    CHECK_RESULT(MojoQueryHandleSignalsState(consumer, &st), OK);
-    CHECK(st.satisfied_signals & PEER_CLOSED);
-    CHECK(!(st.satisfied_signals & READABLE));
-    CHECK(!(st.satisfiable_signals & READABLE));
-}
-
 /* A producer whose consumer is gone. */
 static void expect_producer_peer_closed(MojoHandle producer)
 {
@@ -134,21 +127,12 @@ static void expect_producer_peer_closed(MojoHandle producer)
     CHECK_RESULT(MojoBeginWriteData(producer, NULL, &span, &n), MOJO_RESULT_FAILED_PRECONDITION);
 }
 
-/* Bytes readable now (QUERY). */
-static uint32_t readable_now(MojoHandle consumer)
-{
-    struct MojoReadDataOptions q = {sizeof(q), MOJO_READ_DATA_FLAG_QUERY};
-    uint32_t n = 0;
-    CHECK_RESULT(MojoReadData(consumer, &q, NULL, &n), OK);
-    return n;
-}
-
 /* Waits until the consumer holds `bytes` readable bytes (the producer filled the ring). */
 static void wait_readable_bytes(MojoHandle consumer, uint32_t bytes)
 {
     int64_t deadline = cmojo_mp_now_ms() + IO_TIMEOUT_MS;
     uint32_t now;
-    while ((now = readable_now(consumer)) != bytes) {
+    while ((now = dps_readable(consumer)) != bytes) {
         CHECK(now < bytes);
         CHECK(cmojo_mp_now_ms() < deadline);
         cmojo_mp_sleep_ms(1);
@@ -214,7 +198,7 @@ static int role_stream_consumer(const int *fds, size_t n, const char *arg)
                   .rng = 0xb0b,
                   .hash = &hash};
     uint64_t got = dps_consume(consumer, &o, 0, UINT64_MAX);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     CHECK_RESULT(MojoClose(consumer), OK);
     cmojo_mp_send(ctl, TAG_REPORT, REPORT_HASH, dps_hash_final(&hash), NULL, 0);
     cmojo_mp_send(ctl, TAG_REPORT, REPORT_BYTES, got, NULL, 0);
@@ -254,7 +238,7 @@ static void test_stream_1gib_child_to_parent(void **state)
     uint64_t got = dps_consume(consumer, &o, 0, UINT64_MAX);
     int64_t ms = cmojo_mp_now_ms() - start;
     assert_int_equal(got, bytes);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(recv_report(ctl, REPORT_HASH), dps_hash_final(&hash));
     fprintf(stderr, "child -> parent: %llu MiB in %lld ms (64 KiB ring)\n",
             (unsigned long long)(bytes / MIB), (long long)ms);
@@ -347,7 +331,7 @@ static int role_move_reader(const int *fds, size_t n, const char *arg)
     dps_opts o = {
         .seed = MOVE_SEED, .element_size = m.seq, .max_chunk = 9000, .rng = 0x2, .verify = true};
     uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     CHECK_RESULT(MojoClose(consumer), OK);
     cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
     cmojo_mp_recv_tag(ctl, TAG_DONE, NULL, NULL);
@@ -459,7 +443,7 @@ static void test_producer_moves_to_a_third_process_mid_stream(void **state)
     dps_opts o = {
         .seed = MOVE_SEED, .element_size = es, .max_chunk = 4 * 2503, .rng = 6, .verify = true};
     assert_int_equal(dps_consume(consumer, &o, 0, UINT64_MAX), total);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(cmojo_mp_recv_tag(ctl_a, TAG_READY, NULL, NULL).value, first);
     assert_int_equal(recv_report(ctl_b, REPORT_POSITION), total);
     assert_int_equal(MojoClose(consumer), OK);
@@ -487,7 +471,7 @@ static int role_bouncer(const int *fds, size_t n, const char *arg)
             .seed = MOVE_SEED, .element_size = 1, .max_chunk = 3001, .rng = rng, .verify = true};
         if (m.seq == 0) {
             uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
-            expect_drained_and_closed(consumer);
+            dps_expect_drained_and_closed(consumer);
             CHECK_RESULT(MojoClose(consumer), OK);
             cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
             break;
@@ -576,7 +560,7 @@ static int role_swapper(const int *fds, size_t n, const char *arg)
     if (is_a) {
         o.verify = true;
         reached = dps_consume(theirs, &o, m.value, UINT64_MAX);
-        expect_drained_and_closed(theirs);
+        dps_expect_drained_and_closed(theirs);
     } else {
         o.verify = false;
         dps_produce(theirs, &o, m.value, total);
@@ -780,7 +764,7 @@ static void helper_still_streams(MojoHandle ctl_h)
     dps_opts o = {
         .seed = KILL_SEED, .element_size = 1, .max_chunk = 3333, .rng = 10, .verify = true};
     assert_int_equal(dps_consume(consumer, &o, 0, UINT64_MAX), bytes);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(MojoClose(consumer), OK);
 }
 
@@ -801,11 +785,11 @@ static void test_kill_9_producer_with_a_full_ring(void **state)
 
     assert_int_equal(MojoWait(consumer, PEER_CLOSED, DEADLINE_US, &st), OK);
     assert_true(st.satisfied_signals & READABLE); /* closed, but the bytes are still here */
-    assert_int_equal(readable_now(consumer), KILL_CAPACITY);
+    assert_int_equal(dps_readable(consumer), KILL_CAPACITY);
     dps_opts o = {
         .seed = KILL_SEED, .element_size = 1, .max_chunk = 4099, .rng = 11, .verify = true};
     assert_int_equal(dps_consume(consumer, &o, 0, UINT64_MAX), KILL_CAPACITY);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(MojoClose(consumer), OK);
     assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
     assert_int_equal(cmojo_mp_log(0).empty_messages, 0);
@@ -835,7 +819,7 @@ static void test_kill_9_producer_mid_stream(void **state)
     /* Killed while it writes (and while we still read). */
     kill_and_reap(&victim);
     uint64_t end = dps_consume(consumer, &o, pos, UINT64_MAX);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     fprintf(stderr, "kill -9 mid-stream: read an exact prefix of %llu bytes\n",
             (unsigned long long)end);
     assert_true(end >= pos && end % es == 0);
@@ -891,7 +875,7 @@ static void test_producer_process_exits_without_closing(void **state)
     assert_int_equal(pos, bytes - 65536);
     assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
     assert_int_equal(dps_consume(consumer, &o, pos, UINT64_MAX), bytes);
-    expect_drained_and_closed(consumer);
+    dps_expect_drained_and_closed(consumer);
     assert_int_equal(MojoClose(consumer), OK);
     cmojo_mp_expect_peer_closed(ctl);
     assert_int_equal(MojoClose(ctl), OK);
@@ -934,6 +918,124 @@ static void test_kill_9_process_holding_a_consumer_in_transit(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* A consumer's ring is read-only in every process it reaches.              */
+
+#define RO_SEED 0x726f6e6cull
+#define RO_CAPACITY 16384u
+#define RO_SHARE 4000u
+
+/*
+ * The ring mapping of `consumer` (which must have bytes readable), found
+ * through a two-phase read's span: it is a shared, read-only mapping of the
+ * data pipe's memfd, and mprotect cannot make it writable.
+ */
+static void check_ring_mapping_read_only(MojoHandle consumer)
+{
+    const void *span = NULL;
+    uint32_t n = 0;
+    char perms[5];
+    uintptr_t lo, hi;
+
+    CHECK_RESULT(MojoBeginReadData(consumer, NULL, &span, &n), OK);
+    dps_ring_mapping(span, &lo, &hi, perms);
+    CHECK(strcmp(perms, "r--s") == 0);
+    errno = 0;
+    CHECK(mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE) != 0);
+    CHECK_RESULT(errno, EACCES);
+    CHECK_RESULT(MojoEndReadData(consumer, 0, NULL), OK);
+}
+
+/*
+ * In a process whose only data pipe end is a consumer: the one ring fd it
+ * holds is open read-only, and neither a writable shared mapping nor
+ * write(2) nor pwrite(2) gets through it.
+ */
+static void check_only_ring_fd_read_only(void)
+{
+    int fds[4];
+
+    CHECK_RESULT(dps_ring_fds(fds, 4), 1);
+    CHECK_RESULT(fcntl(fds[0], F_GETFL) & O_ACCMODE, O_RDONLY);
+    errno = 0;
+    CHECK(mmap(NULL, RO_CAPACITY, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0) == MAP_FAILED);
+    CHECK_RESULT(errno, EACCES);
+    errno = 0;
+    CHECK(write(fds[0], "x", 1) == -1);
+    CHECK_RESULT(errno, EBADF);
+    errno = 0;
+    CHECK(pwrite(fds[0], "x", 1, 0) == -1);
+    CHECK_RESULT(errno, EBADF);
+}
+
+/*
+ * "ro_consumer": gets the consumer (value: the stream position; seq: bytes
+ * to read, 0: to the end), checks that it cannot write the ring, reads its
+ * share checking every byte, and sends the consumer back (or, at the end,
+ * reports the position it reached).
+ */
+static int role_ro_consumer(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl;
+    cmojo_mp_msg m;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    MojoHandle consumer = recv_handle(ctl, &m);
+    /* Everything was written before it was sent: the state it arrived with says so. */
+    check_ring_mapping_read_only(consumer);
+    check_only_ring_fd_read_only();
+    dps_opts o = {
+        .seed = RO_SEED, .element_size = 1, .max_chunk = 1500, .rng = 0x7, .verify = true};
+    if (m.seq == 0) {
+        uint64_t end = dps_consume(consumer, &o, m.value, UINT64_MAX);
+        dps_expect_drained_and_closed(consumer);
+        CHECK_RESULT(MojoClose(consumer), OK);
+        cmojo_mp_send(ctl, TAG_REPORT, REPORT_POSITION, end, NULL, 0);
+    } else {
+        uint64_t pos = dps_consume(consumer, &o, m.value, m.value + m.seq);
+        CHECK_RESULT(pos, m.value + m.seq);
+        cmojo_mp_send(ctl, TAG_HANDLES, 1, pos, &consumer, 1);
+    }
+    cmojo_mp_recv_tag(ctl, TAG_DONE, NULL, NULL);
+    return cmojo_mp_child_finish("read-only consumer", &ctl, 1);
+}
+
+static void test_consumer_ring_is_read_only_in_every_process(void **state)
+{
+    MojoHandle ctl_a, ctl_b, producer, consumer;
+    cmojo_mp_child a, b;
+    cmojo_mp_msg m;
+
+    (void)state;
+    cmojo_mp_invite("ro_consumer", NULL, ctl_name, 1, &ctl_a, &a, 0);
+    cmojo_mp_invite("ro_consumer", NULL, ctl_name, 1, &ctl_b, &b, 1);
+    make_data_pipe(1, RO_CAPACITY, &producer, &consumer);
+    dps_opts w = {.seed = RO_SEED, .element_size = 1, .max_chunk = 4096, .rng = 0x5};
+    dps_produce(producer, &w, 0, 3 * RO_SHARE);
+    wait_readable_bytes(consumer, 3 * RO_SHARE);
+
+    /* Here, where it was made: the mapping (this process also holds the producer's fd). */
+    check_ring_mapping_read_only(consumer);
+    dps_opts r = {.seed = RO_SEED, .element_size = 1, .max_chunk = 999, .rng = 0x6, .verify = true};
+    assert_int_equal(dps_consume(consumer, &r, 0, RO_SHARE), RO_SHARE);
+
+    /* To A, which reads a share and sends it back: a consumer that arrived travels on. */
+    cmojo_mp_send(ctl_a, TAG_HANDLES, RO_SHARE, RO_SHARE, &consumer, 1);
+    consumer = recv_handle(ctl_a, &m);
+    assert_int_equal(m.value, 2 * RO_SHARE);
+    check_ring_mapping_read_only(consumer);
+
+    /* Then to B, which reads to the end. */
+    cmojo_mp_send(ctl_b, TAG_HANDLES, 0, m.value, &consumer, 1);
+    assert_int_equal(MojoClose(producer), OK);
+    assert_int_equal(recv_report(ctl_b, REPORT_POSITION), 3 * RO_SHARE);
+    assert_true(cmojo_mp_wait_counts("broker", 2, 2, SETTLE_MS));
+    finish_child(ctl_a, &a);
+    finish_child(ctl_b, &b);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int setup(void **state)
 {
@@ -955,6 +1057,7 @@ static const cmojo_mp_role roles[] = {
     {"sleeper", role_sleeper},
     {"leaver", role_leaver},
     {"swapper", role_swapper},
+    {"ro_consumer", role_ro_consumer},
     {NULL, NULL},
 };
 
@@ -976,6 +1079,7 @@ int main(int argc, char **argv)
         DP_TEST(test_kill_9_consumer),
         DP_TEST(test_kill_9_process_holding_a_consumer_in_transit),
         DP_TEST(test_producer_process_exits_without_closing),
+        DP_TEST(test_consumer_ring_is_read_only_in_every_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

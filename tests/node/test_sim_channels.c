@@ -69,40 +69,10 @@ static void reset_sys_counts(void)
     atomic_store(&sys_eagain, 0);
 }
 
-static uint64_t env_u64(const char *name, uint64_t fallback)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return fallback;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 0);
-    return *end ? fallback : (uint64_t)x;
-}
-
 static void channel_options(sim_options *opt)
 {
     sim_options_init(opt);
     opt->transport = SIM_TRANSPORT_CHANNELS;
-}
-
-/* Runs n scenarios from seed; returns the number that failed. */
-static uint64_t run_many(uint64_t seed, uint64_t n, const sim_options *base, sim_result *total)
-{
-    sim_options opt = *base;
-    uint64_t failed = 0;
-    sim_result r;
-    memset(total, 0, sizeof(*total));
-    for (uint64_t i = 0; i < n; i++) {
-        /* Full reports for the first few failures, one line after that. */
-        opt.quiet = failed >= 3;
-        if (sim_run_scenario(seed + i, &opt, &r) != 0) {
-            failed++;
-            if (opt.quiet)
-                printf("FAIL seed=%llu: %s\n", (unsigned long long)(seed + i), r.failure);
-        }
-        sim_result_accumulate(total, &r);
-    }
-    return failed;
 }
 
 static void print_totals(const char *what, uint64_t n, uint64_t failed, const sim_result *t)
@@ -148,13 +118,13 @@ static void assert_frames_accounted(const sim_result *t)
 static void test_channel_scenarios_hold_every_invariant(void **state)
 {
     (void)state;
-    uint64_t n = env_u64("SIM_CHANNELS_SCENARIOS", DEFAULT_SCENARIOS);
-    uint64_t seed = env_u64("SIM_CHANNELS_SEED", 1);
+    uint64_t n = cmojo_test_env_u64("SIM_CHANNELS_SCENARIOS", DEFAULT_SCENARIOS);
+    uint64_t seed = cmojo_test_env_u64("SIM_CHANNELS_SEED", 1);
     sim_options opt;
     channel_options(&opt);
     sim_result total;
     reset_sys_counts();
-    uint64_t failed = run_many(seed, n, &opt, &total);
+    uint64_t failed = sim_run_scenarios(seed, n, &opt, &total);
     print_totals("default", n, failed, &total);
     assert_int_equal(failed, 0);
     assert_frames_accounted(&total);
@@ -183,10 +153,10 @@ static void test_channel_scenarios_without_kills_lose_nothing(void **state)
     channel_options(&opt);
     opt.nodes = 6;
     opt.max_kills = 0;
-    uint64_t n = env_u64("SIM_CHANNELS_SCENARIOS", DEFAULT_SCENARIOS) / 8 + 1;
+    uint64_t n = cmojo_test_env_u64("SIM_CHANNELS_SCENARIOS", DEFAULT_SCENARIOS) / 8 + 1;
     sim_result total;
     reset_sys_counts();
-    uint64_t failed = run_many(100000, n, &opt, &total);
+    uint64_t failed = sim_run_scenarios(100000, n, &opt, &total);
     print_totals("no kills", n, failed, &total);
     assert_int_equal(failed, 0);
     assert_frames_accounted(&total);
@@ -210,10 +180,10 @@ static void test_channel_scenarios_with_two_kills_each(void **state)
     channel_options(&opt);
     opt.nodes = 6;
     opt.max_kills = 2;
-    uint64_t n = env_u64("SIM_CHANNELS_SCENARIOS", DEFAULT_SCENARIOS) / 8 + 1;
+    uint64_t n = cmojo_test_env_u64("SIM_CHANNELS_SCENARIOS", DEFAULT_SCENARIOS) / 8 + 1;
     sim_result total;
     reset_sys_counts();
-    uint64_t failed = run_many(200000, n, &opt, &total);
+    uint64_t failed = sim_run_scenarios(200000, n, &opt, &total);
     print_totals("two kills", n, failed, &total);
     assert_int_equal(failed, 0);
     assert_frames_accounted(&total);

@@ -23,46 +23,16 @@
  */
 #define DEFAULT_SCENARIOS 2000u
 
-static uint64_t env_u64(const char *name, uint64_t fallback)
-{
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return fallback;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 0);
-    return *end ? fallback : (uint64_t)x;
-}
-
-/* Runs n scenarios from seed; returns the number that failed. */
-static uint64_t run_many(uint64_t seed, uint64_t n, const sim_options *base, sim_result *total)
-{
-    sim_options opt = *base;
-    uint64_t failed = 0;
-    sim_result r;
-    for (uint64_t i = 0; i < n; i++) {
-        /* Full reports for the first few failures, one line after that. */
-        opt.quiet = failed >= 3;
-        if (sim_run_scenario(seed + i, &opt, &r) != 0) {
-            failed++;
-            if (opt.quiet)
-                printf("FAIL seed=%llu: %s\n", (unsigned long long)(seed + i), r.failure);
-        }
-        sim_result_accumulate(total, &r);
-    }
-    return failed;
-}
-
 /* Invariants 1-4 of DESIGN.md hold in every scenario. */
 static void test_random_scenarios_hold_every_invariant(void **state)
 {
     (void)state;
-    uint64_t n = env_u64("SIM_TEST_SCENARIOS", DEFAULT_SCENARIOS);
-    uint64_t seed = env_u64("SIM_TEST_SEED", 1);
+    uint64_t n = cmojo_test_env_u64("SIM_TEST_SCENARIOS", DEFAULT_SCENARIOS);
+    uint64_t seed = cmojo_test_env_u64("SIM_TEST_SEED", 1);
     sim_options opt;
     sim_options_init(&opt);
     sim_result total;
-    memset(&total, 0, sizeof(total));
-    uint64_t failed = run_many(seed, n, &opt, &total);
+    uint64_t failed = sim_run_scenarios(seed, n, &opt, &total);
     printf("%llu scenarios: %llu messages, %llu ends carried, %llu merges, %llu kills, "
            "%llu events delivered\n",
            (unsigned long long)n, (unsigned long long)total.messages_sent,
@@ -90,9 +60,8 @@ static void test_scenarios_without_kills_on_eight_nodes(void **state)
     opt.nodes = 8;
     opt.max_kills = 0;
     sim_result total;
-    memset(&total, 0, sizeof(total));
-    uint64_t n = env_u64("SIM_TEST_SCENARIOS", DEFAULT_SCENARIOS) / 8 + 1;
-    assert_int_equal(run_many(100000, n, &opt, &total), 0);
+    uint64_t n = cmojo_test_env_u64("SIM_TEST_SCENARIOS", DEFAULT_SCENARIOS) / 8 + 1;
+    assert_int_equal(sim_run_scenarios(100000, n, &opt, &total), 0);
     assert_int_equal(total.kills, 0);
     assert_int_equal(total.lost_ends, 0);
 }

@@ -194,4 +194,12 @@ int sim_run_demo(FILE *out);
  */
 void sim_result_accumulate(sim_result *sum, const sim_result *r);
 
+/*
+ * Runs the n scenarios seed, seed + 1, ... with opt, summing their results
+ * into *total (zeroed first). The first three failures get full reports
+ * (unless opt->quiet); later ones one line each on stdout. Returns how many
+ * failed.
+ */
+uint64_t sim_run_scenarios(uint64_t seed, uint64_t n, const sim_options *opt, sim_result *total);
+
 #endif /* CMOJO_TOOLS_SIM_H_ */
