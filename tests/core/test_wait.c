@@ -634,7 +634,6 @@ static void test_wait_inside_a_trap_handler_can_block_for_another_thread(void **
     close_all((MojoHandle[]){trap, a, b, c, d}, 5);
 }
 
-
 /*
  * Several handles become ready at once, from several threads, many times
  * over: the first trigger claims the answer, the others only wake the
@@ -664,7 +663,7 @@ static void *race_writer_main(void *arg)
     for (int round = 1; round <= RACE_ROUNDS; round++) {
         while (atomic_load(&race->round) < round)
             sched_yield();
-        assert_int_equal(write_u32(race->w[rw->index], (uint32_t)round), OK);
+        assert_int_equal(cmojo_test_write_u32(race->w[rw->index], (uint32_t)round), OK);
         atomic_fetch_add(&race->wrote, 1);
     }
     return NULL;
@@ -695,7 +694,7 @@ static void test_wait_many_on_handles_ready_at_once_from_several_threads(void **
             sched_yield();
         for (int i = 0; i < RACE_WRITERS; i++) {
             uint32_t v;
-            assert_int_equal(read_u32(r[i], &v), OK);
+            assert_int_equal(cmojo_test_read_u32(r[i], &v), OK);
             assert_int_equal(v, (uint32_t)round);
         }
     }
