@@ -371,6 +371,13 @@ static void find_cpus(void)
             g_cpu[found++] = c;
 }
 
+/* A ping-pong of iters round trips, nothing set up yet. */
+static void pp_init(pp_ctx *ctx, uint64_t iters)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->iters = iters;
+}
+
 /* Pins the calling (timing) thread and chooses the peer's CPU. */
 static void pp_place(pp_ctx *ctx, size_t placement)
 {
@@ -437,8 +444,7 @@ static void *eventfd_peer(void *arg)
 static uint64_t case_pp_eventfd(uint64_t iters, size_t placement)
 {
     pp_ctx ctx;
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.iters = iters;
+    pp_init(&ctx, iters);
     pp_place(&ctx, placement);
     ctx.efd[0] = eventfd(0, EFD_CLOEXEC);
     ctx.efd[1] = eventfd(0, EFD_CLOEXEC);
@@ -475,8 +481,7 @@ static void *futex_peer(void *arg)
 static uint64_t case_pp_futex(uint64_t iters, size_t placement)
 {
     pp_ctx ctx;
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.iters = iters;
+    pp_init(&ctx, iters);
     pp_place(&ctx, placement);
     pthread_t peer;
     pp_start_peer(&ctx, futex_peer, &peer);
@@ -495,8 +500,7 @@ static uint64_t case_pp_futex(uint64_t iters, size_t placement)
 
 static void pp_open(pp_ctx *ctx, uint64_t iters)
 {
-    memset(ctx, 0, sizeof(*ctx));
-    ctx->iters = iters;
+    pp_init(ctx, iters);
     BENCH_MOJO(MojoCreateMessagePipe(NULL, &ctx->side[0].end, &ctx->side[1].end));
     for (int i = 0; i < 2; i++) {
         ctx->side[i].ctx = ctx;
@@ -515,6 +519,14 @@ static void pp_close(pp_ctx *ctx)
     check_core_empty();
 }
 
+/* After the timed loop of a ping-pong on a pipe: joins the peer, closes, unpins. */
+static void pp_finish(pp_ctx *ctx, pthread_t peer)
+{
+    BENCH_CHECK(pthread_join(peer, NULL) == 0);
+    pp_close(ctx);
+    pp_unplace();
+}
+
 /* Each end watched by its own trap; context is the side. */
 static void pp_add_traps(pp_ctx *ctx, MojoTrapEventHandler handler)
 {
@@ -525,6 +537,15 @@ static void pp_add_traps(pp_ctx *ctx, MojoTrapEventHandler handler)
                                   MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED, (uintptr_t)s, NULL));
         BENCH_MOJO(MojoArmTrap(s->trap, NULL, NULL, NULL));
     }
+}
+
+/* The side a trap event is for, or NULL when it only says the trap was closed. */
+static pp_side *pp_event_side(const struct MojoTrapEvent *event)
+{
+    if (event->result == MOJO_RESULT_CANCELLED)
+        return NULL;
+    BENCH_CHECK(event->result == MOJO_RESULT_OK);
+    return (pp_side *)event->trigger_context;
 }
 
 /* MojoWait: each thread blocks in MojoWait until its end is readable. */
@@ -555,20 +576,16 @@ static uint64_t case_pp_wait(uint64_t iters, size_t placement)
         BENCH_CHECK(read_u64(end) == i + 1);
     }
     uint64_t t = bench_now_ns() - t0;
-    BENCH_CHECK(pthread_join(peer, NULL) == 0);
-    pp_close(&ctx);
-    pp_unplace();
+    pp_finish(&ctx, peer);
     return t;
 }
 
 /* trap->owner: the handler (running on the writer's thread) wakes the owner. */
 static void owner_handler(const struct MojoTrapEvent *event)
 {
-    pp_side *s = (pp_side *)event->trigger_context;
-    if (event->result == MOJO_RESULT_CANCELLED)
-        return;
-    BENCH_CHECK(event->result == MOJO_RESULT_OK);
-    fsem_post(&s->sem);
+    pp_side *s = pp_event_side(event);
+    if (s)
+        fsem_post(&s->sem);
 }
 
 static void owner_wait(pp_side *s)
@@ -618,9 +635,7 @@ static uint64_t case_pp_trap_owner(uint64_t iters, size_t placement)
         owner_rearm(s);
     }
     uint64_t t = bench_now_ns() - t0;
-    BENCH_CHECK(pthread_join(peer, NULL) == 0);
-    pp_close(&ctx);
-    pp_unplace();
+    pp_finish(&ctx, peer);
     return t;
 }
 
@@ -630,11 +645,10 @@ static uint64_t case_pp_trap_owner(uint64_t iters, size_t placement)
  */
 static void inline_handler(const struct MojoTrapEvent *event)
 {
-    pp_side *s = (pp_side *)event->trigger_context;
-    pp_ctx *ctx = s->ctx;
-    if (event->result == MOJO_RESULT_CANCELLED)
+    pp_side *s = pp_event_side(event);
+    if (!s)
         return;
-    BENCH_CHECK(event->result == MOJO_RESULT_OK);
+    pp_ctx *ctx = s->ctx;
     if (!pthread_equal(pthread_self(), ctx->kicker))
         atomic_fetch_add(&ctx->foreign, 1);
     if (!(event->flags & MOJO_TRAP_EVENT_FLAG_WITHIN_API_CALL))

@@ -382,6 +382,13 @@ static void net_init(bench_net *net, int hops, bool wire)
         net_connect(net, i, i + 1, &net->left[i], &net->right[i]);
 }
 
+/* net_init, then a port pair a, b on node 0: what every case starts from. */
+static void net_open_pair(bench_net *net, int hops, bool wire, ports_port_ref *a, ports_port_ref *b)
+{
+    net_init(net, hops, wire);
+    BENCH_OK(ports_node_create_port_pair(net->nodes[0].node, a, b));
+}
+
 /* Closes every transport, drains, checks that no port is left, frees everything. */
 static void net_free(bench_net *net)
 {
@@ -494,10 +501,9 @@ static uint64_t run_local(const bench_config *cfg, uint64_t iters, bool round_tr
                           uint64_t *events)
 {
     bench_net net;
-    net_init(&net, 0, false);
-    ports_node *node = net.nodes[0].node;
     ports_port_ref a, b;
-    BENCH_OK(ports_node_create_port_pair(node, &a, &b));
+    net_open_pair(&net, 0, false, &a, &b);
+    ports_node *node = net.nodes[0].node;
 
     uint64_t status0 = net.status_changes, delivered0 = net.delivered;
     uint64_t t0 = bench_now_ns();
@@ -540,10 +546,9 @@ static uint64_t run_remote(const bench_config *cfg, uint64_t iters, bool wire, b
                            uint64_t *events)
 {
     bench_net net;
-    net_init(&net, cfg->hops, wire);
-    int k = cfg->hops;
     ports_port_ref a, b;
-    BENCH_OK(ports_node_create_port_pair(net.nodes[0].node, &a, &b));
+    net_open_pair(&net, cfg->hops, wire, &a, &b);
+    int k = cfg->hops;
     net_move(&net, &b, 0, k, &a, 0, 0, cfg->payload);
     ports_port_status st;
     BENCH_OK(ports_node_get_status(net.nodes[0].node, &a, &st));
@@ -599,10 +604,9 @@ static uint64_t run_moves(const bench_config *cfg, uint64_t iters, bool wire, ui
                           uint64_t *events)
 {
     bench_net net;
-    net_init(&net, cfg->hops, wire);
-    int k = cfg->hops;
     ports_port_ref a, b;
-    BENCH_OK(ports_node_create_port_pair(net.nodes[0].node, &a, &b));
+    net_open_pair(&net, cfg->hops, wire, &a, &b);
+    int k = cfg->hops;
     int b_node = 0;
 
     uint64_t delivered0 = net.delivered;
