@@ -88,37 +88,13 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cmojo/wait.h"
 #include "core/core.h"
 #include "mojo/public/c/system/core.h"
 
-/* A benchmark that got a wrong answer has measured nothing: stop loudly. */
-#define BENCH_CHECK(x)                                                                             \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: bench check failed: %s\n", __FILE__, __LINE__, #x);            \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define BENCH_MOJO(call)                                                                           \
-    do {                                                                                           \
-        MojoResult bench_rv_ = (call);                                                             \
-        if (bench_rv_ != MOJO_RESULT_OK) {                                                         \
-            fprintf(stderr, "%s:%d: %s returned %u\n", __FILE__, __LINE__, #call,                  \
-                    (unsigned)bench_rv_);                                                          \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-/* Tells the compiler p's memory is used, so the baselines are not optimised away. */
-#define BENCH_ESCAPE(p) __asm__ __volatile__("" : : "g"(p) : "memory")
-
-/* Runs per measurement; the median of an odd number of runs is a real run. */
-#define BENCH_MAX_RUNS 31
 /*
  * Base op count per run. Each measurement does this times its scale (ping-pong
  * round trips cost microseconds, a query tens of nanoseconds). The default, 5
@@ -154,13 +130,6 @@ typedef struct bench_config {
     uint64_t iterations;
     unsigned runs;
 } bench_config;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    BENCH_CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
 
 static uint8_t g_payload[BENCH_MAX_PAYLOAD];
 
@@ -322,9 +291,9 @@ static uint64_t run_alloc_lock(uint64_t iters, size_t len, unsigned msgs_per_op)
 {
     base_queue q;
     base_queue_init(&q);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     alloc_lock_loop(&q, len, msgs_per_op, iters);
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     base_queue_destroy(&q);
     return t;
 }
@@ -344,9 +313,9 @@ static uint64_t case_write_read(uint64_t iters, size_t len)
 {
     MojoHandle a, b;
     BENCH_MOJO(MojoCreateMessagePipe(NULL, &a, &b));
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     write_read_loop(a, b, len, iters);
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_MOJO(MojoClose(a));
     BENCH_MOJO(MojoClose(b));
     return t;
@@ -402,12 +371,11 @@ static void find_cpus(void)
             g_cpu[found++] = c;
 }
 
-static void pin_self(int cpu)
+/* A ping-pong of iters round trips, nothing set up yet. */
+static void pp_init(pp_ctx *ctx, uint64_t iters)
 {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    BENCH_CHECK(pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0);
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->iters = iters;
 }
 
 /* Pins the calling (timing) thread and chooses the peer's CPU. */
@@ -416,7 +384,7 @@ static void pp_place(pp_ctx *ctx, size_t placement)
     ctx->peer_cpu = -1;
     if (placement == PP_SAME || placement == PP_SPLIT) {
         BENCH_CHECK(g_cpu[0] >= 0);
-        pin_self(g_cpu[0]);
+        bench_pin_to_cpu(g_cpu[0]);
         ctx->peer_cpu = placement == PP_SAME ? g_cpu[0] : g_cpu[1];
         BENCH_CHECK(ctx->peer_cpu >= 0);
     }
@@ -476,22 +444,21 @@ static void *eventfd_peer(void *arg)
 static uint64_t case_pp_eventfd(uint64_t iters, size_t placement)
 {
     pp_ctx ctx;
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.iters = iters;
+    pp_init(&ctx, iters);
     pp_place(&ctx, placement);
     ctx.efd[0] = eventfd(0, EFD_CLOEXEC);
     ctx.efd[1] = eventfd(0, EFD_CLOEXEC);
     BENCH_CHECK(ctx.efd[0] >= 0 && ctx.efd[1] >= 0);
     pthread_t peer;
     pp_start_peer(&ctx, eventfd_peer, &peer);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         uint64_t v = i + 1, got = 0;
         BENCH_CHECK(write(ctx.efd[0], &v, sizeof(v)) == (ssize_t)sizeof(v));
         BENCH_CHECK(read(ctx.efd[1], &got, sizeof(got)) == (ssize_t)sizeof(got));
         BENCH_CHECK(got == v);
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(pthread_join(peer, NULL) == 0);
     close(ctx.efd[0]);
     close(ctx.efd[1]);
@@ -514,19 +481,18 @@ static void *futex_peer(void *arg)
 static uint64_t case_pp_futex(uint64_t iters, size_t placement)
 {
     pp_ctx ctx;
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.iters = iters;
+    pp_init(&ctx, iters);
     pp_place(&ctx, placement);
     pthread_t peer;
     pp_start_peer(&ctx, futex_peer, &peer);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         ctx.slot[0] = i + 1;
         fsem_post(&ctx.sem[0]);
         fsem_wait(&ctx.sem[1]);
         BENCH_CHECK(ctx.slot[1] == i + 1);
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(pthread_join(peer, NULL) == 0);
     pp_unplace();
     return t;
@@ -534,8 +500,7 @@ static uint64_t case_pp_futex(uint64_t iters, size_t placement)
 
 static void pp_open(pp_ctx *ctx, uint64_t iters)
 {
-    memset(ctx, 0, sizeof(*ctx));
-    ctx->iters = iters;
+    pp_init(ctx, iters);
     BENCH_MOJO(MojoCreateMessagePipe(NULL, &ctx->side[0].end, &ctx->side[1].end));
     for (int i = 0; i < 2; i++) {
         ctx->side[i].ctx = ctx;
@@ -554,6 +519,14 @@ static void pp_close(pp_ctx *ctx)
     check_core_empty();
 }
 
+/* After the timed loop of a ping-pong on a pipe: joins the peer, closes, unpins. */
+static void pp_finish(pp_ctx *ctx, pthread_t peer)
+{
+    BENCH_CHECK(pthread_join(peer, NULL) == 0);
+    pp_close(ctx);
+    pp_unplace();
+}
+
 /* Each end watched by its own trap; context is the side. */
 static void pp_add_traps(pp_ctx *ctx, MojoTrapEventHandler handler)
 {
@@ -564,6 +537,15 @@ static void pp_add_traps(pp_ctx *ctx, MojoTrapEventHandler handler)
                                   MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED, (uintptr_t)s, NULL));
         BENCH_MOJO(MojoArmTrap(s->trap, NULL, NULL, NULL));
     }
+}
+
+/* The side a trap event is for, or NULL when it only says the trap was closed. */
+static pp_side *pp_event_side(const struct MojoTrapEvent *event)
+{
+    if (event->result == MOJO_RESULT_CANCELLED)
+        return NULL;
+    BENCH_CHECK(event->result == MOJO_RESULT_OK);
+    return (pp_side *)event->trigger_context;
 }
 
 /* MojoWait: each thread blocks in MojoWait until its end is readable. */
@@ -587,27 +569,23 @@ static uint64_t case_pp_wait(uint64_t iters, size_t placement)
     MojoHandle end = ctx.side[0].end;
     pthread_t peer;
     pp_start_peer(&ctx, wait_peer, &peer);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         write_u64(end, i + 1);
         BENCH_MOJO(MojoWait(end, MOJO_HANDLE_SIGNAL_READABLE, MOJO_DEADLINE_INDEFINITE, NULL));
         BENCH_CHECK(read_u64(end) == i + 1);
     }
-    uint64_t t = now_ns() - t0;
-    BENCH_CHECK(pthread_join(peer, NULL) == 0);
-    pp_close(&ctx);
-    pp_unplace();
+    uint64_t t = bench_now_ns() - t0;
+    pp_finish(&ctx, peer);
     return t;
 }
 
 /* trap->owner: the handler (running on the writer's thread) wakes the owner. */
 static void owner_handler(const struct MojoTrapEvent *event)
 {
-    pp_side *s = (pp_side *)event->trigger_context;
-    if (event->result == MOJO_RESULT_CANCELLED)
-        return;
-    BENCH_CHECK(event->result == MOJO_RESULT_OK);
-    fsem_post(&s->sem);
+    pp_side *s = pp_event_side(event);
+    if (s)
+        fsem_post(&s->sem);
 }
 
 static void owner_wait(pp_side *s)
@@ -649,17 +627,15 @@ static uint64_t case_pp_trap_owner(uint64_t iters, size_t placement)
     pp_side *s = &ctx.side[0];
     pthread_t peer;
     pp_start_peer(&ctx, owner_peer, &peer);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         write_u64(s->end, i + 1);
         owner_wait(s);
         BENCH_CHECK(read_u64(s->end) == i + 1);
         owner_rearm(s);
     }
-    uint64_t t = now_ns() - t0;
-    BENCH_CHECK(pthread_join(peer, NULL) == 0);
-    pp_close(&ctx);
-    pp_unplace();
+    uint64_t t = bench_now_ns() - t0;
+    pp_finish(&ctx, peer);
     return t;
 }
 
@@ -669,11 +645,10 @@ static uint64_t case_pp_trap_owner(uint64_t iters, size_t placement)
  */
 static void inline_handler(const struct MojoTrapEvent *event)
 {
-    pp_side *s = (pp_side *)event->trigger_context;
-    pp_ctx *ctx = s->ctx;
-    if (event->result == MOJO_RESULT_CANCELLED)
+    pp_side *s = pp_event_side(event);
+    if (!s)
         return;
-    BENCH_CHECK(event->result == MOJO_RESULT_OK);
+    pp_ctx *ctx = s->ctx;
     if (!pthread_equal(pthread_self(), ctx->kicker))
         atomic_fetch_add(&ctx->foreign, 1);
     if (!(event->flags & MOJO_TRAP_EVENT_FLAG_WITHIN_API_CALL))
@@ -709,9 +684,9 @@ static uint64_t case_pp_trap_inline(uint64_t iters, size_t unused)
     pp_ctx ctx;
     pp_open(&ctx, iters);
     pp_add_traps(&ctx, inline_handler);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     inline_round_trips(&ctx, iters);
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(atomic_load(&ctx.foreign) == 0);
     BENCH_CHECK(atomic_load(&ctx.not_inside) == 0);
     pp_close(&ctx);
@@ -723,26 +698,26 @@ static uint64_t case_pp_trap_inline(uint64_t iters, size_t unused)
 static uint64_t case_create_close(uint64_t iters, size_t unused)
 {
     (void)unused;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         MojoHandle a, b;
         BENCH_MOJO(MojoCreateMessagePipe(NULL, &a, &b));
         BENCH_MOJO(MojoClose(a));
         BENCH_MOJO(MojoClose(b));
     }
-    return now_ns() - t0;
+    return bench_now_ns() - t0;
 }
 
 static uint64_t case_socketpair(uint64_t iters, size_t unused)
 {
     (void)unused;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         int sv[2];
         BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
         BENCH_CHECK(close(sv[0]) == 0 && close(sv[1]) == 0);
     }
-    return now_ns() - t0;
+    return bench_now_ns() - t0;
 }
 
 static uint64_t case_two_allocs(uint64_t iters, size_t unused)
@@ -751,7 +726,7 @@ static uint64_t case_two_allocs(uint64_t iters, size_t unused)
     pthread_mutex_t lock;
     BENCH_CHECK(pthread_mutex_init(&lock, NULL) == 0);
     void *table[2] = {NULL, NULL};
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         void *a = calloc(1, BENCH_ENDPOINT_BYTES), *b = calloc(1, BENCH_ENDPOINT_BYTES);
         BENCH_CHECK(a != NULL && b != NULL);
@@ -764,7 +739,7 @@ static uint64_t case_two_allocs(uint64_t iters, size_t unused)
         free(a);
         free(b);
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     pthread_mutex_destroy(&lock);
     return t;
 }
@@ -810,9 +785,9 @@ static uint64_t case_query(uint64_t iters, size_t live)
 {
     handle_set hs;
     open_handles(&hs, (uint32_t)live);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     query_loop(&hs, iters, iters);
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     close_handles(&hs);
     return t;
 }
@@ -836,7 +811,7 @@ static uint64_t case_lock_index(uint64_t iters, size_t live)
     pthread_mutex_t lock;
     BENCH_CHECK(pthread_mutex_init(&lock, NULL) == 0);
     uint64_t rng = iters | 1, sum = 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         uint64_t v = values[pick(&rng, (uint32_t)live)];
         pthread_mutex_lock(&lock);
@@ -845,7 +820,7 @@ static uint64_t case_lock_index(uint64_t iters, size_t live)
             sum++;
         pthread_mutex_unlock(&lock);
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(sum == iters);
     pthread_mutex_destroy(&lock);
     free(values);
@@ -1294,18 +1269,6 @@ static const row g_rows[] = {
 
 #define NUM_ROWS (sizeof(g_rows) / sizeof(g_rows[0]))
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void run_one(measurement *m, uint64_t iters, uint64_t *sample)
 {
     uint64_t t = m->run(iters, m->arg);
@@ -1322,25 +1285,12 @@ static void usage(FILE *f, const char *argv0)
             "  --iterations N   ops per run of a message case (default %u; ping-pong\n"
             "                   does N/10 round trips on one CPU and N/50 across CPUs,\n"
             "                   create+close N/2, query 2N)\n"
-            "  --runs R         runs per measurement, median reported (default %u, max %d)\n"
+            "  --runs R         runs per measurement, median reported (default %u, max %u)\n"
             "  --syscall-check  only run the write+read (and baseline, and trap inline)\n"
             "                   loops between getppid() markers, %u ops each (or N);\n"
             "                   for bench/syscall_check.sh, under strace\n",
             argv0, BENCH_QUICK_DIVISOR, BENCH_QUICK_RUNS, BENCH_DEFAULT_ITERATIONS,
             BENCH_DEFAULT_RUNS, BENCH_MAX_RUNS, BENCH_SYSCALL_OPS);
-}
-
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static void print_syscalls(char *out, size_t len, const sc_state *sc, bool have, int window)
@@ -1363,10 +1313,7 @@ static double row_ratio(const row *rw, unsigned runs, double *lo, double *hi)
     for (unsigned r = 0; r < runs; r++)
         ratios[r] =
             ((double)s->samples[r] / (double)s->iters) / ((double)b->samples[r] / (double)b->iters);
-    qsort(ratios, runs, sizeof(ratios[0]), cmp_double);
-    *lo = ratios[0];
-    *hi = ratios[runs - 1];
-    return ratios[runs / 2];
+    return bench_median_ratio(ratios, runs, lo, hi);
 }
 
 static void print_report(const bench_config *cfg, const sc_state *sc, bool have_sc, int sc_err)
@@ -1432,46 +1379,32 @@ static void print_report(const bench_config *cfg, const sc_state *sc, bool have_
 
 int main(int argc, char **argv)
 {
+    bench_name = "bench_core";
     bench_config cfg = {BENCH_DEFAULT_ITERATIONS, BENCH_DEFAULT_RUNS};
+    uint64_t runs = BENCH_DEFAULT_RUNS;
     bool quick = false, iters_given = false, runs_given = false, check_mode = false;
-    for (int i = 1; i < argc; i++) {
-        uint64_t v;
-        const char *arg = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(arg, "--quick")) {
-            quick = true;
-        } else if (!strcmp(arg, "--syscall-check")) {
-            check_mode = true;
-        } else if (!strcmp(arg, "--iterations") && parse_u64(val, 1, UINT64_C(1) << 40, &v)) {
-            cfg.iterations = v;
-            iters_given = true;
-            i++;
-        } else if (!strcmp(arg, "--runs") && parse_u64(val, 1, BENCH_MAX_RUNS, &v)) {
-            cfg.runs = (unsigned)v;
-            runs_given = true;
-            i++;
-        } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            usage(stdout, argv[0]);
-            return 0;
-        } else {
-            fprintf(stderr, "%s: bad argument '%s'%s\n", argv[0], arg,
-                    val && arg[0] == '-' && arg[1] == '-' ? " (or its value)" : "");
-            usage(stderr, argv[0]);
-            return 2;
-        }
-    }
+    const bench_option opts[] = {
+        {"--quick", &quick, NULL, 0, 0},
+        {"--syscall-check", &check_mode, NULL, 0, 0},
+        {"--iterations", &iters_given, &cfg.iterations, 1, UINT64_C(1) << 40},
+        {"--runs", &runs_given, &runs, 1, BENCH_MAX_RUNS},
+        {NULL, NULL, NULL, 0, 0},
+    };
+    int rc = bench_parse_args(argc, argv, opts, NULL, usage);
+    if (rc >= 0)
+        return rc;
+    cfg.runs = (unsigned)runs;
     if (quick) {
         if (!iters_given)
             cfg.iterations /= BENCH_QUICK_DIVISOR;
         if (!runs_given)
             cfg.runs = BENCH_QUICK_RUNS;
     }
-    for (size_t i = 0; i < sizeof(g_payload); i++)
-        g_payload[i] = (uint8_t)(i * 31 + 7);
+    bench_fill_pattern(g_payload, sizeof(g_payload));
     BENCH_MOJO(MojoInitialize(NULL));
 
     if (check_mode) {
-        int rc = syscall_check_mode(iters_given ? cfg.iterations : BENCH_SYSCALL_OPS);
+        rc = syscall_check_mode(iters_given ? cfg.iterations : BENCH_SYSCALL_OPS);
         BENCH_MOJO(MojoShutdown(NULL));
         return rc;
     }
@@ -1487,7 +1420,7 @@ int main(int argc, char **argv)
         m->skip = two_threads && m->arg == PP_SPLIT && g_cpu[1] < 0;
     }
 
-    uint64_t start = now_ns();
+    uint64_t start = bench_now_ns();
     sc_state sc;
     int sc_err = 0;
     bool have_sc = count_syscalls(&sc, quick ? BENCH_SYSCALL_OPS / 4 : BENCH_SYSCALL_OPS, &sc_err);
@@ -1504,16 +1437,13 @@ int main(int argc, char **argv)
                 run_one(&g_m[i], g_m[i].iters, &g_m[i].samples[r]);
         }
     }
-    double total_s = (double)(now_ns() - start) / 1e9;
+    double total_s = (double)(bench_now_ns() - start) / 1e9;
 
     for (int i = 0; i < M_NUM; i++) {
         measurement *m = &g_m[i];
         if (m->skip)
             continue;
-        uint64_t sorted[BENCH_MAX_RUNS];
-        memcpy(sorted, m->samples, cfg.runs * sizeof(sorted[0]));
-        qsort(sorted, cfg.runs, sizeof(sorted[0]), cmp_u64);
-        m->ns_median = (double)sorted[cfg.runs / 2] / (double)m->iters;
+        m->ns_median = (double)bench_median_u64(m->samples, cfg.runs, NULL) / (double)m->iters;
     }
     print_report(&cfg, &sc, have_sc, sc_err);
     printf("\ntotal %.2f s\n", total_s);

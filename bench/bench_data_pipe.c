@@ -88,11 +88,9 @@
  *                        --single socketpair|memcpy|oneshot|twophase|shmring SIZE
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <semaphore.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -101,40 +99,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
 
+#include "bench_util.h"
 #include "cmojo/wait.h"
 #include "mojo/public/c/system/core.h"
 
-/* A benchmark that got a wrong answer has measured nothing: stop loudly. */
-#define BENCH_CHECK(x)                                                                             \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "bench_data_pipe (%s, %s): %s:%d: check failed: %s\n", g_role, g_case, \
-                    __FILE__, __LINE__, #x);                                                       \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define BENCH_MOJO(call)                                                                           \
-    do {                                                                                           \
-        MojoResult bench_rv_ = (call);                                                             \
-        if (bench_rv_ != MOJO_RESULT_OK) {                                                         \
-            fprintf(stderr, "bench_data_pipe (%s, %s): %s:%d: %s returned %u\n", g_role, g_case,   \
-                    __FILE__, __LINE__, #call, (unsigned)bench_rv_);                               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-/* Runs per measurement; the median of an odd number of runs is a real run. */
-#define DP_MAX_RUNS 31u
+/* Runs per measurement (at most BENCH_MAX_RUNS). */
 #define DP_DEFAULT_RUNS 5u
 #define DP_QUICK_RUNS 3u
 /*
@@ -195,7 +169,6 @@ typedef struct dp_ack {
     uint64_t sum;
 } dp_ack;
 
-static const char *g_role = "parent";
 /* The consumer reads in a trap handler (else in a thread blocked in MojoWait). */
 static bool g_trap_reader;
 
@@ -204,11 +177,6 @@ typedef enum dp_cpus { CPUS_ANY, CPUS_ONE, CPUS_SPLIT } dp_cpus;
 static dp_cpus g_cpus = CPUS_ANY;
 /* The CPU the child pins itself to (-1: none), as its command line says. */
 static int g_child_cpu = -1;
-/* The case being run, for failure messages. */
-static char g_case[64] = "setup";
-
-static const struct MojoAppendMessageDataOptions g_commit = {
-    sizeof(struct MojoAppendMessageDataOptions), MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
 
 /* The parent's chunk (re-tagged per chunk) and the child's read buffer. */
 static uint64_t g_chunk[DP_MAX_CHUNK / 8];
@@ -224,17 +192,9 @@ static uint32_t capacity_of(uint32_t size)
     return c < DP_MIN_CAPACITY ? DP_MIN_CAPACITY : c;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    BENCH_CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
-
 static void describe_case(const dp_cmd *cmd)
 {
-    snprintf(g_case, sizeof(g_case), "case %s %" PRIu32 " B x %" PRIu64,
-             cmd->kind < K_NUM ? g_kind_names[cmd->kind] : "?", cmd->size, cmd->count);
+    bench_set_case(cmd->kind < K_NUM ? g_kind_names[cmd->kind] : "?", cmd->size, cmd->count);
 }
 
 /* ------------------------------------------------------------ the data */
@@ -280,47 +240,7 @@ static uint64_t expected_sum(uint32_t size, uint64_t count)
     return sum;
 }
 
-/* ------------------------------------------------------------ raw sockets */
-
-static void write_full(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        BENCH_CHECK(n > 0);
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
-static void read_full(int fd, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        BENCH_CHECK(n > 0); /* 0: the peer died */
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
 /* ---------------------------------------------------------- cmojo messages */
-
-/* Writes a message carrying bytes and, unless INVALID, one handle (then the message's). */
-static void write_msg(MojoHandle pipe, const void *src, uint32_t len, MojoHandle h)
-{
-    MojoMessageHandle m;
-    void *buf = NULL;
-    uint32_t nh = h == MOJO_HANDLE_INVALID ? 0 : 1;
-    BENCH_MOJO(MojoCreateMessage(NULL, &m));
-    BENCH_MOJO(MojoAppendMessageData(m, len, nh ? &h : NULL, nh, &g_commit, &buf, NULL));
-    memcpy(buf, src, len);
-    BENCH_MOJO(MojoWriteMessage(pipe, m, NULL));
-}
 
 /* Blocks until handle has signal (a closed peer or a timeout is a failure). */
 static void wait_for(MojoHandle handle, MojoHandleSignals signal)
@@ -481,7 +401,7 @@ static dp_ack child_socketpair(int fd, uint32_t size, uint64_t count)
 {
     dp_ack ack = {0, 0};
     for (uint64_t i = 0; i < count; i++) {
-        read_full(fd, g_readbuf, size);
+        bench_read_full(fd, g_readbuf, size);
         ack.sum += checksum(g_readbuf, size);
         ack.bytes += size;
     }
@@ -579,29 +499,9 @@ static void reader_run_trap(dp_reader *r)
     BENCH_CHECK(sem_destroy(&r->finished) == 0);
 }
 
-/* Says why the connection to the parent failed (malformed input, disconnection). */
-static void inviter_error_handler(const struct MojoProcessErrorDetails *details)
-{
-    fprintf(stderr, "bench_data_pipe (child, %s): connection to the parent: %.*s%s\n", g_case,
-            (int)details->error_message_length,
-            details->error_message ? details->error_message : "",
-            (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED) ? " (disconnected)" : "");
-}
-
 static int child_main(int boot_fd, int raw_fd)
 {
-    g_role = "child";
-    /* An orphaned child has nobody to serve. */
-    BENCH_CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0);
-    BENCH_MOJO(MojoSetDefaultProcessErrorHandler(inviter_error_handler, NULL));
-    struct MojoPlatformHandle ph = {sizeof(ph), MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR,
-                                    (uint64_t)boot_fd};
-    struct MojoInvitationTransportEndpoint ep = {sizeof(ep), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL,
-                                                 1, &ph};
-    MojoHandle inv, boot;
-    BENCH_MOJO(MojoAcceptInvitation(&ep, NULL, &inv));
-    BENCH_MOJO(MojoExtractMessagePipeFromInvitation(inv, "boot", 4, NULL, &boot));
-    BENCH_MOJO(MojoClose(inv));
+    MojoHandle boot = bench_accept_parent(boot_fd);
 
     MojoHandle consumers[NUM_SIZES];
     shm_ring *rings[NUM_SIZES] = {NULL};
@@ -629,18 +529,18 @@ static int child_main(int boot_fd, int raw_fd)
         }
         /* The parent starts its timed loop once this end is ready to read. */
         uint64_t ready = 0;
-        write_msg(boot, &ready, sizeof(ready), MOJO_HANDLE_INVALID);
+        bench_write_msg(boot, &ready, sizeof(ready), MOJO_HANDLE_INVALID);
         uint64_t total = cmd.count * cmd.size;
         dp_ack ack;
         switch ((dp_kind)cmd.kind) {
         case K_SOCKETPAIR:
             ack = child_socketpair(raw_fd, cmd.size, cmd.count);
-            write_full(raw_fd, &ack, sizeof(ack));
+            bench_write_full(raw_fd, &ack, sizeof(ack));
             break;
         case K_SHMRING:
             BENCH_CHECK(rings[cmd.slot] != NULL);
             ack = child_shmring(rings[cmd.slot], ring_capacity[cmd.slot], total);
-            write_msg(boot, &ack, sizeof(ack), MOJO_HANDLE_INVALID);
+            bench_write_msg(boot, &ack, sizeof(ack), MOJO_HANDLE_INVALID);
             break;
         case K_ONESHOT:
         case K_TWOPHASE: {
@@ -653,7 +553,7 @@ static int child_main(int boot_fd, int raw_fd)
                 reader_run_trap(&r);
             else
                 reader_run_wait(&r);
-            write_msg(boot, &r.ack, sizeof(r.ack), MOJO_HANDLE_INVALID);
+            bench_write_msg(boot, &r.ack, sizeof(r.ack), MOJO_HANDLE_INVALID);
             break;
         }
         default:
@@ -675,9 +575,7 @@ static int child_main(int boot_fd, int raw_fd)
 /* ----------------------------------------------------------------- parent */
 
 typedef struct dp_child {
-    pid_t pid;
-    MojoHandle boot;
-    int raw_fd;
+    bench_child proc;
     MojoHandle producers[NUM_SIZES];
     bool consumer_sent[NUM_SIZES];
     MojoHandle consumers[NUM_SIZES]; /* until sent */
@@ -685,64 +583,14 @@ typedef struct dp_child {
     int ring_fds[NUM_SIZES]; /* until sent */
 } dp_child;
 
-/* Whether to bracket each timed loop with getppid() markers (--single). */
-static bool g_markers;
-
-static void marker(void)
-{
-    if (g_markers)
-        (void)syscall(SYS_getppid);
-}
-
-/* Set once the child has been told to quit: its disconnection is expected then. */
-static volatile sig_atomic_t g_stopping;
-
-/* Says why the connection to the child failed, which no MojoResult explains. */
-static void child_error_handler(uintptr_t context, const struct MojoProcessErrorDetails *details)
-{
-    (void)context;
-    if (g_stopping && (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED))
-        return;
-    fprintf(stderr, "bench_data_pipe (parent, %s): connection to the child: %.*s%s\n", g_case,
-            (int)details->error_message_length,
-            details->error_message ? details->error_message : "",
-            (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED) ? " (disconnected)" : "");
-}
-
-/* Starts this program as the child, with the boot and raw sockets; invites it. */
+/* Starts this program as the child (see bench_spawn_child) and makes the pipes and rings. */
 static void spawn_child(dp_child *ch)
 {
-    int boot[2], raw[2];
-    BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot) == 0);
-    BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, raw) == 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    BENCH_CHECK(pid >= 0);
-    if (pid == 0) {
-        /* Copies without CLOEXEC survive the exec. */
-        int b = fcntl(boot[1], F_DUPFD, 3), r = fcntl(raw[1], F_DUPFD, 3);
-        char barg[16], rarg[16], carg[16];
-        snprintf(barg, sizeof(barg), "%d", b);
-        snprintf(rarg, sizeof(rarg), "%d", r);
-        snprintf(carg, sizeof(carg), "%d", g_child_cpu);
-        if (b >= 0 && r >= 0)
-            execl("/proc/self/exe", "bench_data_pipe", "child", barg, rarg,
-                  g_trap_reader ? "trap" : "wait", carg, (char *)NULL);
-        _exit(127);
-    }
-    close(boot[1]);
-    close(raw[1]);
-    MojoHandle inv;
-    BENCH_MOJO(MojoCreateInvitation(NULL, &inv));
-    BENCH_MOJO(MojoAttachMessagePipeToInvitation(inv, "boot", 4, NULL, &ch->boot));
-    struct MojoPlatformHandle ph = {sizeof(ph), MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR,
-                                    (uint64_t)boot[0]};
-    struct MojoInvitationTransportEndpoint ep = {sizeof(ep), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL,
-                                                 1, &ph};
-    struct MojoPlatformProcessHandle proc = {sizeof(proc), (uint64_t)pid};
-    BENCH_MOJO(MojoSendInvitation(inv, &proc, &ep, child_error_handler, 0, NULL));
-    ch->pid = pid;
-    ch->raw_fd = raw[0];
+    /* The child's command line: how it reads, and the CPU it pins itself to. */
+    char cpu[16];
+    snprintf(cpu, sizeof(cpu), "%d", g_child_cpu);
+    const char *const extra[] = {g_trap_reader ? "trap" : "wait", cpu, NULL};
+    bench_spawn_child(&ch->proc, extra);
 
     /* One pipe per chunk size, capacity_of() deep; consumers go with the first case. */
     for (size_t i = 0; i < NUM_SIZES; i++) {
@@ -757,16 +605,11 @@ static void spawn_child(dp_child *ch)
     }
 }
 
-/* Tells the child to quit, reaps it; false if it did not exit with status 0. */
+/* Tells the child to quit, reaps it, frees the pipes and rings; false if it did not exit with 0. */
 static bool stop_child(dp_child *ch)
 {
-    dp_cmd cmd = {.kind = K_QUIT};
-    g_stopping = 1;
-    write_msg(ch->boot, &cmd, sizeof(cmd), MOJO_HANDLE_INVALID);
-    int status = 0;
-    pid_t got;
-    while ((got = waitpid(ch->pid, &status, 0)) < 0 && errno == EINTR) {
-    }
+    dp_cmd quit = {.kind = K_QUIT};
+    bool ok = bench_stop_child(&ch->proc, &quit, sizeof(quit));
     for (size_t i = 0; i < NUM_SIZES; i++) {
         BENCH_MOJO(MojoClose(ch->producers[i]));
         if (!ch->consumer_sent[i])
@@ -775,20 +618,14 @@ static bool stop_child(dp_child *ch)
             close(ch->ring_fds[i]);
         BENCH_CHECK(munmap(ch->rings[i], SHM_RING_HEADER + capacity_of(g_sizes[i])) == 0);
     }
-    BENCH_MOJO(MojoClose(ch->boot));
-    close(ch->raw_fd);
-    if (got != ch->pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "bench_data_pipe: child %d failed (status 0x%x)\n", (int)ch->pid, status);
-        return false;
-    }
-    return true;
+    return ok;
 }
 
 static void loop_socketpair(int fd, uint32_t size, uint64_t count)
 {
     for (uint64_t i = 0; i < count; i++) {
         g_chunk[0] = tag_of(i);
-        write_full(fd, g_chunk, size);
+        bench_write_full(fd, g_chunk, size);
     }
 }
 
@@ -861,11 +698,11 @@ static uint64_t run_case(dp_child *ch, dp_kind kind, size_t slot, uint64_t count
     uint64_t want = expected_sum(size, count), t;
     dp_ack ack;
     if (kind == K_MEMCPY) {
-        marker();
-        uint64_t t0 = now_ns();
+        bench_marker();
+        uint64_t t0 = bench_now_ns();
         ack = loop_memcpy(size, count);
-        t = now_ns() - t0;
-        marker();
+        t = bench_now_ns() - t0;
+        bench_marker();
     } else {
         MojoHandle attach = MOJO_HANDLE_INVALID;
         if (kind == K_SHMRING && ch->ring_fds[slot] >= 0) {
@@ -878,33 +715,33 @@ static uint64_t run_case(dp_child *ch, dp_kind kind, size_t slot, uint64_t count
             attach = ch->consumers[slot];
             ch->consumer_sent[slot] = true;
         }
-        write_msg(ch->boot, &cmd, sizeof(cmd), attach);
+        bench_write_msg(ch->proc.boot, &cmd, sizeof(cmd), attach);
         uint64_t ready;
-        BENCH_CHECK(read_msg(ch->boot, &ready, sizeof(ready)) == MOJO_HANDLE_INVALID);
-        marker();
-        uint64_t t0 = now_ns();
+        BENCH_CHECK(read_msg(ch->proc.boot, &ready, sizeof(ready)) == MOJO_HANDLE_INVALID);
+        bench_marker();
+        uint64_t t0 = bench_now_ns();
         switch (kind) {
         case K_SOCKETPAIR:
-            loop_socketpair(ch->raw_fd, size, count);
-            read_full(ch->raw_fd, &ack, sizeof(ack));
+            loop_socketpair(ch->proc.raw_fd, size, count);
+            bench_read_full(ch->proc.raw_fd, &ack, sizeof(ack));
             break;
         case K_ONESHOT:
             loop_oneshot(ch->producers[slot], size, count);
-            BENCH_CHECK(read_msg(ch->boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
+            BENCH_CHECK(read_msg(ch->proc.boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
             break;
         case K_TWOPHASE:
             loop_twophase(ch->producers[slot], size, count);
-            BENCH_CHECK(read_msg(ch->boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
+            BENCH_CHECK(read_msg(ch->proc.boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
             break;
         case K_SHMRING:
             loop_shmring(ch->rings[slot], capacity_of(size), size, count);
-            BENCH_CHECK(read_msg(ch->boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
+            BENCH_CHECK(read_msg(ch->proc.boot, &ack, sizeof(ack)) == MOJO_HANDLE_INVALID);
             break;
         default:
             BENCH_CHECK(false);
         }
-        t = now_ns() - t0;
-        marker();
+        t = bench_now_ns() - t0;
+        bench_marker();
     }
     BENCH_CHECK(ack.bytes == count * size && ack.sum == want);
     return t;
@@ -915,8 +752,8 @@ static uint64_t run_case(dp_child *ch, dp_kind kind, size_t slot, uint64_t count
 typedef struct measurement {
     dp_kind kind;
     size_t slot;
-    uint64_t samples[DP_MAX_RUNS]; /* ns per run */
-    double ns_median;              /* per run */
+    uint64_t samples[BENCH_MAX_RUNS]; /* ns per run */
+    double ns_median;                 /* per run */
 } measurement;
 
 #define NUM_MEASUREMENTS (K_NUM * NUM_SIZES)
@@ -932,18 +769,6 @@ static measurement *find_m(dp_kind kind, size_t slot)
     return NULL;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /*
  * Median of the per-run ratios subject rate / baseline rate (the same bytes
  * each, so baseline time / subject time), and their extremes.
@@ -951,24 +776,10 @@ static int cmp_double(const void *a, const void *b)
 static double ratio_of(const measurement *s, const measurement *b, unsigned runs, double *lo,
                        double *hi)
 {
-    double r[DP_MAX_RUNS];
+    double r[BENCH_MAX_RUNS];
     for (unsigned i = 0; i < runs; i++)
         r[i] = (double)b->samples[i] / (double)s->samples[i];
-    qsort(r, runs, sizeof(r[0]), cmp_double);
-    *lo = r[0];
-    *hi = r[runs - 1];
-    return r[runs / 2];
-}
-
-static const char *size_label(uint32_t size, char *buf, size_t len)
-{
-    if (size >= 1024 * 1024)
-        snprintf(buf, len, "%" PRIu32 " MB", size / (1024 * 1024));
-    else if (size >= 1024)
-        snprintf(buf, len, "%" PRIu32 " KB", size / 1024);
-    else
-        snprintf(buf, len, "%" PRIu32 " B", size);
-    return buf;
+    return bench_median_ratio(r, runs, lo, hi);
 }
 
 static uint64_t chunks_per_run(uint32_t size, uint64_t mb)
@@ -1002,14 +813,15 @@ static void print_report(unsigned runs, uint64_t mb, double total_s)
         char sz[16], cap[16];
         uint32_t size = g_sizes[k];
         uint64_t count = chunks_per_run(size, mb);
-        size_label(size, sz, sizeof(sz));
-        size_label(capacity_of(size), cap, sizeof(cap));
+        bench_size_label(size, sz, sizeof(sz));
+        bench_size_label(capacity_of(size), cap, sizeof(cap));
         const measurement *sp = find_m(K_SOCKETPAIR, k), *mc = find_m(K_MEMCPY, k);
         static const struct {
             dp_kind kind;
             const char *what;
-        } rows[] = {
-            {K_ONESHOT, "one-shot"}, {K_TWOPHASE, "two-phase"}, {K_SHMRING, "shm ring (reference)"}};
+        } rows[] = {{K_ONESHOT, "one-shot"},
+                    {K_TWOPHASE, "two-phase"},
+                    {K_SHMRING, "shm ring (reference)"}};
         for (size_t j = 0; j < sizeof(rows) / sizeof(rows[0]); j++) {
             const measurement *s = find_m(rows[j].kind, k);
             double sp_lo, sp_hi, mc_lo, mc_hi;
@@ -1063,48 +875,8 @@ static void run_all(dp_child *ch, unsigned runs, uint64_t mb)
     }
     for (i = 0; i < NUM_MEASUREMENTS; i++) {
         measurement *m = &g_m[i];
-        uint64_t sorted[DP_MAX_RUNS];
-        memcpy(sorted, m->samples, runs * sizeof(sorted[0]));
-        qsort(sorted, runs, sizeof(sorted[0]), cmp_u64);
-        m->ns_median = (double)sorted[runs / 2];
+        m->ns_median = (double)bench_median_u64(m->samples, runs, NULL);
     }
-}
-
-/* The n-th CPU this process may run on (the last one if there are fewer). */
-static int allowed_cpu(int n)
-{
-    cpu_set_t set;
-    BENCH_CHECK(sched_getaffinity(0, sizeof(set), &set) == 0);
-    int found = -1;
-    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE && seen <= n; cpu++)
-        if (CPU_ISSET(cpu, &set)) {
-            found = cpu;
-            seen++;
-        }
-    BENCH_CHECK(found >= 0);
-    return found;
-}
-
-/* Pins this thread (and so every thread and process started from it) to cpu. */
-static void pin_to_cpu(int cpu)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    BENCH_CHECK(sched_setaffinity(0, sizeof(set), &set) == 0);
-}
-
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static void usage(FILE *f, const char *argv0)
@@ -1125,8 +897,29 @@ static void usage(FILE *f, const char *argv0)
             "                  one CPU, or each process with its IO thread on a CPU of its own\n"
             "  --single ...    one run of one case (SIZE: 4096, 65536 or 1048576 bytes a chunk)\n"
             "                  between getppid() markers, for strace or perf\n",
-            argv0, argv0, DP_QUICK_RUNS, DP_QUICK_MB, DP_DEFAULT_RUNS, DP_MAX_RUNS, DP_DEFAULT_MB,
-            DP_DEFAULT_CAPACITY_X, DP_MAX_CAPACITY_X);
+            argv0, argv0, DP_QUICK_RUNS, DP_QUICK_MB, DP_DEFAULT_RUNS, BENCH_MAX_RUNS,
+            DP_DEFAULT_MB, DP_DEFAULT_CAPACITY_X, DP_MAX_CAPACITY_X);
+}
+
+/* --single KIND SIZE, when given. */
+static const char *g_single;
+static uint64_t g_single_size;
+
+/* Takes --cpus and its value, and --single and its two. */
+static int other_option(int argc, char **argv, int i)
+{
+    const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(argv[i], "--cpus") && val &&
+        (!strcmp(val, "any") || !strcmp(val, "one") || !strcmp(val, "split"))) {
+        g_cpus = !strcmp(val, "one") ? CPUS_ONE : !strcmp(val, "split") ? CPUS_SPLIT : CPUS_ANY;
+        return 2;
+    }
+    if (!strcmp(argv[i], "--single") && i + 2 < argc &&
+        bench_parse_u64(argv[i + 2], 1, DP_MAX_CHUNK, &g_single_size)) {
+        g_single = argv[i + 1];
+        return 3;
+    }
+    return 0;
 }
 
 /* --single: one case, run once untimed, then once between markers. */
@@ -1144,100 +937,71 @@ static int single_main(dp_child *ch, const char *kind_name, uint64_t size, uint6
     }
     uint64_t count = chunks_per_run((uint32_t)size, mb);
     (void)run_case(ch, (dp_kind)kind, slot, count);
-    g_markers = true;
+    bench_markers = true;
     uint64_t t = run_case(ch, (dp_kind)kind, slot, count);
-    g_markers = false;
+    bench_markers = false;
     printf("parent pid: %d\nchild pid: %d\ncase: %s %" PRIu64 " B x %" PRIu64 "\nGB/s: %.2f\n",
-           (int)getpid(), (int)ch->pid, kind_name, size, count,
+           (int)getpid(), (int)ch->proc.pid, kind_name, size, count,
            gbps((uint32_t)size, count, (double)t));
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    uint64_t child_fds[2];
-    if (argc == 6 && !strcmp(argv[1], "child") && parse_u64(argv[2], 0, INT32_MAX, &child_fds[0]) &&
-        parse_u64(argv[3], 0, INT32_MAX, &child_fds[1])) {
-        g_role = "child";
+    bench_name = "bench_data_pipe";
+    int boot_fd, raw_fd;
+    if (bench_is_child(argc, argv, 2, &boot_fd, &raw_fd)) {
         g_trap_reader = !strcmp(argv[4], "trap");
         /* Before MojoInitialize, so that its IO thread inherits the mask. */
         uint64_t cpu;
-        if (parse_u64(argv[5], 0, CPU_SETSIZE - 1, &cpu))
-            pin_to_cpu((int)cpu);
+        if (bench_parse_u64(argv[5], 0, CPU_SETSIZE - 1, &cpu))
+            bench_pin_to_cpu((int)cpu);
         /* MojoShutdown (at the end of child_main) lets the last messages leave. */
         BENCH_MOJO(MojoInitialize(NULL));
-        return child_main((int)child_fds[0], (int)child_fds[1]);
+        return child_main(boot_fd, raw_fd);
     }
+    bench_role = "parent";
 
-    unsigned runs = DP_DEFAULT_RUNS;
-    uint64_t mb = DP_DEFAULT_MB, single_size = 0;
+    uint64_t runs = DP_DEFAULT_RUNS, mb = DP_DEFAULT_MB, capacity_x = DP_DEFAULT_CAPACITY_X;
     bool quick = false, runs_given = false, mb_given = false;
-    const char *single = NULL;
-    for (int i = 1; i < argc; i++) {
-        uint64_t v;
-        const char *arg = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(arg, "--quick")) {
-            quick = true;
-        } else if (!strcmp(arg, "--runs") && parse_u64(val, 1, DP_MAX_RUNS, &v)) {
-            runs = (unsigned)v;
-            runs_given = true;
-            i++;
-        } else if (!strcmp(arg, "--mb") && parse_u64(val, 1, DP_MAX_MB, &v)) {
-            mb = v;
-            mb_given = true;
-            i++;
-        } else if (!strcmp(arg, "--cpus") && val &&
-                   (!strcmp(val, "any") || !strcmp(val, "one") || !strcmp(val, "split"))) {
-            g_cpus = !strcmp(val, "one") ? CPUS_ONE : !strcmp(val, "split") ? CPUS_SPLIT : CPUS_ANY;
-            i++;
-        } else if (!strcmp(arg, "--trap-reader")) {
-            g_trap_reader = true;
-        } else if (!strcmp(arg, "--capacity-x") && parse_u64(val, 1, DP_MAX_CAPACITY_X, &v)) {
-            g_capacity_x = (unsigned)v;
-            i++;
-        } else if (!strcmp(arg, "--single") && i + 2 < argc &&
-                   parse_u64(argv[i + 2], 1, DP_MAX_CHUNK, &single_size)) {
-            single = argv[i + 1];
-            i += 2;
-        } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            usage(stdout, argv[0]);
-            return 0;
-        } else {
-            fprintf(stderr, "%s: bad argument '%s'%s\n", argv[0], arg,
-                    val && arg[0] == '-' && arg[1] == '-' ? " (or its value)" : "");
-            usage(stderr, argv[0]);
-            return 2;
-        }
-    }
+    const bench_option opts[] = {
+        {"--quick", &quick, NULL, 0, 0},
+        {"--runs", &runs_given, &runs, 1, BENCH_MAX_RUNS},
+        {"--mb", &mb_given, &mb, 1, DP_MAX_MB},
+        {"--trap-reader", &g_trap_reader, NULL, 0, 0},
+        {"--capacity-x", NULL, &capacity_x, 1, DP_MAX_CAPACITY_X},
+        {NULL, NULL, NULL, 0, 0},
+    };
+    int rc = bench_parse_args(argc, argv, opts, other_option, usage);
+    if (rc >= 0)
+        return rc;
+    g_capacity_x = (unsigned)capacity_x;
     if (quick) {
         if (!runs_given)
             runs = DP_QUICK_RUNS;
         if (!mb_given)
             mb = DP_QUICK_MB;
     }
-    uint8_t *chunk = (uint8_t *)g_chunk;
-    for (size_t i = 0; i < sizeof(g_chunk); i++)
-        chunk[i] = (uint8_t)(i * 31 + 7);
+    bench_fill_pattern(g_chunk, sizeof(g_chunk));
     g_ring = aligned_alloc(64, capacity_of(DP_MAX_CHUNK));
     BENCH_CHECK(g_ring != NULL);
 
     /* Before MojoInitialize, so that its IO thread (and the child) inherit the mask. */
     if (g_cpus != CPUS_ANY) {
-        g_child_cpu = allowed_cpu(g_cpus == CPUS_SPLIT ? 1 : 0);
-        pin_to_cpu(allowed_cpu(0));
+        g_child_cpu = bench_allowed_cpu(g_cpus == CPUS_SPLIT ? 1 : 0);
+        bench_pin_to_cpu(bench_allowed_cpu(0));
     }
     BENCH_MOJO(MojoInitialize(NULL));
     dp_child ch;
     spawn_child(&ch);
 
-    int rc = 0;
-    if (single) {
-        rc = single_main(&ch, single, single_size, mb);
+    rc = 0;
+    if (g_single) {
+        rc = single_main(&ch, g_single, g_single_size, mb);
     } else {
-        uint64_t start = now_ns();
-        run_all(&ch, runs, mb);
-        print_report(runs, mb, (double)(now_ns() - start) / 1e9);
+        uint64_t start = bench_now_ns();
+        run_all(&ch, (unsigned)runs, mb);
+        print_report((unsigned)runs, mb, (double)(bench_now_ns() - start) / 1e9);
     }
     if (!stop_child(&ch))
         rc = 1;

@@ -31,6 +31,14 @@
  *                  blocks in MojoWait(READABLE), reads.
  *                - MojoWait: a child thread loops MojoWait(READABLE), reads,
  *                  writes back. The parent does as above.
+ *                - trap handlers: the child as for "trap handler"; the parent
+ *                  is an event loop too: its trap handler (on the parent's IO
+ *                  thread) reads each echo, checks it, writes the next
+ *                  message and re-arms, and the main thread only waits for
+ *                  the last round trip. Every reply comes from a trap
+ *                  handler, as between two processes that both run event
+ *                  loops; two thread wake-ups per round trip, as for the
+ *                  socketpair.
  *   stream       the parent writes M messages of N bytes as fast as it can;
  *                the child (a trap handler, as above) counts the bytes and
  *                when all have come sends an 8-byte ack, which ends the timed
@@ -59,53 +67,23 @@
  * (per op and per thread: bench/ipc_syscalls.sh build/rel/bench/bench_ipc).
  *
  * Usage: bench_ipc [--quick] [--runs R] [--target-ms T] [--one-cpu]
- *        bench_ipc --single raw|trap|wait|rawstream|stream SIZE COUNT
+ *        bench_ipc --single raw|trap|wait|traps|rawstream|stream SIZE COUNT
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <sched.h>
 #include <semaphore.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "cmojo/wait.h"
 #include "mojo/public/c/system/core.h"
 
-/* A benchmark that got a wrong answer has measured nothing: stop loudly. */
-#define BENCH_CHECK(x)                                                                             \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "bench_ipc (%s, %s): %s:%d: check failed: %s\n", g_role, g_case,       \
-                    __FILE__, __LINE__, #x);                                                       \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define BENCH_MOJO(call)                                                                           \
-    do {                                                                                           \
-        MojoResult bench_rv_ = (call);                                                             \
-        if (bench_rv_ != MOJO_RESULT_OK) {                                                         \
-            fprintf(stderr, "bench_ipc (%s, %s): %s:%d: %s returned %u\n", g_role, g_case,         \
-                    __FILE__, __LINE__, #call, (unsigned)bench_rv_);                               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-/* Runs per measurement; the median of an odd number of runs is a real run. */
-#define IPC_MAX_RUNS 31u
+/* Runs per measurement (at most BENCH_MAX_RUNS). */
 #define IPC_DEFAULT_RUNS 5u
 #define IPC_QUICK_RUNS 3u
 /*
@@ -146,13 +124,21 @@ typedef enum ipc_kind {
     K_RAW_RTT,     /* socketpair round trip */
     K_TRAP_RTT,    /* cmojo round trip, child replies from a trap handler */
     K_WAIT_RTT,    /* cmojo round trip, child thread in MojoWait */
+    K_TRAPS_RTT,   /* cmojo round trip, trap handlers on both sides */
     K_RAW_STREAM,  /* socketpair one-way stream + ack */
     K_MOJO_STREAM, /* cmojo one-way stream + ack, child counts in a trap handler */
     K_NUM,
     K_QUIT = K_NUM /* command only: the child exits */
 } ipc_kind;
 
-static const char *const g_kind_names[K_NUM] = {"raw", "trap", "wait", "rawstream", "stream"};
+static const char *const g_kind_names[K_NUM] = {"raw",   "trap",      "wait",
+                                                "traps", "rawstream", "stream"};
+
+/* The cases that run over a cmojo pipe (the others over the plain socketpair). */
+static bool is_mojo(ipc_kind kind)
+{
+    return kind == K_TRAP_RTT || kind == K_WAIT_RTT || kind == K_TRAPS_RTT || kind == K_MOJO_STREAM;
+}
 
 /* What the parent sends on the boot pipe before each case. */
 typedef struct ipc_cmd {
@@ -161,55 +147,15 @@ typedef struct ipc_cmd {
     uint64_t count; /* round trips (raw) or messages (streams); cmojo round trips run to close */
 } ipc_cmd;
 
-static const char *g_role = "parent";
-/* The case being run, for failure messages. */
-static char g_case[64] = "setup";
-
 static const struct MojoAppendMessageDataOptions g_commit = {
     sizeof(struct MojoAppendMessageDataOptions), MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
 
 static uint8_t g_payload[IPC_MAX_PAYLOAD];
 static uint8_t g_readbuf[IPC_STREAM_READ_BUF];
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    BENCH_CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
-
 static void describe_case(const ipc_cmd *cmd)
 {
-    snprintf(g_case, sizeof(g_case), "case %s %" PRIu32 " B x %" PRIu64,
-             cmd->kind < K_NUM ? g_kind_names[cmd->kind] : "?", cmd->size, cmd->count);
-}
-
-/* ------------------------------------------------------------ raw sockets */
-
-static void write_full(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        BENCH_CHECK(n > 0);
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
-static void read_full(int fd, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        BENCH_CHECK(n > 0); /* 0: the peer died */
-        p += n;
-        len -= (size_t)n;
-    }
+    bench_set_case(cmd->kind < K_NUM ? g_kind_names[cmd->kind] : "?", cmd->size, cmd->count);
 }
 
 /* ---------------------------------------------------------- cmojo messages */
@@ -259,18 +205,6 @@ static uint64_t read_u64(MojoHandle pipe)
     memcpy(&v, data, sizeof(v));
     BENCH_MOJO(MojoDestroyMessage(m));
     return v;
-}
-
-/* Writes a message carrying bytes and, unless INVALID, one handle (then the message's). */
-static void write_with_handle(MojoHandle pipe, const void *src, uint32_t len, MojoHandle h)
-{
-    MojoMessageHandle m;
-    void *buf = NULL;
-    uint32_t nh = h == MOJO_HANDLE_INVALID ? 0 : 1;
-    BENCH_MOJO(MojoCreateMessage(NULL, &m));
-    BENCH_MOJO(MojoAppendMessageData(m, len, nh ? &h : NULL, nh, &g_commit, &buf, NULL));
-    memcpy(buf, src, len);
-    BENCH_MOJO(MojoWriteMessage(pipe, m, NULL));
 }
 
 /* ------------------------------------------------------------------ child */
@@ -400,8 +334,8 @@ static uint64_t child_serve_wait(MojoHandle pipe)
 static uint64_t child_raw_rtt(int fd, uint32_t size, uint64_t count)
 {
     for (uint64_t i = 0; i < count; i++) {
-        read_full(fd, g_readbuf, size);
-        write_full(fd, g_readbuf, size);
+        bench_read_full(fd, g_readbuf, size);
+        bench_write_full(fd, g_readbuf, size);
     }
     return count * size;
 }
@@ -418,33 +352,13 @@ static uint64_t child_raw_stream(int fd, uint64_t total)
         BENCH_CHECK(n > 0);
         got += (uint64_t)n;
     }
-    write_full(fd, &got, sizeof(got));
+    bench_write_full(fd, &got, sizeof(got));
     return got;
-}
-
-/* Says why the connection to the parent failed (malformed input, disconnection). */
-static void inviter_error_handler(const struct MojoProcessErrorDetails *details)
-{
-    fprintf(stderr, "bench_ipc (child, %s): connection to the parent: %.*s%s\n", g_case,
-            (int)details->error_message_length,
-            details->error_message ? details->error_message : "",
-            (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED) ? " (disconnected)" : "");
 }
 
 static int child_main(int boot_fd, int raw_fd)
 {
-    g_role = "child";
-    /* An orphaned child has nobody to serve. */
-    BENCH_CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0);
-    BENCH_MOJO(MojoSetDefaultProcessErrorHandler(inviter_error_handler, NULL));
-    struct MojoPlatformHandle ph = {sizeof(ph), MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR,
-                                    (uint64_t)boot_fd};
-    struct MojoInvitationTransportEndpoint ep = {sizeof(ep), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL,
-                                                 1, &ph};
-    MojoHandle inv, boot;
-    BENCH_MOJO(MojoAcceptInvitation(&ep, NULL, &inv));
-    BENCH_MOJO(MojoExtractMessagePipeFromInvitation(inv, "boot", 4, NULL, &boot));
-    BENCH_MOJO(MojoClose(inv));
+    MojoHandle boot = bench_accept_parent(boot_fd);
 
     for (;;) {
         wait_readable(boot);
@@ -462,7 +376,7 @@ static int child_main(int boot_fd, int raw_fd)
             break;
         describe_case(&cmd);
         BENCH_CHECK(cmd.kind < K_NUM && cmd.size > 0 && cmd.size <= IPC_MAX_PAYLOAD);
-        bool mojo = cmd.kind == K_TRAP_RTT || cmd.kind == K_WAIT_RTT || cmd.kind == K_MOJO_STREAM;
+        bool mojo = is_mojo((ipc_kind)cmd.kind);
         BENCH_CHECK(nh == (mojo ? 1u : 0u));
         uint64_t done = 0;
         if (mojo) {
@@ -475,6 +389,7 @@ static int child_main(int boot_fd, int raw_fd)
             done = child_raw_rtt(raw_fd, cmd.size, cmd.count);
             break;
         case K_TRAP_RTT:
+        case K_TRAPS_RTT:
             done = child_serve_trap(pipe, true, 0);
             break;
         case K_WAIT_RTT:
@@ -499,105 +414,22 @@ static int child_main(int boot_fd, int raw_fd)
 
 /* ----------------------------------------------------------------- parent */
 
-typedef struct ipc_child {
-    pid_t pid;
-    MojoHandle boot;
-    int raw_fd;
-} ipc_child;
-
-/* Whether to bracket each timed loop with getppid() markers (--single). */
-static bool g_markers;
-
-static void marker(void)
-{
-    if (g_markers)
-        (void)syscall(SYS_getppid);
-}
-
-/* Set once the child has been told to quit: its disconnection is expected then. */
-static volatile sig_atomic_t g_stopping;
-
-/* Says why the connection to the child failed, which no MojoResult explains. */
-static void child_error_handler(uintptr_t context, const struct MojoProcessErrorDetails *details)
-{
-    (void)context;
-    if (g_stopping && (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED))
-        return;
-    fprintf(stderr, "bench_ipc (parent, %s): connection to the child: %.*s%s\n", g_case,
-            (int)details->error_message_length,
-            details->error_message ? details->error_message : "",
-            (details->flags & MOJO_PROCESS_ERROR_FLAG_DISCONNECTED) ? " (disconnected)" : "");
-}
-
-/* Starts this program as the child, with the boot and raw sockets; invites it. */
-static void spawn_child(ipc_child *ch)
-{
-    int boot[2], raw[2];
-    BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot) == 0);
-    BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, raw) == 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    BENCH_CHECK(pid >= 0);
-    if (pid == 0) {
-        /* Copies without CLOEXEC survive the exec. */
-        int b = fcntl(boot[1], F_DUPFD, 3), r = fcntl(raw[1], F_DUPFD, 3);
-        char barg[16], rarg[16];
-        snprintf(barg, sizeof(barg), "%d", b);
-        snprintf(rarg, sizeof(rarg), "%d", r);
-        if (b >= 0 && r >= 0)
-            execl("/proc/self/exe", "bench_ipc", "child", barg, rarg, (char *)NULL);
-        _exit(127);
-    }
-    close(boot[1]);
-    close(raw[1]);
-    MojoHandle inv;
-    BENCH_MOJO(MojoCreateInvitation(NULL, &inv));
-    BENCH_MOJO(MojoAttachMessagePipeToInvitation(inv, "boot", 4, NULL, &ch->boot));
-    struct MojoPlatformHandle ph = {sizeof(ph), MOJO_PLATFORM_HANDLE_TYPE_FILE_DESCRIPTOR,
-                                    (uint64_t)boot[0]};
-    struct MojoInvitationTransportEndpoint ep = {sizeof(ep), MOJO_INVITATION_TRANSPORT_TYPE_CHANNEL,
-                                                 1, &ph};
-    struct MojoPlatformProcessHandle proc = {sizeof(proc), (uint64_t)pid};
-    BENCH_MOJO(MojoSendInvitation(inv, &proc, &ep, child_error_handler, 0, NULL));
-    ch->pid = pid;
-    ch->raw_fd = raw[0];
-}
-
-/* Tells the child to quit, reaps it; false if it did not exit with status 0. */
-static bool stop_child(ipc_child *ch)
-{
-    ipc_cmd cmd = {.kind = K_QUIT};
-    g_stopping = 1;
-    write_with_handle(ch->boot, &cmd, sizeof(cmd), MOJO_HANDLE_INVALID);
-    int status = 0;
-    pid_t got;
-    while ((got = waitpid(ch->pid, &status, 0)) < 0 && errno == EINTR) {
-    }
-    BENCH_MOJO(MojoClose(ch->boot));
-    close(ch->raw_fd);
-    if (got != ch->pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "bench_ipc: child %d failed (status 0x%x)\n", (int)ch->pid, status);
-        return false;
-    }
-    return true;
-}
-
 static uint64_t loop_raw_rtt(int fd, uint32_t size, uint64_t count)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < count; i++) {
         uint8_t tag = (uint8_t)i;
         g_payload[0] = g_payload[size - 1] = tag;
-        write_full(fd, g_payload, size);
-        read_full(fd, g_readbuf, size);
+        bench_write_full(fd, g_payload, size);
+        bench_read_full(fd, g_readbuf, size);
         BENCH_CHECK(g_readbuf[0] == tag && g_readbuf[size - 1] == tag);
     }
-    return now_ns() - t0;
+    return bench_now_ns() - t0;
 }
 
 static uint64_t loop_mojo_rtt(MojoHandle pipe, uint32_t size, uint64_t count)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < count; i++) {
         uint8_t tag = (uint8_t)i;
         g_payload[0] = g_payload[size - 1] = tag;
@@ -605,42 +437,115 @@ static uint64_t loop_mojo_rtt(MojoHandle pipe, uint32_t size, uint64_t count)
         wait_readable(pipe);
         read_echo(pipe, size, tag);
     }
-    return now_ns() - t0;
+    return bench_now_ns() - t0;
+}
+
+/* The parent's event loop for "trap handlers": the round trips so far and how many to make. */
+typedef struct parent_loop {
+    MojoHandle pipe;
+    MojoHandle trap;
+    uint32_t size;
+    uint64_t count, done;
+    sem_t finished; /* posted when the last echo has come back */
+} parent_loop;
+
+static void parent_send_next(parent_loop *l)
+{
+    uint8_t tag = (uint8_t)l->done;
+    g_payload[0] = g_payload[l->size - 1] = tag;
+    write_msg(l->pipe, g_payload, l->size);
+}
+
+/* Takes every echo there is, sends the next ping for each, re-arms; posts when done. */
+static void parent_drain_and_arm(parent_loop *l)
+{
+    for (;;) {
+        MojoMessageHandle m;
+        MojoResult rv;
+        while ((rv = MojoReadMessage(l->pipe, NULL, &m)) == MOJO_RESULT_OK) {
+            void *data = NULL;
+            uint32_t n = 0, nh = 0;
+            BENCH_MOJO(MojoGetMessageData(m, NULL, &data, &n, NULL, &nh));
+            const uint8_t *p = data;
+            uint8_t tag = (uint8_t)l->done;
+            BENCH_CHECK(n == l->size && nh == 0 && p[0] == tag && p[n - 1] == tag);
+            BENCH_MOJO(MojoDestroyMessage(m));
+            if (++l->done == l->count) {
+                BENCH_CHECK(sem_post(&l->finished) == 0);
+                return;
+            }
+            parent_send_next(l);
+        }
+        BENCH_CHECK(rv == MOJO_RESULT_SHOULD_WAIT);
+        struct MojoTrapEvent ev = {.struct_size = sizeof(ev)};
+        uint32_t nev = 1;
+        rv = MojoArmTrap(l->trap, NULL, &nev, &ev);
+        if (rv == MOJO_RESULT_OK)
+            return;
+        BENCH_CHECK(rv == MOJO_RESULT_FAILED_PRECONDITION && nev == 1);
+        BENCH_MOJO(ev.result); /* the child never closes first */
+    }
+}
+
+static void parent_trap_handler(const struct MojoTrapEvent *event)
+{
+    if (event->result == MOJO_RESULT_CANCELLED)
+        return; /* the trap was closed after the last round trip */
+    BENCH_MOJO(event->result);
+    parent_drain_and_arm((parent_loop *)event->trigger_context);
+}
+
+static uint64_t loop_trap_rtt(MojoHandle pipe, uint32_t size, uint64_t count)
+{
+    parent_loop l = {.pipe = pipe, .size = size, .count = count};
+    BENCH_CHECK(sem_init(&l.finished, 0, 0) == 0);
+    BENCH_MOJO(MojoCreateTrap(parent_trap_handler, NULL, &l.trap));
+    BENCH_MOJO(MojoAddTrigger(l.trap, pipe, MOJO_HANDLE_SIGNAL_READABLE,
+                              MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED, (uintptr_t)&l, NULL));
+    BENCH_MOJO(MojoArmTrap(l.trap, NULL, NULL, NULL));
+    uint64_t t0 = bench_now_ns();
+    parent_send_next(&l);
+    while (sem_wait(&l.finished) != 0)
+        BENCH_CHECK(errno == EINTR);
+    uint64_t t = bench_now_ns() - t0;
+    BENCH_MOJO(MojoClose(l.trap));
+    BENCH_CHECK(sem_destroy(&l.finished) == 0);
+    return t;
 }
 
 static uint64_t loop_raw_stream(int fd, uint32_t size, uint64_t count)
 {
-    uint64_t t0 = now_ns(), ack = 0;
+    uint64_t t0 = bench_now_ns(), ack = 0;
     for (uint64_t i = 0; i < count; i++)
-        write_full(fd, g_payload, size);
-    read_full(fd, &ack, sizeof(ack));
-    uint64_t t = now_ns() - t0;
+        bench_write_full(fd, g_payload, size);
+    bench_read_full(fd, &ack, sizeof(ack));
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(ack == count * size);
     return t;
 }
 
 static uint64_t loop_mojo_stream(MojoHandle pipe, uint32_t size, uint64_t count)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < count; i++)
         write_msg(pipe, g_payload, size);
     wait_readable(pipe);
     uint64_t ack = read_u64(pipe);
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(ack == count * size);
     return t;
 }
 
 /* Runs one case of count ops with the child; the timed loop's ns. */
-static uint64_t run_case(ipc_child *ch, ipc_kind kind, uint32_t size, uint64_t count)
+static uint64_t run_case(bench_child *ch, ipc_kind kind, uint32_t size, uint64_t count)
 {
     ipc_cmd cmd = {.kind = (uint32_t)kind, .size = size, .count = count};
     describe_case(&cmd);
-    bool mojo = kind == K_TRAP_RTT || kind == K_WAIT_RTT || kind == K_MOJO_STREAM;
+    bool mojo = is_mojo(kind);
     MojoHandle mine = MOJO_HANDLE_INVALID, theirs = MOJO_HANDLE_INVALID;
     if (mojo)
         BENCH_MOJO(MojoCreateMessagePipe(NULL, &mine, &theirs));
-    write_with_handle(ch->boot, &cmd, sizeof(cmd), theirs);
+    bench_write_msg(ch->boot, &cmd, sizeof(cmd), theirs);
     if (mojo) {
         /* Untimed: the pipe end's journey to the child is setup, not the case. */
         wait_readable(mine);
@@ -648,7 +553,7 @@ static uint64_t run_case(ipc_child *ch, ipc_kind kind, uint32_t size, uint64_t c
     }
 
     uint64_t t = 0;
-    marker();
+    bench_marker();
     switch (kind) {
     case K_RAW_RTT:
         t = loop_raw_rtt(ch->raw_fd, size, count);
@@ -656,6 +561,9 @@ static uint64_t run_case(ipc_child *ch, ipc_kind kind, uint32_t size, uint64_t c
     case K_TRAP_RTT:
     case K_WAIT_RTT:
         t = loop_mojo_rtt(mine, size, count);
+        break;
+    case K_TRAPS_RTT:
+        t = loop_trap_rtt(mine, size, count);
         break;
     case K_RAW_STREAM:
         t = loop_raw_stream(ch->raw_fd, size, count);
@@ -666,7 +574,7 @@ static uint64_t run_case(ipc_child *ch, ipc_kind kind, uint32_t size, uint64_t c
     default:
         BENCH_CHECK(false);
     }
-    marker();
+    bench_marker();
     if (mojo)
         BENCH_MOJO(MojoClose(mine));
     wait_readable(ch->boot);
@@ -680,7 +588,7 @@ typedef struct measurement {
     ipc_kind kind;
     uint32_t size;
     uint64_t ops; /* per timed run, set by the warm-up */
-    uint64_t samples[IPC_MAX_RUNS];
+    uint64_t samples[BENCH_MAX_RUNS];
     double ns_median; /* per op */
 } measurement;
 
@@ -710,7 +618,7 @@ static uint64_t stream_cap(uint32_t size)
 }
 
 /* Two untimed runs; the second sets the op count that takes about target_ns. */
-static void warm_up(ipc_child *ch, measurement *m, uint64_t target_ns)
+static void warm_up(bench_child *ch, measurement *m, uint64_t target_ns)
 {
     uint64_t cap = is_stream(m->kind) ? stream_cap(m->size) : IPC_MAX_ROUND_TRIPS;
     uint64_t n = is_stream(m->kind) ? IPC_WARMUP_MESSAGES : IPC_WARMUP_ROUND_TRIPS;
@@ -723,38 +631,14 @@ static void warm_up(ipc_child *ch, measurement *m, uint64_t target_ns)
     m->ops = want < IPC_MIN_OPS ? IPC_MIN_OPS : want > (double)cap ? cap : (uint64_t)want;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Median of the per-run ratios subject/baseline (per op), and their extremes. */
 static double ratio_of(const measurement *s, const measurement *b, unsigned runs, double *lo,
                        double *hi)
 {
-    double r[IPC_MAX_RUNS];
+    double r[BENCH_MAX_RUNS];
     for (unsigned i = 0; i < runs; i++)
         r[i] = ((double)s->samples[i] / (double)s->ops) / ((double)b->samples[i] / (double)b->ops);
-    qsort(r, runs, sizeof(r[0]), cmp_double);
-    *lo = r[0];
-    *hi = r[runs - 1];
-    return r[runs / 2];
-}
-
-static const char *size_label(uint32_t size, char *buf, size_t len)
-{
-    if (size >= 1024)
-        snprintf(buf, len, "%" PRIu32 " KB", size / 1024);
-    else
-        snprintf(buf, len, "%" PRIu32 " B", size);
-    return buf;
+    return bench_median_ratio(r, runs, lo, hi);
 }
 
 static void print_report(unsigned runs, bool one_cpu, double total_s)
@@ -765,22 +649,25 @@ static void print_report(unsigned runs, bool one_cpu, double total_s)
            one_cpu ? "all threads pinned to one CPU" : "unpinned", runs);
     printf("| case | baseline | ns/op | base ns/op | ratio | min..max | goal |\n");
     printf("| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
-    bool trap_met = true, wait_met = true;
+    bool trap_met = true, traps_met = true, wait_met = true;
     for (size_t k = 0; k < NUM_SIZES; k++) {
         char sz[16];
-        size_label(g_sizes[k], sz, sizeof(sz));
+        bench_size_label(g_sizes[k], sz, sizeof(sz));
         const measurement *b = find_m(K_RAW_RTT, g_sizes[k]);
         static const struct {
             ipc_kind kind;
             const char *what;
             double goal;
-        } rtt[] = {{K_TRAP_RTT, "trap handler", IPC_TRAP_GOAL},
+        } rtt[] = {{K_TRAP_RTT, "trap handler (parent in MojoWait)", IPC_TRAP_GOAL},
+                   {K_TRAPS_RTT, "trap handlers on both ends", IPC_TRAP_GOAL},
                    {K_WAIT_RTT, "MojoWait thread", IPC_WAIT_GOAL}};
-        for (size_t j = 0; j < 2; j++) {
+        for (size_t j = 0; j < sizeof(rtt) / sizeof(rtt[0]); j++) {
             const measurement *s = find_m(rtt[j].kind, g_sizes[k]);
             double lo, hi, ratio = ratio_of(s, b, runs, &lo, &hi);
             bool met = ratio <= rtt[j].goal;
-            if (rtt[j].kind == K_TRAP_RTT)
+            if (rtt[j].kind == K_TRAPS_RTT)
+                traps_met = traps_met && met;
+            else if (rtt[j].kind == K_TRAP_RTT)
                 trap_met = trap_met && met;
             else
                 wait_met = wait_met && met;
@@ -795,7 +682,7 @@ static void print_report(unsigned runs, bool one_cpu, double total_s)
     printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (size_t k = 0; k < NUM_SIZES; k++) {
         char sz[16];
-        size_label(g_sizes[k], sz, sizeof(sz));
+        bench_size_label(g_sizes[k], sz, sizeof(sz));
         const measurement *s = find_m(K_MOJO_STREAM, g_sizes[k]);
         const measurement *b = find_m(K_RAW_STREAM, g_sizes[k]);
         double lo, hi, ratio = ratio_of(s, b, runs, &lo, &hi);
@@ -806,14 +693,14 @@ static void print_report(unsigned runs, bool one_cpu, double total_s)
                (double)g_sizes[k] / s->ns_median * 1000.0,
                (double)g_sizes[k] / b->ns_median * 1000.0, ratio, lo, hi);
     }
-    printf("\ngoals (round trip, every size): trap handler <= %.1fx socketpair: %s; "
-           "MojoWait <= %.1fx: %s\n",
-           IPC_TRAP_GOAL, trap_met ? "met" : "NOT met", IPC_WAIT_GOAL,
-           wait_met ? "met" : "NOT met");
+    printf("\ngoals (round trip, every size): trap handler <= %.1fx socketpair: "
+           "parent in MojoWait %s, trap handlers on both ends %s; MojoWait <= %.1fx: %s\n",
+           IPC_TRAP_GOAL, trap_met ? "met" : "NOT met", traps_met ? "met" : "NOT met",
+           IPC_WAIT_GOAL, wait_met ? "met" : "NOT met");
     printf("total %.1f s\n", total_s);
 }
 
-static void run_all(ipc_child *ch, unsigned runs, uint64_t target_ns)
+static void run_all(bench_child *ch, unsigned runs, uint64_t target_ns)
 {
     size_t i = 0;
     for (size_t k = 0; k < NUM_SIZES; k++)
@@ -830,57 +717,44 @@ static void run_all(ipc_child *ch, unsigned runs, uint64_t target_ns)
     }
     for (i = 0; i < NUM_MEASUREMENTS; i++) {
         measurement *m = &g_m[i];
-        uint64_t sorted[IPC_MAX_RUNS];
-        memcpy(sorted, m->samples, runs * sizeof(sorted[0]));
-        qsort(sorted, runs, sizeof(sorted[0]), cmp_u64);
-        m->ns_median = (double)sorted[runs / 2] / (double)m->ops;
+        m->ns_median = (double)bench_median_u64(m->samples, runs, NULL) / (double)m->ops;
     }
-}
-
-/* Pins this thread (and so every thread and process started from it) to one CPU. */
-static void pin_to_one_cpu(void)
-{
-    cpu_set_t set;
-    BENCH_CHECK(sched_getaffinity(0, sizeof(set), &set) == 0);
-    int cpu = 0;
-    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &set))
-        cpu++;
-    BENCH_CHECK(cpu < CPU_SETSIZE);
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    BENCH_CHECK(sched_setaffinity(0, sizeof(set), &set) == 0);
-}
-
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static void usage(FILE *f, const char *argv0)
 {
     fprintf(f,
             "usage: %s [--quick] [--runs R] [--target-ms T] [--one-cpu]\n"
-            "       %s [--one-cpu] --single raw|trap|wait|rawstream|stream SIZE COUNT\n"
+            "       %s [--one-cpu] --single raw|trap|wait|traps|rawstream|stream SIZE COUNT\n"
             "  --quick        smoke run: %u runs of ~%u ms per case\n"
             "  --runs R       timed runs per case, median reported (default %u, max %u)\n"
             "  --target-ms T  wall time one timed run of a case aims at (default %u)\n"
             "  --one-cpu      pin both processes and all their threads to one CPU\n"
             "  --single ...   one run of one case (COUNT round trips or messages of SIZE\n"
             "                 bytes) between getppid() markers; for bench/ipc_syscalls.sh\n",
-            argv0, argv0, IPC_QUICK_RUNS, IPC_QUICK_TARGET_MS, IPC_DEFAULT_RUNS, IPC_MAX_RUNS,
+            argv0, argv0, IPC_QUICK_RUNS, IPC_QUICK_TARGET_MS, IPC_DEFAULT_RUNS, BENCH_MAX_RUNS,
             IPC_DEFAULT_TARGET_MS);
 }
 
+/* --single KIND SIZE COUNT, when given. */
+static struct {
+    const char *kind;
+    uint64_t size, count;
+} g_single;
+
+/* Takes --single and its three values. */
+static int single_option(int argc, char **argv, int i)
+{
+    if (strcmp(argv[i], "--single") != 0 || i + 3 >= argc ||
+        !bench_parse_u64(argv[i + 2], 1, IPC_MAX_PAYLOAD, &g_single.size) ||
+        !bench_parse_u64(argv[i + 3], 1, UINT64_C(1) << 32, &g_single.count))
+        return 0;
+    g_single.kind = argv[i + 1];
+    return 4;
+}
+
 /* --single: one case, run once untimed, then once between markers. */
-static int single_main(ipc_child *ch, const char *kind_name, uint64_t size, uint64_t count)
+static int single_main(bench_child *ch, const char *kind_name, uint64_t size, uint64_t count)
 {
     int kind = 0;
     while (kind < K_NUM && strcmp(g_kind_names[kind], kind_name) != 0)
@@ -891,9 +765,9 @@ static int single_main(ipc_child *ch, const char *kind_name, uint64_t size, uint
         return 2;
     }
     (void)run_case(ch, (ipc_kind)kind, (uint32_t)size, count);
-    g_markers = true;
+    bench_markers = true;
     uint64_t t = run_case(ch, (ipc_kind)kind, (uint32_t)size, count);
-    g_markers = false;
+    bench_markers = false;
     printf("parent pid: %d\nchild pid: %d\ncase: %s %" PRIu64 " B x %" PRIu64 "\nns/op: %.0f\n",
            (int)getpid(), (int)ch->pid, kind_name, size, count, (double)t / (double)count);
     return 0;
@@ -901,74 +775,52 @@ static int single_main(ipc_child *ch, const char *kind_name, uint64_t size, uint
 
 int main(int argc, char **argv)
 {
-    uint64_t child_fds[2];
-    if (argc == 4 && !strcmp(argv[1], "child") && parse_u64(argv[2], 0, INT32_MAX, &child_fds[0]) &&
-        parse_u64(argv[3], 0, INT32_MAX, &child_fds[1])) {
+    bench_name = "bench_ipc";
+    int boot_fd, raw_fd;
+    if (bench_is_child(argc, argv, 0, &boot_fd, &raw_fd)) {
         /* MojoShutdown (at the end of child_main) lets the last messages leave. */
         BENCH_MOJO(MojoInitialize(NULL));
-        return child_main((int)child_fds[0], (int)child_fds[1]);
+        return child_main(boot_fd, raw_fd);
     }
+    bench_role = "parent";
 
-    unsigned runs = IPC_DEFAULT_RUNS;
-    uint64_t target_ms = IPC_DEFAULT_TARGET_MS, single_size = 0, single_count = 0;
+    uint64_t runs = IPC_DEFAULT_RUNS, target_ms = IPC_DEFAULT_TARGET_MS;
     bool quick = false, runs_given = false, target_given = false, one_cpu = false;
-    const char *single = NULL;
-    for (int i = 1; i < argc; i++) {
-        uint64_t v;
-        const char *arg = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(arg, "--quick")) {
-            quick = true;
-        } else if (!strcmp(arg, "--one-cpu")) {
-            one_cpu = true;
-        } else if (!strcmp(arg, "--runs") && parse_u64(val, 1, IPC_MAX_RUNS, &v)) {
-            runs = (unsigned)v;
-            runs_given = true;
-            i++;
-        } else if (!strcmp(arg, "--target-ms") && parse_u64(val, 1, 60000, &v)) {
-            target_ms = v;
-            target_given = true;
-            i++;
-        } else if (!strcmp(arg, "--single") && i + 3 < argc &&
-                   parse_u64(argv[i + 2], 1, IPC_MAX_PAYLOAD, &single_size) &&
-                   parse_u64(argv[i + 3], 1, UINT64_C(1) << 32, &single_count)) {
-            single = argv[i + 1];
-            i += 3;
-        } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            usage(stdout, argv[0]);
-            return 0;
-        } else {
-            fprintf(stderr, "%s: bad argument '%s'%s\n", argv[0], arg,
-                    val && arg[0] == '-' && arg[1] == '-' ? " (or its value)" : "");
-            usage(stderr, argv[0]);
-            return 2;
-        }
-    }
+    const bench_option opts[] = {
+        {"--quick", &quick, NULL, 0, 0},
+        {"--one-cpu", &one_cpu, NULL, 0, 0},
+        {"--runs", &runs_given, &runs, 1, BENCH_MAX_RUNS},
+        {"--target-ms", &target_given, &target_ms, 1, 60000},
+        {NULL, NULL, NULL, 0, 0},
+    };
+    int rc = bench_parse_args(argc, argv, opts, single_option, usage);
+    if (rc >= 0)
+        return rc;
     if (quick) {
         if (!runs_given)
             runs = IPC_QUICK_RUNS;
         if (!target_given)
             target_ms = IPC_QUICK_TARGET_MS;
     }
-    for (size_t i = 0; i < sizeof(g_payload); i++)
-        g_payload[i] = (uint8_t)(i * 31 + 7);
+    bench_fill_pattern(g_payload, sizeof(g_payload));
 
     /* Before MojoInitialize, so that its IO thread (and the child) inherit the mask. */
     if (one_cpu)
-        pin_to_one_cpu();
+        bench_pin_to_cpu(bench_allowed_cpu(0));
     BENCH_MOJO(MojoInitialize(NULL));
-    ipc_child ch;
-    spawn_child(&ch);
+    bench_child ch;
+    bench_spawn_child(&ch, NULL);
 
-    int rc = 0;
-    if (single) {
-        rc = single_main(&ch, single, single_size, single_count);
+    rc = 0;
+    if (g_single.kind) {
+        rc = single_main(&ch, g_single.kind, g_single.size, g_single.count);
     } else {
-        uint64_t start = now_ns();
-        run_all(&ch, runs, target_ms * UINT64_C(1000000));
-        print_report(runs, one_cpu, (double)(now_ns() - start) / 1e9);
+        uint64_t start = bench_now_ns();
+        run_all(&ch, (unsigned)runs, target_ms * UINT64_C(1000000));
+        print_report((unsigned)runs, one_cpu, (double)(bench_now_ns() - start) / 1e9);
     }
-    if (!stop_child(&ch))
+    ipc_cmd quit = {.kind = K_QUIT};
+    if (!bench_stop_child(&ch, &quit, sizeof(quit)))
         rc = 1;
     BENCH_MOJO(MojoShutdown(NULL));
     return rc;

@@ -38,7 +38,6 @@
  * Usage: bench_ports [--quick] [--iterations N] [--runs R] [--hops K]
  *                    [--payload BYTES]
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -46,29 +45,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "ports/ports.h"
 
-/* A benchmark that got a wrong answer has measured nothing: stop loudly. */
-#define BENCH_CHECK(x)                                                                             \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: bench check failed: %s\n", __FILE__, __LINE__, #x);            \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
 #define BENCH_OK(call) BENCH_CHECK((call) == PORTS_OK)
-
-/* Tells the compiler p's memory is used, so the baselines are not optimised away. */
-#define BENCH_ESCAPE(p) __asm__ __volatile__("" : : "g"(p) : "memory")
 
 /* Nodes in a chain: 0..K. Eight is ample for a chain benchmark and keeps arrays fixed. */
 #define BENCH_MAX_NODES 8
 #define BENCH_MAX_HOPS (BENCH_MAX_NODES - 1)
-/* Runs per case; the median of an odd number of runs is a real run. */
-#define BENCH_MAX_RUNS 31
 /* Payload a "small message" carries: a typical small Mojo control message. */
 #define BENCH_DEFAULT_PAYLOAD 32u
 /* Largest payload allowed on the command line; keeps the stack buffer bounded. */
@@ -96,13 +81,6 @@ typedef struct bench_config {
     int hops;
     size_t payload;
 } bench_config;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    BENCH_CHECK(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
-    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------ payloads */
 
@@ -142,14 +120,14 @@ static uint64_t case_fifo(const bench_config *cfg, uint64_t iters, uint64_t *eve
     void *slots[BENCH_FIFO_MIN_CAP];
     ring r = {slots, BENCH_FIFO_MIN_CAP, 0, 0};
     uintptr_t sum = 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         r.slots[r.tail++ & (r.cap - 1)] = (void *)(uintptr_t)(i + 1);
         BENCH_ESCAPE(&r);
         sum += (uintptr_t)r.slots[r.head++ & (r.cap - 1)];
         BENCH_ESCAPE(&r);
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(r.head == r.tail);
     BENCH_CHECK(iters == 0 || sum != 0);
     *events = 0;
@@ -168,7 +146,7 @@ static uint64_t case_alloc_lock(const bench_config *cfg, uint64_t iters, uint64_
     BENCH_CHECK(pthread_mutex_init(&lock, NULL) == 0);
     base_msg *head = NULL, **tail = &head;
     uint64_t sum = 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         base_msg *m = malloc(sizeof(*m) + cfg->payload);
         BENCH_CHECK(m != NULL);
@@ -187,7 +165,7 @@ static uint64_t case_alloc_lock(const bench_config *cfg, uint64_t iters, uint64_
         sum += got->len;
         free(got);
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     BENCH_CHECK(head == NULL && sum == iters * cfg->payload);
     pthread_mutex_destroy(&lock);
     *events = 0;
@@ -404,6 +382,13 @@ static void net_init(bench_net *net, int hops, bool wire)
         net_connect(net, i, i + 1, &net->left[i], &net->right[i]);
 }
 
+/* net_init, then a port pair a, b on node 0: what every case starts from. */
+static void net_open_pair(bench_net *net, int hops, bool wire, ports_port_ref *a, ports_port_ref *b)
+{
+    net_init(net, hops, wire);
+    BENCH_OK(ports_node_create_port_pair(net->nodes[0].node, a, b));
+}
+
 /* Closes every transport, drains, checks that no port is left, frees everything. */
 static void net_free(bench_net *net)
 {
@@ -516,13 +501,12 @@ static uint64_t run_local(const bench_config *cfg, uint64_t iters, bool round_tr
                           uint64_t *events)
 {
     bench_net net;
-    net_init(&net, 0, false);
-    ports_node *node = net.nodes[0].node;
     ports_port_ref a, b;
-    BENCH_OK(ports_node_create_port_pair(node, &a, &b));
+    net_open_pair(&net, 0, false, &a, &b);
+    ports_node *node = net.nodes[0].node;
 
     uint64_t status0 = net.status_changes, delivered0 = net.delivered;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         ports_event *ev = NULL;
         BENCH_OK(ports_node_send_user_message(node, &a, new_message(cfg->payload, (uint8_t)i)));
@@ -536,7 +520,7 @@ static uint64_t run_local(const bench_config *cfg, uint64_t iters, bool round_tr
             consume_message(ev, cfg->payload, (uint8_t)~i);
         }
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     /* A local send delivers in place: nothing may have gone through the FIFO. */
     BENCH_CHECK(net.head == net.tail);
     BENCH_CHECK(net.status_changes - status0 >= iters);
@@ -562,10 +546,9 @@ static uint64_t run_remote(const bench_config *cfg, uint64_t iters, bool wire, b
                            uint64_t *events)
 {
     bench_net net;
-    net_init(&net, cfg->hops, wire);
-    int k = cfg->hops;
     ports_port_ref a, b;
-    BENCH_OK(ports_node_create_port_pair(net.nodes[0].node, &a, &b));
+    net_open_pair(&net, cfg->hops, wire, &a, &b);
+    int k = cfg->hops;
     net_move(&net, &b, 0, k, &a, 0, 0, cfg->payload);
     ports_port_status st;
     BENCH_OK(ports_node_get_status(net.nodes[0].node, &a, &st));
@@ -573,7 +556,7 @@ static uint64_t run_remote(const bench_config *cfg, uint64_t iters, bool wire, b
 
     ports_node *n0 = net.nodes[0].node, *nk = net.nodes[k].node;
     uint64_t delivered0 = net.delivered;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         ports_event *ev = NULL;
         BENCH_OK(ports_node_send_user_message(n0, &a, new_message(cfg->payload, (uint8_t)i)));
@@ -588,7 +571,7 @@ static uint64_t run_remote(const bench_config *cfg, uint64_t iters, bool wire, b
             consume_message(ev, cfg->payload, (uint8_t)~i);
         }
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     *events = net.delivered - delivered0;
 
     net_close_pair(&net, &a, 0, &b, k);
@@ -621,20 +604,19 @@ static uint64_t run_moves(const bench_config *cfg, uint64_t iters, bool wire, ui
                           uint64_t *events)
 {
     bench_net net;
-    net_init(&net, cfg->hops, wire);
-    int k = cfg->hops;
     ports_port_ref a, b;
-    BENCH_OK(ports_node_create_port_pair(net.nodes[0].node, &a, &b));
+    net_open_pair(&net, cfg->hops, wire, &a, &b);
+    int k = cfg->hops;
     int b_node = 0;
 
     uint64_t delivered0 = net.delivered;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = bench_now_ns();
     for (uint64_t i = 0; i < iters; i++) {
         int to = b_node == 0 ? k : 0;
         net_move(&net, &b, b_node, to, &a, 0, in_flight, cfg->payload);
         b_node = to;
     }
-    uint64_t t = now_ns() - t0;
+    uint64_t t = bench_now_ns() - t0;
     *events = net.delivered - delivered0;
 
     /* Still a working pipe after all that moving. */
@@ -753,12 +735,6 @@ static bench_case g_cases[] = {
 
 _Static_assert(BENCH_IN_FLIGHT == 64, "case names say 64 msgs");
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void usage(FILE *f, const char *argv0)
 {
     fprintf(f,
@@ -766,7 +742,7 @@ static void usage(FILE *f, const char *argv0)
             "  --quick         short smoke run for CI (iterations/%u, %u runs)\n"
             "  --iterations N  messages per run of a message case (default %u;\n"
             "                  move cases do N/%u moves)\n"
-            "  --runs R        runs per case, median reported (default %u, max %d)\n"
+            "  --runs R        runs per case, median reported (default %u, max %u)\n"
             "  --hops K        nodes in the chain minus one (default 3, 1..%d)\n"
             "  --payload B     bytes per message (default %u, max %u)\n",
             argv0, BENCH_QUICK_DIVISOR, BENCH_QUICK_RUNS, BENCH_DEFAULT_ITERATIONS,
@@ -774,61 +750,33 @@ static void usage(FILE *f, const char *argv0)
             BENCH_DEFAULT_PAYLOAD, BENCH_MAX_PAYLOAD);
 }
 
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 int main(int argc, char **argv)
 {
+    bench_name = "bench_ports";
     bench_config cfg = {BENCH_DEFAULT_ITERATIONS, BENCH_DEFAULT_RUNS, 3, BENCH_DEFAULT_PAYLOAD};
+    uint64_t runs = cfg.runs, hops = (uint64_t)cfg.hops, payload = cfg.payload;
     bool quick = false, iters_given = false, runs_given = false;
-    for (int i = 1; i < argc; i++) {
-        uint64_t v;
-        const char *arg = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(arg, "--quick")) {
-            quick = true;
-        } else if (!strcmp(arg, "--iterations") && parse_u64(val, 1, UINT64_C(1) << 40, &v)) {
-            cfg.iterations = v;
-            iters_given = true;
-            i++;
-        } else if (!strcmp(arg, "--runs") && parse_u64(val, 1, BENCH_MAX_RUNS, &v)) {
-            cfg.runs = (unsigned)v;
-            runs_given = true;
-            i++;
-        } else if (!strcmp(arg, "--hops") && parse_u64(val, 1, BENCH_MAX_HOPS, &v)) {
-            cfg.hops = (int)v;
-            i++;
-        } else if (!strcmp(arg, "--payload") && parse_u64(val, 1, BENCH_MAX_PAYLOAD, &v)) {
-            cfg.payload = (size_t)v;
-            i++;
-        } else if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            usage(stdout, argv[0]);
-            return 0;
-        } else {
-            fprintf(stderr, "%s: bad argument '%s'%s\n", argv[0], arg,
-                    val && arg[0] == '-' && arg[1] == '-' ? " (or its value)" : "");
-            usage(stderr, argv[0]);
-            return 2;
-        }
-    }
+    const bench_option opts[] = {
+        {"--quick", &quick, NULL, 0, 0},
+        {"--iterations", &iters_given, &cfg.iterations, 1, UINT64_C(1) << 40},
+        {"--runs", &runs_given, &runs, 1, BENCH_MAX_RUNS},
+        {"--hops", NULL, &hops, 1, BENCH_MAX_HOPS},
+        {"--payload", NULL, &payload, 1, BENCH_MAX_PAYLOAD},
+        {NULL, NULL, NULL, 0, 0},
+    };
+    int rc = bench_parse_args(argc, argv, opts, NULL, usage);
+    if (rc >= 0)
+        return rc;
+    cfg.runs = (unsigned)runs;
+    cfg.hops = (int)hops;
+    cfg.payload = (size_t)payload;
     if (quick) {
         if (!iters_given)
             cfg.iterations /= BENCH_QUICK_DIVISOR;
         if (!runs_given)
             cfg.runs = BENCH_QUICK_RUNS;
     }
-    for (size_t i = 0; i < sizeof(g_payload); i++)
-        g_payload[i] = (uint8_t)(i * 31 + 7);
+    bench_fill_pattern(g_payload, sizeof(g_payload));
 
     for (size_t c = 0; c < NUM_CASES; c++) {
         bench_case *bc = &g_cases[c];
@@ -839,7 +787,7 @@ int main(int argc, char **argv)
             bc->iters = 1;
     }
 
-    uint64_t start = now_ns();
+    uint64_t start = bench_now_ns();
     /* Warm-up: caches, the allocator's free lists, page faults. Not recorded. */
     for (size_t c = 0; c < NUM_CASES; c++) {
         uint64_t ev;
@@ -857,17 +805,15 @@ int main(int argc, char **argv)
             bc->events += ev;
         }
     }
-    double total_s = (double)(now_ns() - start) / 1e9;
+    double total_s = (double)(bench_now_ns() - start) / 1e9;
 
     for (size_t c = 0; c < NUM_CASES; c++) {
         bench_case *bc = &g_cases[c];
         if (!bc->run)
             continue;
-        uint64_t sorted[BENCH_MAX_RUNS];
-        memcpy(sorted, bc->samples, cfg.runs * sizeof(sorted[0]));
-        qsort(sorted, cfg.runs, sizeof(sorted[0]), cmp_u64);
-        bc->ns_median = (double)sorted[cfg.runs / 2] / (double)bc->iters;
-        bc->ns_best = (double)sorted[0] / (double)bc->iters;
+        uint64_t best;
+        bc->ns_median = (double)bench_median_u64(bc->samples, cfg.runs, &best) / (double)bc->iters;
+        bc->ns_best = (double)best / (double)bc->iters;
         bc->ev_per_op = (double)bc->events / ((double)bc->iters * cfg.runs);
     }
     for (size_t c = 0; c < NUM_CASES; c++) {
