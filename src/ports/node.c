@@ -1448,9 +1448,12 @@ static void try_remove_proxy(ports_node *node, const ports_port_ref *ref)
     pending_update update;
 
     lock_port(p);
-    /* Wait for the ack, for every expected message, and for any forwarder. */
+    /*
+     * Wait for the ack, for every expected message, for any forwarder, and
+     * for a merge that has yet to number the events it owes our peer.
+     */
     if (p->state != PORT_PROXYING || !p->remove_proxy_on_last_message || p->forwarding ||
-        can_accept_more_messages(p)) {
+        p->merging || can_accept_more_messages(p)) {
         unlock_port(p);
         return;
     }
@@ -2312,6 +2315,14 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
     for (int i = 0; i < 2; i++) {
         ports_port *p = refs[i]->port;
         p->state = PORT_PROXYING;
+        /*
+         * From here on another thread may hand this proxy its last message.
+         * Were it to remove itself then, its UpdatePreviousPeer would be
+         * numbered before the ObserveClosure sent below, and the new peer,
+         * already listening to our previous peer, would never take the
+         * closure. So removal waits for the merge to finish.
+         */
+        p->merging = true;
         saved_seq[i] = p->next_control_sequence_num_to_send;
         p->next_control_sequence_num_to_send = PORTS_INITIAL_SEQUENCE_NUM;
         if (p->peer_closed)
@@ -2339,6 +2350,11 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
                                     p->next_control_sequence_num_to_send++);
                 closure->u.observe_closure.last_sequence_num = p->last_sequence_num_to_receive;
             }
+            /*
+             * Anyone who asked for removal from now on removes the proxy
+             * itself; anyone who asked before is seen in remove_now.
+             */
+            p->merging = false;
             unlock_port(p);
             if (remove_now)
                 try_remove_proxy(node, refs[i]);
@@ -2357,6 +2373,7 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
     for (int i = 0; i < 2; i++) {
         ports_port *p = refs[i]->port;
         p->remove_proxy_on_last_message = false;
+        p->merging = false;
         p->state = PORT_RECEIVING;
         p->next_control_sequence_num_to_send = saved_seq[i];
     }
