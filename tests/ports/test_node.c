@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -662,6 +663,82 @@ static void test_merge_racing_last_message_still_closes_the_pipe(void **state)
     ph_free(&h);
 }
 
+/*
+ * A payload whose will_be_routed_externally -- embedder code, run with no
+ * lock held as a message is about to leave its node -- tells that node it
+ * lost another: what the IO thread can do at that very moment.
+ */
+typedef struct losing_payload {
+    ports_payload base;
+    ph_harness *h;
+    int node, lost;
+    bool told;
+} losing_payload;
+
+static int lose_node_on_route_out(ports_payload *payload)
+{
+    losing_payload *lp = (losing_payload *)payload;
+    if (!lp->told) {
+        lp->told = true;
+        ports_node_lost_connection_to_node(lp->h->nodes[lp->node].node,
+                                           &lp->h->nodes[lp->lost].name);
+    }
+    return 0;
+}
+
+static void losing_payload_destroy(ports_payload *payload)
+{
+    free(payload);
+}
+
+static const ports_payload_ops losing_payload_ops = {losing_payload_destroy,
+                                                     lose_node_on_route_out};
+
+/*
+ * A merge hands one port the peer of the other, on a node that has just
+ * died. The loss notice lands while the merge is forwarding what the port
+ * held, so the new proxy is cut off and erased under it. The merge must
+ * stand rather than put back a port that is no longer there: the merged
+ * pipe just ends.
+ */
+static void test_merge_cut_off_by_a_loss_meanwhile_stands(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref x, far, y, w;
+    ph_connect(&h, 0, 1, &x, &far);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &y, &w), PORTS_OK);
+    losing_payload *lp = calloc(1, sizeof(*lp));
+    assert_non_null(lp);
+    lp->base.ops = &losing_payload_ops;
+    lp->h = &h;
+    lp->node = 0;
+    lp->lost = 1;
+    ports_event *ev = ports_user_message_new(0, &lp->base);
+    assert_non_null(ev);
+    assert_int_equal(ports_node_send_user_message(N(&h, 0), &w, ev), PORTS_OK);
+    ph_deliver_all(&h);
+    ph_drop_links(&h, 1); /* node 1 dies; node 0 has not heard yet */
+
+    /* y's message, now bound for far's dead node, brings the notice. */
+    assert_int_equal(ports_node_merge_local_ports(N(&h, 0), &x, &y), PORTS_OK);
+    ph_drop_links(&h, 1);
+    ph_deliver_all(&h);
+
+    /* w's peer is now far's route, which died: w sees the end. */
+    expect_peer_closed(&h, 0, &w);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 1);
+    ports_port_ref_release(&x);
+    ports_port_ref_release(&y);
+    ports_port_ref_release(&far);
+    close_and_release(&h, 0, &w);
+    ph_drop_links(&h, 1);
+    ph_deliver_all(&h);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    ph_free(&h);
+}
+
 static void test_lost_node_closes_routes_but_keeps_what_arrived(void **state)
 {
     (void)state;
@@ -952,6 +1029,7 @@ int main(void)
         cmocka_unit_test(test_merge_of_port_that_sent_is_refused),
         cmocka_unit_test(test_remote_merge_needs_permission),
         cmocka_unit_test(test_merge_racing_last_message_still_closes_the_pipe),
+        cmocka_unit_test(test_merge_cut_off_by_a_loss_meanwhile_stands),
         cmocka_unit_test(test_lost_node_closes_routes_but_keeps_what_arrived),
         cmocka_unit_test(test_lost_proxy_node_closes_both_ends),
         cmocka_unit_test(test_repeated_loss_notice_keeps_what_a_moving_port_holds),
