@@ -1462,9 +1462,12 @@ static void try_remove_proxy(ports_node *node, const ports_port_ref *ref)
     pending_update update;
 
     lock_port(p);
-    /* Wait for the ack, for every expected message, and for any forwarder. */
+    /*
+     * Wait for the ack, for every expected message, for any forwarder, and
+     * for a merge that has yet to number the events it owes our peer.
+     */
     if (p->state != PORT_PROXYING || !p->remove_proxy_on_last_message || p->forwarding ||
-        can_accept_more_messages(p)) {
+        p->merging || can_accept_more_messages(p)) {
         unlock_port(p);
         return;
     }
@@ -2285,6 +2288,37 @@ static void swap_port_peers(ports_node *node, const ports_port_ref *a, const por
     peer_map_add(node, &y->peer_node, &y->peer_port, &b->name, y);
 }
 
+/*
+ * A merge whose forwarding failed puts both ports back as they were, as
+ * receiving ports with their old peers, so the caller can close them -- but
+ * only if both are still the proxies it made. One that a loss cut off
+ * meanwhile is already closed and out of the maps, and its death announced:
+ * there is nothing to put back, so the merge must stand. Returns true if it
+ * undid the merge.
+ */
+static bool undo_merge(ports_node *node, const ports_port_ref *a, const ports_port_ref *b,
+                       const uint64_t saved_seq[2])
+{
+    const ports_port_ref *refs[2] = {a, b};
+    ports_port *lock_set[2] = {a->port, b->port};
+    pthread_mutex_lock(&node->lock);
+    lock_ports(lock_set, 2);
+    bool undo = a->port->state == PORT_PROXYING && b->port->state == PORT_PROXYING;
+    if (undo) {
+        swap_port_peers(node, a, b);
+        for (int i = 0; i < 2; i++) {
+            ports_port *p = refs[i]->port;
+            p->remove_proxy_on_last_message = false;
+            p->merging = false;
+            p->state = PORT_RECEIVING;
+            p->next_control_sequence_num_to_send = saved_seq[i];
+        }
+    }
+    unlock_ports(lock_set, 2);
+    pthread_mutex_unlock(&node->lock);
+    return undo;
+}
+
 static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const ports_port_ref *b,
                                 bool allow_close_on_bad_state)
 {
@@ -2326,6 +2360,14 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
     for (int i = 0; i < 2; i++) {
         ports_port *p = refs[i]->port;
         p->state = PORT_PROXYING;
+        /*
+         * From here on another thread may hand this proxy its last message.
+         * Were it to remove itself then, its UpdatePreviousPeer would be
+         * numbered before the ObserveClosure sent below, and the new peer,
+         * already listening to our previous peer, would never take the
+         * closure. So removal waits for the merge to finish.
+         */
+        p->merging = true;
         saved_seq[i] = p->next_control_sequence_num_to_send;
         p->next_control_sequence_num_to_send = PORTS_INITIAL_SEQUENCE_NUM;
         if (p->peer_closed)
@@ -2334,51 +2376,57 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
     unlock_ports(lock_set, 2);
     pthread_mutex_unlock(&node->lock);
 
-    if (forward_user_messages_from_proxy(node, a) == PORTS_OK &&
-        forward_user_messages_from_proxy(node, b) == PORTS_OK) {
-        for (int i = 0; i < 2; i++)
-            send_update(node, &updates[i]);
-        for (int i = 0; i < 2; i++)
-            reconcile_with_losses(node, &refs[i]->name);
-        for (int i = 0; i < 2; i++) {
-            ports_port *p = refs[i]->port;
-            ports_event *closure = NULL;
-            ports_name to;
-            lock_port(p);
-            bool remove_now = p->remove_proxy_on_last_message;
-            if (remove_now || p->peer_closed) {
-                /* One cycle had already ended: tell the other. */
-                to = p->peer_node;
-                closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i]->name,
-                                    p->next_control_sequence_num_to_send++);
-                closure->u.observe_closure.last_sequence_num = p->last_sequence_num_to_receive;
-            }
-            unlock_port(p);
-            if (remove_now)
-                try_remove_proxy(node, refs[i]);
-            else
-                initiate_proxy_removal(node, refs[i]);
-            if (closure)
-                forward(node, &to, closure);
-        }
-        return PORTS_OK;
+    int rv = forward_user_messages_from_proxy(node, a);
+    if (rv == PORTS_OK)
+        rv = forward_user_messages_from_proxy(node, b);
+    if (rv != PORTS_OK && !undo_merge(node, a, b, saved_seq)) {
+        /*
+         * Not a refusal: a loss cut one of them off meanwhile (its new peer
+         * was on a lost node, and telling that node anything brought the
+         * notice again). The merge stands, with that route broken; what
+         * the other holds still goes on.
+         */
+        forward_user_messages_from_proxy(node, a);
+        forward_user_messages_from_proxy(node, b);
+        rv = PORTS_OK;
+    }
+    if (rv != PORTS_OK) {
+        ports_node_close_port(node, a);
+        ports_node_close_port(node, b);
+        return PORTS_ERROR_PORT_STATE_UNEXPECTED;
     }
 
-    /* Forwarding failed: put both back as they were and close them. */
-    pthread_mutex_lock(&node->lock);
-    lock_ports(lock_set, 2);
-    swap_port_peers(node, a, b);
+    for (int i = 0; i < 2; i++)
+        send_update(node, &updates[i]);
+    for (int i = 0; i < 2; i++)
+        reconcile_with_losses(node, &refs[i]->name);
     for (int i = 0; i < 2; i++) {
         ports_port *p = refs[i]->port;
-        p->remove_proxy_on_last_message = false;
-        p->state = PORT_RECEIVING;
-        p->next_control_sequence_num_to_send = saved_seq[i];
+        ports_event *closure = NULL;
+        ports_name to;
+        lock_port(p);
+        bool remove_now = p->remove_proxy_on_last_message;
+        if (p->state == PORT_PROXYING && (remove_now || p->peer_closed)) {
+            /* One cycle had already ended: tell the other. */
+            to = p->peer_node;
+            closure = new_event(PORTS_EVENT_OBSERVE_CLOSURE, &p->peer_port, &refs[i]->name,
+                                p->next_control_sequence_num_to_send++);
+            closure->u.observe_closure.last_sequence_num = p->last_sequence_num_to_receive;
+        }
+        /*
+         * Anyone who asks for removal from now on removes the proxy itself;
+         * anyone who asked before is seen in remove_now.
+         */
+        p->merging = false;
+        unlock_port(p);
+        if (remove_now)
+            try_remove_proxy(node, refs[i]);
+        else
+            initiate_proxy_removal(node, refs[i]);
+        if (closure)
+            forward(node, &to, closure);
     }
-    unlock_ports(lock_set, 2);
-    pthread_mutex_unlock(&node->lock);
-    ports_node_close_port(node, a);
-    ports_node_close_port(node, b);
-    return PORTS_ERROR_PORT_STATE_UNEXPECTED;
+    return PORTS_OK;
 }
 
 /* ---------------------------------------------------------------- debug */

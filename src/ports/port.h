@@ -79,6 +79,7 @@ struct ports_port {
     bool dispatching;    /* one thread is handling this port's sequenced events */
     bool prev_lost;      /* the previous peer died: no sequenced event can come */
     bool end_reported;   /* get_message said PEER_CLOSED: that answer is final */
+    bool merging;        /* a merge is still sending this new proxy's first events */
     unsigned forwarding; /* messages taken by a proxy but not yet sequenced */
 
     message_queue mq;

@@ -91,6 +91,8 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
         return;
     }
     enqueue(n->h, n->index, j, ev);
+    if (n->h->on_forward)
+        n->h->on_forward(n->h, n->index, j, n->h->on_forward_arg);
 }
 
 static void broadcast_event(void *ctx, ports_event *ev)

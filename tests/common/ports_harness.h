@@ -34,6 +34,14 @@ typedef struct ph_harness {
     size_t bad_peer_results;
     pthread_mutex_t lock; /* queues may be fed from several threads */
     uint64_t rng;
+    /*
+     * Optional: called after a node hands the harness an event (queued on
+     * from->to), with no harness or ports lock held, on the thread that is
+     * inside the node. Delivering events from here plays what another
+     * thread could do at that moment of the node's operation.
+     */
+    void (*on_forward)(struct ph_harness *h, int from, int to, void *arg);
+    void *on_forward_arg;
 } ph_harness;
 
 void ph_init(ph_harness *h, int n);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -578,6 +579,166 @@ static void test_remote_merge_needs_permission(void **state)
     ph_free(&h);
 }
 
+/* Drains one link from inside a node's next forward, as another thread could. */
+typedef struct drain_during_forward {
+    int trigger; /* the node whose next forward drains the link; -1 once done */
+    int from, to;
+} drain_during_forward;
+
+static void drain_link_on_forward(ph_harness *h, int from, int to, void *arg)
+{
+    (void)to;
+    drain_during_forward *d = arg;
+    if (from != d->trigger)
+        return;
+    d->trigger = -1;
+    while (ph_deliver_one(h, d->from, d->to)) {
+    }
+}
+
+/*
+ * A port that knows its stream ends after one message it has not received
+ * yet (its peer closed, and the message is still on the way through a proxy)
+ * is merged. The message arrives while the merge is still sending the new
+ * proxy's first events -- over channels, on the IO thread. The proxy may go
+ * once it has passed the message on, but not before the ObserveClosure the
+ * merge owes its new peer is numbered: were it to hand over its previous peer
+ * first, the new peer would listen to a port long gone and never take the
+ * closure, so neither it nor the proxy beyond it would learn that the pipe
+ * ended.
+ */
+static void test_merge_racing_last_message_still_closes_the_pipe(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref q, r, s, t, u, v;
+    /* q has r's only message, unread, and knows r closed after it. */
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &q, &r), PORTS_OK);
+    ph_write(&h, 0, &r, "last words", NULL, 0);
+    close_and_release(&h, 0, &r);
+    ph_deliver_all(&h);
+    ph_connect(&h, 1, 0, &s, &t);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &u, &v), PORTS_OK);
+
+    /*
+     * q merges with s: the closure reaches t first (the merged port on node
+     * 1 knows the end from q's descriptor) and the message, which q holds
+     * until the port there exists, only afterwards.
+     */
+    assert_int_equal(ports_node_allow_merge(N(&h, 1), &s), PORTS_OK);
+    assert_int_equal(ports_node_merge_ports(N(&h, 0), &q, &h.nodes[1].name, &s.name), PORTS_OK);
+    while (ph_deliver_one(&h, 0, 1)) {
+    }
+    while (ph_deliver_one(&h, 1, 0)) {
+    }
+    assert_true(peer_closed(&h, 0, &t));
+    expect_nothing(&h, 0, &t);
+    while (ph_deliver_one(&h, 0, 1)) {
+    }
+    assert_true(ph_pending(&h, 1, 0) > 0); /* the message, on its way to t */
+
+    /* t merges with u; the message lands at t in the middle of it. */
+    drain_during_forward drain = {0, 1, 0};
+    h.on_forward = drain_link_on_forward;
+    h.on_forward_arg = &drain;
+    assert_int_equal(ports_node_merge_local_ports(N(&h, 0), &t, &u), PORTS_OK);
+    assert_int_equal(drain.trigger, -1);
+    h.on_forward = NULL;
+    ph_deliver_all(&h);
+
+    /* v, now r's peer, reads the message and then the end. */
+    expect_read(&h, 0, &v, "last words");
+    expect_peer_closed(&h, 0, &v);
+    /* Every proxy on the way is gone: v is all that is left. */
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 1);
+    assert_int_equal(ports_node_port_count(N(&h, 1)), 0);
+    ports_port_ref_release(&q);
+    ports_port_ref_release(&s);
+    ports_port_ref_release(&t);
+    ports_port_ref_release(&u);
+    close_and_release(&h, 0, &v);
+    ph_deliver_all(&h);
+    assert_int_equal(total_ports(&h), 0);
+    ph_free(&h);
+}
+
+/*
+ * A payload whose will_be_routed_externally -- embedder code, run with no
+ * lock held as a message is about to leave its node -- tells that node it
+ * lost another: what the IO thread can do at that very moment.
+ */
+typedef struct losing_payload {
+    ports_payload base;
+    ph_harness *h;
+    int node, lost;
+    bool told;
+} losing_payload;
+
+static int lose_node_on_route_out(ports_payload *payload)
+{
+    losing_payload *lp = (losing_payload *)payload;
+    if (!lp->told) {
+        lp->told = true;
+        ports_node_lost_connection_to_node(lp->h->nodes[lp->node].node,
+                                           &lp->h->nodes[lp->lost].name);
+    }
+    return 0;
+}
+
+static void losing_payload_destroy(ports_payload *payload)
+{
+    free(payload);
+}
+
+static const ports_payload_ops losing_payload_ops = {losing_payload_destroy,
+                                                     lose_node_on_route_out};
+
+/*
+ * A merge hands one port the peer of the other, on a node that has just
+ * died. The loss notice lands while the merge is forwarding what the port
+ * held, so the new proxy is cut off and erased under it. The merge must
+ * stand rather than put back a port that is no longer there: the merged
+ * pipe just ends.
+ */
+static void test_merge_cut_off_by_a_loss_meanwhile_stands(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref x, far, y, w;
+    ph_connect(&h, 0, 1, &x, &far);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 0), &y, &w), PORTS_OK);
+    losing_payload *lp = calloc(1, sizeof(*lp));
+    assert_non_null(lp);
+    lp->base.ops = &losing_payload_ops;
+    lp->h = &h;
+    lp->node = 0;
+    lp->lost = 1;
+    ports_event *ev = ports_user_message_new(0, &lp->base);
+    assert_non_null(ev);
+    assert_int_equal(ports_node_send_user_message(N(&h, 0), &w, ev), PORTS_OK);
+    ph_deliver_all(&h);
+    ph_drop_links(&h, 1); /* node 1 dies; node 0 has not heard yet */
+
+    /* y's message, now bound for far's dead node, brings the notice. */
+    assert_int_equal(ports_node_merge_local_ports(N(&h, 0), &x, &y), PORTS_OK);
+    ph_drop_links(&h, 1);
+    ph_deliver_all(&h);
+
+    /* w's peer is now far's route, which died: w sees the end. */
+    expect_peer_closed(&h, 0, &w);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 1);
+    ports_port_ref_release(&x);
+    ports_port_ref_release(&y);
+    ports_port_ref_release(&far);
+    close_and_release(&h, 0, &w);
+    ph_drop_links(&h, 1);
+    ph_deliver_all(&h);
+    assert_int_equal(ports_node_port_count(N(&h, 0)), 0);
+    ph_free(&h);
+}
+
 static void test_lost_node_closes_routes_but_keeps_what_arrived(void **state)
 {
     (void)state;
@@ -867,6 +1028,8 @@ int main(void)
         cmocka_unit_test(test_merge_local_ports_joins_far_ends),
         cmocka_unit_test(test_merge_of_port_that_sent_is_refused),
         cmocka_unit_test(test_remote_merge_needs_permission),
+        cmocka_unit_test(test_merge_racing_last_message_still_closes_the_pipe),
+        cmocka_unit_test(test_merge_cut_off_by_a_loss_meanwhile_stands),
         cmocka_unit_test(test_lost_node_closes_routes_but_keeps_what_arrived),
         cmocka_unit_test(test_lost_proxy_node_closes_both_ends),
         cmocka_unit_test(test_repeated_loss_notice_keeps_what_a_moving_port_holds),
