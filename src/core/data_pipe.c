@@ -533,6 +533,26 @@ static MojoResult usable(core_data_pipe *dp)
     return dp->bound ? MOJO_RESULT_OK : MOJO_RESULT_BUSY;
 }
 
+/*
+ * The start of every operation on an end: resolves the handle, enters a
+ * request context and takes the lock. *out is NULL if the handle did not
+ * resolve (then nothing is held and the lookup's result comes back);
+ * otherwise the caller unlocks and ends with finish(), and the result is
+ * usable()'s.
+ */
+static MojoResult op_begin(MojoHandle handle, bool producer, core_data_pipe **out)
+{
+    *out = NULL;
+    core_data_pipe *dp;
+    MojoResult rv = get_end(handle, producer, &dp);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    core_rc_enter();
+    pthread_mutex_lock(&dp->base.lock);
+    *out = dp;
+    return usable(dp);
+}
+
 /* Ring copies, with the wrap. Under the lock. */
 static void ring_put(core_data_pipe *dp, const uint8_t *src, uint32_t n)
 {
@@ -582,15 +602,12 @@ MojoResult MojoWriteData(MojoHandle data_pipe_producer_handle, const void *eleme
         (*num_bytes && !elements))
         return MOJO_RESULT_INVALID_ARGUMENT;
     core_data_pipe *dp;
-    MojoResult rv = get_end(data_pipe_producer_handle, true, &dp);
-    if (rv != MOJO_RESULT_OK)
+    MojoResult rv = op_begin(data_pipe_producer_handle, true, &dp);
+    if (!dp)
         return rv;
-    core_rc_enter();
     ports_port_ref port;
     bool send = false;
     uint32_t n = 0;
-    pthread_mutex_lock(&dp->base.lock);
-    rv = usable(dp);
     if (rv != MOJO_RESULT_OK)
         ;
     else if (dp->two_phase)
@@ -625,15 +642,12 @@ static MojoResult begin_two_phase(MojoHandle handle, bool producer, uint32_t fla
                                   uint32_t *buffer_num_bytes)
 {
     core_data_pipe *dp;
-    MojoResult rv = get_end(handle, producer, &dp);
-    if (rv != MOJO_RESULT_OK)
+    MojoResult rv = op_begin(handle, producer, &dp);
+    if (!dp)
         return rv;
-    core_rc_enter();
-    pthread_mutex_lock(&dp->base.lock);
     uint32_t span = dp->st.capacity - dp->st.offset;
     if (span > dp->st.count)
         span = dp->st.count;
-    rv = usable(dp);
     if (rv != MOJO_RESULT_OK)
         ;
     else if (dp->two_phase)
@@ -662,14 +676,11 @@ static MojoResult begin_two_phase(MojoHandle handle, bool producer, uint32_t fla
 static MojoResult end_two_phase(MojoHandle handle, bool producer, uint32_t num_bytes)
 {
     core_data_pipe *dp;
-    MojoResult rv = get_end(handle, producer, &dp);
-    if (rv != MOJO_RESULT_OK)
+    MojoResult rv = op_begin(handle, producer, &dp);
+    if (!dp)
         return rv;
-    core_rc_enter();
     ports_port_ref port;
     bool send = false;
-    pthread_mutex_lock(&dp->base.lock);
-    rv = usable(dp);
     if (rv != MOJO_RESULT_OK)
         ;
     else if (!dp->two_phase)
@@ -722,15 +733,12 @@ MojoResult MojoReadData(MojoHandle data_pipe_consumer_handle,
     if (discard + query + peek > 1 || (!discard && !query && *num_bytes && !elements))
         return MOJO_RESULT_INVALID_ARGUMENT;
     core_data_pipe *dp;
-    MojoResult rv = get_end(data_pipe_consumer_handle, false, &dp);
-    if (rv != MOJO_RESULT_OK)
+    MojoResult rv = op_begin(data_pipe_consumer_handle, false, &dp);
+    if (!dp)
         return rv;
-    core_rc_enter();
     ports_port_ref port;
     bool send = false;
     uint32_t n = 0;
-    pthread_mutex_lock(&dp->base.lock);
-    rv = usable(dp);
     if (rv != MOJO_RESULT_OK)
         ;
     else if (dp->two_phase)
