@@ -98,8 +98,8 @@ struct channel {
     channel_delegate delegate;
     int fd; /* fixed from create; closed by shutdown (fd_closed) */
 
-    pthread_mutex_t mu;
-    pthread_cond_t cond; /* in_callback dropped to 0, or shutdown finished */
+    plat_mutex mu;
+    plat_cond cond; /* in_callback dropped to 0, or shutdown finished */
     /* Under mu: */
     plat_io_watch *watch; /* the watch holds one reference */
     tx_entry *tx_head;
@@ -373,9 +373,9 @@ static void deliver_error(channel *c)
      */
     if (!atomic_load(&c->stopped))
         return;
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     if (c->shut || !c->failed || c->error_delivered) {
-        pthread_mutex_unlock(&c->mu);
+        plat_mutex_unlock(&c->mu);
         return;
     }
     c->error_delivered = true;
@@ -385,7 +385,7 @@ static void deliver_error(channel *c)
     const char *why = c->error_why;
     /* Whoever called us is done with the receive buffer. */
     rx_discard_locked(c);
-    pthread_mutex_unlock(&c->mu);
+    plat_mutex_unlock(&c->mu);
 
     if (w != NULL) {
         plat_io_remove(w);
@@ -408,28 +408,28 @@ static void callback_exit(channel *c)
         unsigned was = atomic_fetch_sub(&c->in_callback, 1);
         assert(was > 0);
         if (was == 1 && atomic_load(&c->stopped)) {
-            pthread_mutex_lock(&c->mu);
-            pthread_cond_broadcast(&c->cond);
-            pthread_mutex_unlock(&c->mu);
+            plat_mutex_lock(&c->mu);
+            plat_cond_broadcast(&c->cond);
+            plat_mutex_unlock(&c->mu);
         }
         return;
     }
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     if (c->shut || c->failed)
         rx_discard_locked(c);
     unsigned was = atomic_fetch_sub(&c->in_callback, 1);
     assert(was > 0);
     if (was == 1)
-        pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->mu);
+        plat_cond_broadcast(&c->cond);
+    plat_mutex_unlock(&c->mu);
 }
 
 static void error_task(void *arg)
 {
     channel *c = arg;
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     atomic_fetch_add(&c->in_callback, 1);
-    pthread_mutex_unlock(&c->mu);
+    plat_mutex_unlock(&c->mu);
     deliver_error(c);
     callback_exit(c);
     channel_release(c);
@@ -453,9 +453,9 @@ static void post_error_locked(channel *c)
 
 static void fail_on_io(channel *c, int protocol, const char *why)
 {
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     mark_failed_locked(c, protocol, why);
-    pthread_mutex_unlock(&c->mu);
+    plat_mutex_unlock(&c->mu);
 }
 
 /* Room for at least one more byte. False when out of memory. */
@@ -633,9 +633,9 @@ static void on_io(void *ctx, uint32_t events)
          */
         atomic_fetch_add(&c->in_callback, 1);
     } else {
-        pthread_mutex_lock(&c->mu);
+        plat_mutex_lock(&c->mu);
         if (c->shut) {
-            pthread_mutex_unlock(&c->mu);
+            plat_mutex_unlock(&c->mu);
             channel_release(c);
             return;
         }
@@ -645,7 +645,7 @@ static void on_io(void *ctx, uint32_t events)
                 mark_write_broken_locked(c);
         }
         failed = c->failed;
-        pthread_mutex_unlock(&c->mu);
+        plat_mutex_unlock(&c->mu);
     }
 
     c->in_io_cb = true;
@@ -682,7 +682,7 @@ int channel_create(int fd, plat_io *io, const channel_delegate *delegate, channe
     c->delegate = *delegate;
     c->fd = fd;
     plat_mutex_init(&c->mu);
-    pthread_cond_init(&c->cond, NULL);
+    plat_cond_init(&c->cond);
     *out = c;
     return 0;
 }
@@ -692,7 +692,7 @@ int channel_start(channel *c)
     assert(c != NULL);
     int rc = 0;
 
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     if (c->shut) {
         rc = -EPIPE;
     } else if (c->started) {
@@ -714,7 +714,7 @@ int channel_start(channel *c)
             atomic_fetch_sub(&c->refs, 1); /* not the last: the caller holds one */
         }
     }
-    pthread_mutex_unlock(&c->mu);
+    plat_mutex_unlock(&c->mu);
     return rc;
 }
 
@@ -776,7 +776,7 @@ int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt
     bool fds_gone = false;
     bool tried = false;
     tx_entry *e;
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     if (c->shut || c->failed || c->write_broken) {
         rc = -EPIPE;
         goto out_close_fds;
@@ -828,7 +828,7 @@ out_close_fds:
     if (!fds_gone)
         close_fds(fds, num_fds);
 out:
-    pthread_mutex_unlock(&c->mu);
+    plat_mutex_unlock(&c->mu);
     free(heap);
     return rc;
 }
@@ -839,12 +839,12 @@ void channel_shutdown(channel *c)
         return;
     bool on_io = plat_io_on_thread(c->io);
 
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     if (c->shut) {
         /* Someone else is shutting down: from another thread, wait until it is done. */
         while (!on_io && (!c->shut_done || c->in_callback > 0))
-            pthread_cond_wait(&c->cond, &c->mu);
-        pthread_mutex_unlock(&c->mu);
+            plat_cond_wait(&c->cond, &c->mu);
+        plat_mutex_unlock(&c->mu);
         return;
     }
     c->shut = true;
@@ -852,25 +852,25 @@ void channel_shutdown(channel *c)
     plat_io_watch *w = c->watch;
     c->watch = NULL;
     tx_drop_all_locked(c);
-    pthread_mutex_unlock(&c->mu);
+    plat_mutex_unlock(&c->mu);
 
     if (w != NULL) {
         plat_io_remove(w);
         channel_release(c); /* the watch's; the caller holds another */
     }
 
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     /* On the IO thread we may be inside a callback ourselves: never wait there. */
     while (!on_io && c->in_callback > 0)
-        pthread_cond_wait(&c->cond, &c->mu);
+        plat_cond_wait(&c->cond, &c->mu);
     close(c->fd);
     c->fd_closed = true;
     /* A receive loop that called us is still using its buffer; it frees it on return. */
     if (!on_io || !c->in_io_cb)
         rx_discard_locked(c);
     c->shut_done = true;
-    pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->mu);
+    plat_cond_broadcast(&c->cond);
+    plat_mutex_unlock(&c->mu);
 }
 
 void channel_acquire(channel *c)
@@ -893,15 +893,15 @@ void channel_release(channel *c)
     rx_discard_locked(c);
     if (!c->fd_closed)
         close(c->fd);
-    pthread_cond_destroy(&c->cond);
-    pthread_mutex_destroy(&c->mu);
+    plat_cond_destroy(&c->cond);
+    plat_mutex_destroy(&c->mu);
     free(c);
 }
 
 bool channel_write_idle(channel *c)
 {
-    pthread_mutex_lock(&c->mu);
+    plat_mutex_lock(&c->mu);
     bool idle = c->tx_head == NULL || c->failed || c->shut || c->write_broken;
-    pthread_mutex_unlock(&c->mu);
+    plat_mutex_unlock(&c->mu);
     return idle;
 }

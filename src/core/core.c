@@ -26,7 +26,7 @@ struct core_state {
 };
 
 static _Atomic(core_state *) g_core;
-static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static plat_mutex g_init_lock = PLAT_MUTEX_INITIALIZER;
 /* Under g_init_lock: what MojoInitialize/MojoShutdown report. */
 static bool g_initialized;
 static bool g_load_only;
@@ -74,13 +74,13 @@ core_state *core_get(void)
     core_state *core = atomic_load_explicit(&g_core, memory_order_acquire);
     if (core)
         return core;
-    pthread_mutex_lock(&g_init_lock);
+    plat_mutex_lock(&g_init_lock);
     core = atomic_load_explicit(&g_core, memory_order_relaxed);
     if (!core) {
         core = create_state();
         atomic_store_explicit(&g_core, core, memory_order_release);
     }
-    pthread_mutex_unlock(&g_init_lock);
+    plat_mutex_unlock(&g_init_lock);
     return core;
 }
 
@@ -201,7 +201,7 @@ MojoResult MojoInitialize(const struct MojoInitializeOptions *options)
     if (!core_options_ok(options, KNOWN_INITIALIZE_FLAGS, &flags))
         return MOJO_RESULT_INVALID_ARGUMENT;
     MojoResult rv = MOJO_RESULT_OK;
-    pthread_mutex_lock(&g_init_lock);
+    plat_mutex_lock(&g_init_lock);
     if (g_initialized) {
         rv = MOJO_RESULT_FAILED_PRECONDITION;
     } else if (flags & MOJO_INITIALIZE_FLAG_LOAD_ONLY) {
@@ -210,7 +210,7 @@ MojoResult MojoInitialize(const struct MojoInitializeOptions *options)
     } else {
         g_initialized = true;
     }
-    pthread_mutex_unlock(&g_init_lock);
+    plat_mutex_unlock(&g_init_lock);
     /* Create the state now so that the first real call does not pay for it. */
     if (rv == MOJO_RESULT_OK && !core_get())
         rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
@@ -247,15 +247,15 @@ MojoResult MojoShutdown(const struct MojoShutdownOptions *options)
 {
     if (!core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    pthread_mutex_lock(&g_init_lock);
+    plat_mutex_lock(&g_init_lock);
     if (!g_initialized) {
-        pthread_mutex_unlock(&g_init_lock);
+        plat_mutex_unlock(&g_init_lock);
         return MOJO_RESULT_FAILED_PRECONDITION;
     }
     g_initialized = false;
     g_load_only = false;
     core_state *core = atomic_load_explicit(&g_core, memory_order_relaxed);
-    pthread_mutex_unlock(&g_init_lock);
+    plat_mutex_unlock(&g_init_lock);
     if (!core)
         return MOJO_RESULT_OK;
 

@@ -39,7 +39,7 @@ typedef struct core_data_pipe {
     bool has_port;
     ports_port_ref port;
     unsigned port_users;
-    pthread_cond_t port_idle;
+    plat_cond port_idle;
     bool peer_closed; /* every count from the peer applied and the peer gone, or it lied */
     bool lied;        /* the peer sent a count that does not add up; we closed the port */
     bool new_data;    /* consumer: data arrived since the last read (NEW_DATA_READABLE) */
@@ -67,10 +67,10 @@ static bool port_use_begin(core_data_pipe *dp, ports_port_ref *out)
 static void port_use_end(core_data_pipe *dp, ports_port_ref *ref)
 {
     ports_port_ref_release(ref);
-    pthread_mutex_lock(&dp->base.lock);
+    plat_mutex_lock(&dp->base.lock);
     if (--dp->port_users == 0)
-        pthread_cond_broadcast(&dp->port_idle);
-    pthread_mutex_unlock(&dp->base.lock);
+        plat_cond_broadcast(&dp->port_idle);
+    plat_mutex_unlock(&dp->base.lock);
 }
 
 /* Sends a count on a port taken with port_use_begin, then ends the use. */
@@ -96,9 +96,9 @@ static void send_count(core_data_pipe *dp, ports_port_ref *port, uint32_t comman
 static void drain(core_data_pipe *dp)
 {
     ports_port_ref port;
-    pthread_mutex_lock(&dp->base.lock);
+    plat_mutex_lock(&dp->base.lock);
     bool use = port_use_begin(dp, &port);
-    pthread_mutex_unlock(&dp->base.lock);
+    plat_mutex_unlock(&dp->base.lock);
     if (!use)
         return;
     const uint32_t expected = dp->producer ? DP_CONTROL_DATA_WAS_READ : DP_CONTROL_DATA_WAS_WRITTEN;
@@ -107,9 +107,9 @@ static void drain(core_data_pipe *dp)
         ports_event *ev = NULL;
         int rv = ports_node_get_message(node(), &port, &ev);
         if (rv == PORTS_ERROR_PORT_PEER_CLOSED) {
-            pthread_mutex_lock(&dp->base.lock);
+            plat_mutex_lock(&dp->base.lock);
             dp->peer_closed = true;
-            pthread_mutex_unlock(&dp->base.lock);
+            plat_mutex_unlock(&dp->base.lock);
             break;
         }
         if (rv != PORTS_OK || !ev)
@@ -121,7 +121,7 @@ static void drain(core_data_pipe *dp)
             dp_control_parse(m->data, m->size, m->num_attachments, &command, &num_bytes) == 0 &&
             command == expected;
         core_message_destroy(m);
-        pthread_mutex_lock(&dp->base.lock);
+        plat_mutex_lock(&dp->base.lock);
         if (good)
             good = (dp->producer ? dp_producer_apply_read(&dp->st, num_bytes)
                                  : dp_consumer_apply_written(&dp->st, num_bytes)) == 0;
@@ -129,7 +129,7 @@ static void drain(core_data_pipe *dp)
             dp->new_data = true;
         if (!good)
             dp->lied = dp->peer_closed = true;
-        pthread_mutex_unlock(&dp->base.lock);
+        plat_mutex_unlock(&dp->base.lock);
         if (!good) {
             lied = true;
             break;
@@ -198,14 +198,14 @@ static int take_ring(core_data_pipe *dp)
 static void dp_close(core_dispatcher *d)
 {
     core_data_pipe *dp = (core_data_pipe *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     dp->bound = false;
     dp->two_phase = false;
     bool has_port = dp->has_port;
     ports_port_ref port = dp->port;
     dp->has_port = false;
     int fd = take_ring(dp);
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (has_port) {
         ports_port_set_user_data(&port, NULL);
         ports_node_close_port(node(), &port); /* already closed if the peer lied: harmless */
@@ -218,31 +218,31 @@ static void dp_close(core_dispatcher *d)
 static void dp_destroy(core_dispatcher *d)
 {
     core_data_pipe *dp = (core_data_pipe *)d;
-    pthread_cond_destroy(&dp->port_idle);
+    plat_cond_destroy(&dp->port_idle);
     free(dp);
 }
 
 static MojoResult dp_check_transit(core_dispatcher *d)
 {
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     MojoResult rv = ((core_data_pipe *)d)->two_phase ? MOJO_RESULT_BUSY : MOJO_RESULT_OK;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     return rv;
 }
 
 static void dp_transit_port(core_dispatcher *d, ports_name *out)
 {
     core_data_pipe *dp = (core_data_pipe *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     dp->bound = false;     /* no new use of the port from here */
     dp->two_phase = false; /* begun after the attach: abandoned, nothing committed */
     while (dp->port_users)
-        pthread_cond_wait(&dp->port_idle, &d->lock);
+        plat_cond_wait(&dp->port_idle, &d->lock);
     bool has_port = dp->has_port, lied = dp->lied;
     ports_port_ref port = dp->port;
     dp->has_port = false;
     dp->lied = false;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
 
     /* Its handle is going away: so do the triggers on it. */
     core_dispatcher_cancel_watchers(d);
@@ -270,14 +270,14 @@ static int dp_bind(core_dispatcher *d, const ports_name *name)
     core_data_pipe *dp = (core_data_pipe *)d;
     ports_port_ref port;
     bool found = ports_node_get_port(node(), name, &port) == PORTS_OK;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     dp->bound = true;
     dp->has_port = found;
     if (found)
         dp->port = port;
     else
         dp->peer_closed = true;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (!found)
         return -1;
     ports_port_set_user_data(&port, dp);
@@ -301,10 +301,10 @@ static uint32_t dp_wire_state_size(core_dispatcher *d)
 static void dp_wire_serialize(core_dispatcher *d, uint8_t *state, int *fds)
 {
     core_data_pipe *dp = (core_data_pipe *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     dp_state_write(&dp->st, state);
     fds[0] = take_ring(dp);
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     assert(dp->producer || fds[0] < 0 || (fcntl(fds[0], F_GETFL) & O_ACCMODE) == O_RDONLY);
 }
 
@@ -330,7 +330,7 @@ static core_data_pipe *dp_new(bool producer, const dp_state *st, int fd, uint8_t
                          producer ? CORE_DISPATCHER_DATA_PIPE_PRODUCER
                                   : CORE_DISPATCHER_DATA_PIPE_CONSUMER,
                          &dp_ops);
-    pthread_cond_init(&dp->port_idle, NULL);
+    plat_cond_init(&dp->port_idle);
     dp->producer = producer;
     dp->st = *st;
     dp->fd = fd;
@@ -548,7 +548,7 @@ static MojoResult op_begin(MojoHandle handle, bool producer, core_data_pipe **ou
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_rc_enter();
-    pthread_mutex_lock(&dp->base.lock);
+    plat_mutex_lock(&dp->base.lock);
     *out = dp;
     return usable(dp);
 }
@@ -630,7 +630,7 @@ MojoResult MojoWriteData(MojoHandle data_pipe_producer_handle, const void *eleme
         *num_bytes = n;
         send = port_use_begin(dp, &port);
     }
-    pthread_mutex_unlock(&dp->base.lock);
+    plat_mutex_unlock(&dp->base.lock);
     return finish(dp, rv, send, &port, n);
 }
 
@@ -664,7 +664,7 @@ static MojoResult begin_two_phase(MojoHandle handle, bool producer, uint32_t fla
         *buffer = dp->ring + dp->st.offset;
         *buffer_num_bytes = span;
     }
-    pthread_mutex_unlock(&dp->base.lock);
+    plat_mutex_unlock(&dp->base.lock);
     return finish(dp, rv, false, NULL, 0);
 }
 
@@ -694,7 +694,7 @@ static MojoResult end_two_phase(MojoHandle handle, bool producer, uint32_t num_b
     }
     if (rv != MOJO_RESULT_FAILED_PRECONDITION)
         dp->two_phase = false;
-    pthread_mutex_unlock(&dp->base.lock);
+    plat_mutex_unlock(&dp->base.lock);
     return finish(dp, rv, send, &port, num_bytes);
 }
 
@@ -761,7 +761,7 @@ MojoResult MojoReadData(MojoHandle data_pipe_consumer_handle,
         }
         *num_bytes = n;
     }
-    pthread_mutex_unlock(&dp->base.lock);
+    plat_mutex_unlock(&dp->base.lock);
     return finish(dp, rv, send, &port, n);
 }
 

@@ -26,7 +26,7 @@ void core_dispatcher_release(core_dispatcher *d)
 {
     if (!d || atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
         return;
-    pthread_mutex_destroy(&d->lock);
+    plat_mutex_destroy(&d->lock);
     d->ops->destroy(d);
 }
 
@@ -54,16 +54,16 @@ static void cancel_list(core_trigger *watchers)
 
 bool core_dispatcher_close(core_dispatcher *d)
 {
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     if (d->closed) {
-        pthread_mutex_unlock(&d->lock);
+        plat_mutex_unlock(&d->lock);
         return false;
     }
     d->closed = true;
     core_trigger *watchers = d->watchers;
     d->watchers = NULL;
     atomic_store(&d->watched, false);
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
 
     cancel_list(watchers);
     d->ops->close(d);
@@ -72,11 +72,11 @@ bool core_dispatcher_close(core_dispatcher *d)
 
 void core_dispatcher_cancel_watchers(core_dispatcher *d)
 {
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     core_trigger *watchers = d->watchers;
     d->watchers = NULL;
     atomic_store(&d->watched, false);
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     cancel_list(watchers);
 }
 
@@ -84,14 +84,14 @@ void core_dispatcher_notify(core_dispatcher *d)
 {
     if (!atomic_load(&d->watched))
         return;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     if (!d->closed && d->watchers) {
         struct MojoHandleSignalsState state;
         d->ops->get_signals(d, &state);
         for (core_trigger *t = d->watchers; t; t = t->next_watcher)
             core_trigger_notify(t, &state);
     }
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
 }
 
 MojoResult core_dispatcher_query(core_dispatcher *d, struct MojoHandleSignalsState *out)
@@ -99,18 +99,18 @@ MojoResult core_dispatcher_query(core_dispatcher *d, struct MojoHandleSignalsSta
     if (!d->ops->get_signals)
         return MOJO_RESULT_INVALID_ARGUMENT;
     MojoResult rv = MOJO_RESULT_OK;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     if (d->closed)
         rv = MOJO_RESULT_INVALID_ARGUMENT;
     else
         d->ops->get_signals(d, out);
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     return rv;
 }
 
 bool core_dispatcher_add_watcher(core_dispatcher *d, core_trigger *t)
 {
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     /*
      * Whoever removes t marks it removed before taking this lock to unlink
      * it, so checking here means a removed trigger is never linked again.
@@ -125,14 +125,14 @@ bool core_dispatcher_add_watcher(core_dispatcher *d, core_trigger *t)
         d->ops->get_signals(d, &state);
         core_trigger_notify(t, &state);
     }
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     return ok;
 }
 
 void core_dispatcher_remove_watcher(core_dispatcher *d, core_trigger *t)
 {
     bool found = false;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     for (core_trigger **p = &d->watchers; *p; p = &(*p)->next_watcher) {
         if (*p == t) {
             *p = t->next_watcher;
@@ -142,7 +142,7 @@ void core_dispatcher_remove_watcher(core_dispatcher *d, core_trigger *t)
         }
     }
     atomic_store(&d->watched, d->watchers != NULL);
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (found)
         core_trigger_release(t);
 }

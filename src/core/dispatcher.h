@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "mojo/public/c/system/types.h"
+#include "platform/lock.h"
 #include "ports/common.h"
 
 /* The values are also the handle types of the message envelope (message.h). */
@@ -106,7 +107,7 @@ struct core_dispatcher {
     atomic_uint refs;
     core_dispatcher_type type;
     const core_dispatcher_ops *ops;
-    pthread_mutex_t lock;
+    plat_mutex lock;
     bool closed;            /* under lock */
     core_trigger *watchers; /* under lock: triggers watching this dispatcher */
     /*

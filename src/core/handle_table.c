@@ -65,19 +65,19 @@ void core_table_destroy(core_table *t)
         free(t->chunks[i]);
     free(t->chunks);
     t->chunks = NULL;
-    pthread_mutex_destroy(&t->lock);
+    plat_mutex_destroy(&t->lock);
 }
 
 MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
 {
-    pthread_mutex_lock(&t->lock);
+    plat_mutex_lock(&t->lock);
     uint32_t index;
     if (t->free_head) {
         index = t->free_head - 1;
         t->free_head = slot_at(t, index)->next_free;
     } else {
         if (t->num_slots == t->max_slots) {
-            pthread_mutex_unlock(&t->lock);
+            plat_mutex_unlock(&t->lock);
             return MOJO_RESULT_RESOURCE_EXHAUSTED;
         }
         index = t->num_slots;
@@ -85,7 +85,7 @@ MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
         if (!*chunk) {
             *chunk = calloc(CORE_TABLE_CHUNK_SLOTS, sizeof(**chunk));
             if (!*chunk) {
-                pthread_mutex_unlock(&t->lock);
+                plat_mutex_unlock(&t->lock);
                 return MOJO_RESULT_RESOURCE_EXHAUSTED;
             }
             for (uint32_t i = 0; i < CORE_TABLE_CHUNK_SLOTS; i++)
@@ -98,14 +98,14 @@ MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
     s->busy = 0;
     t->live++;
     *value = make_value(index, s->gen);
-    pthread_mutex_unlock(&t->lock);
+    plat_mutex_unlock(&t->lock);
     return MOJO_RESULT_OK;
 }
 
 MojoResult core_table_get(core_table *t, uint64_t value, void **obj)
 {
     MojoResult rv = MOJO_RESULT_OK;
-    pthread_mutex_lock(&t->lock);
+    plat_mutex_lock(&t->lock);
     core_table_slot *s = lookup(t, value);
     if (!s) {
         rv = MOJO_RESULT_INVALID_ARGUMENT;
@@ -116,14 +116,14 @@ MojoResult core_table_get(core_table *t, uint64_t value, void **obj)
             t->acquire(s->obj);
         *obj = s->obj;
     }
-    pthread_mutex_unlock(&t->lock);
+    plat_mutex_unlock(&t->lock);
     return rv;
 }
 
 MojoResult core_table_remove(core_table *t, uint64_t value, void **obj)
 {
     MojoResult rv = MOJO_RESULT_OK;
-    pthread_mutex_lock(&t->lock);
+    plat_mutex_lock(&t->lock);
     core_table_slot *s = lookup(t, value);
     if (!s) {
         rv = MOJO_RESULT_INVALID_ARGUMENT;
@@ -133,7 +133,7 @@ MojoResult core_table_remove(core_table *t, uint64_t value, void **obj)
         *obj = s->obj;
         free_slot(t, value, s);
     }
-    pthread_mutex_unlock(&t->lock);
+    plat_mutex_unlock(&t->lock);
     return rv;
 }
 
@@ -142,7 +142,7 @@ MojoResult core_table_begin_transit(core_table *t, const uint64_t *values, uint3
 {
     MojoResult rv = MOJO_RESULT_OK;
     uint32_t marked = 0;
-    pthread_mutex_lock(&t->lock);
+    plat_mutex_lock(&t->lock);
     for (; marked < n; marked++) {
         core_table_slot *s = lookup(t, values[marked]);
         if (!s) {
@@ -167,7 +167,7 @@ MojoResult core_table_begin_transit(core_table *t, const uint64_t *values, uint3
                 t->acquire(objs[i]);
         }
     }
-    pthread_mutex_unlock(&t->lock);
+    plat_mutex_unlock(&t->lock);
     return rv;
 }
 
@@ -181,7 +181,7 @@ void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t
     for (uint32_t done = 0; done < n;) {
         void *dropped[16];
         uint32_t ndropped = 0;
-        pthread_mutex_lock(&t->lock);
+        plat_mutex_lock(&t->lock);
         for (; done < n && ndropped < 16; done++) {
             core_table_slot *s = lookup(t, values[done]);
             if (s) {
@@ -189,7 +189,7 @@ void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t
                 free_slot(t, values[done], s);
             }
         }
-        pthread_mutex_unlock(&t->lock);
+        plat_mutex_unlock(&t->lock);
         for (uint32_t i = 0; i < ndropped; i++)
             release(dropped[i]);
     }
@@ -197,27 +197,27 @@ void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t
 
 void core_table_cancel_transit(core_table *t, const uint64_t *values, uint32_t n)
 {
-    pthread_mutex_lock(&t->lock);
+    plat_mutex_lock(&t->lock);
     for (uint32_t i = 0; i < n; i++) {
         core_table_slot *s = lookup(t, values[i]);
         if (s)
             s->busy = 0;
     }
-    pthread_mutex_unlock(&t->lock);
+    plat_mutex_unlock(&t->lock);
 }
 
 size_t core_table_count(core_table *t)
 {
-    pthread_mutex_lock(&t->lock);
+    plat_mutex_lock(&t->lock);
     size_t n = t->live;
-    pthread_mutex_unlock(&t->lock);
+    plat_mutex_unlock(&t->lock);
     return n;
 }
 
 int core_table_take_any(core_table *t, uint64_t *value, void **obj)
 {
     int found = 0;
-    pthread_mutex_lock(&t->lock);
+    plat_mutex_lock(&t->lock);
     for (uint32_t i = 0; i < t->num_slots && !found; i++) {
         core_table_slot *s = slot_at(t, i);
         if (s->obj) {
@@ -227,6 +227,6 @@ int core_table_take_any(core_table *t, uint64_t *value, void **obj)
             found = 1;
         }
     }
-    pthread_mutex_unlock(&t->lock);
+    plat_mutex_unlock(&t->lock);
     return found;
 }

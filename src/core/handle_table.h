@@ -26,13 +26,14 @@
 #include <stdint.h>
 
 #include "mojo/public/c/system/types.h"
+#include "platform/lock.h"
 
 typedef struct core_table_slot core_table_slot;
 
 #define CORE_TABLE_CHUNK_SLOTS 4096u
 
 typedef struct core_table {
-    pthread_mutex_t lock;
+    plat_mutex lock;
     core_table_slot **chunks; /* max_slots / CORE_TABLE_CHUNK_SLOTS pointers */
     uint32_t max_slots;
     uint32_t num_slots;         /* slots ever handed out (chunks allocated cover them) */

@@ -41,7 +41,7 @@ static void inv_close(core_dispatcher *d)
 {
     core_invitation *inv = (core_invitation *)d;
     core_state *core = core_get();
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     attachment *att = inv->att;
     /* Once sent, the reserved ports are the node's (their refs were released). */
     uint32_t n = inv->sent ? 0 : inv->num_att;
@@ -49,7 +49,7 @@ static void inv_close(core_dispatcher *d)
     inv->att = NULL;
     inv->num_att = 0;
     inv->accepted = NULL;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     for (uint32_t i = 0; i < n; i++) {
         ports_node_close_port(core_node(core), &att[i].reserved);
         ports_port_ref_release(&att[i].reserved);
@@ -131,7 +131,7 @@ MojoResult MojoAttachMessagePipeToInvitation(
     core_invitation *inv = (core_invitation *)d;
     core_state *core = core_get();
     ports_port_ref user = {0}, reserved = {0};
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     if (inv->accepted || d->closed) {
         rv = inv->accepted ? MOJO_RESULT_FAILED_PRECONDITION : MOJO_RESULT_INVALID_ARGUMENT;
     } else if (inv->num_att == CMOJO_MAX_INVITATION_ATTACHMENTS) {
@@ -156,7 +156,7 @@ MojoResult MojoAttachMessagePipeToInvitation(
             a->reserved = reserved;
         }
     }
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (rv == MOJO_RESULT_OK) {
         core_rc_enter();
         rv = pipe_handle(core, &user, message_pipe_handle);
@@ -182,7 +182,7 @@ MojoResult MojoExtractMessagePipeFromInvitation(
     core_invitation *inv = (core_invitation *)d;
     core_state *core = core_get();
     ports_port_ref port = {0};
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     node_invitation *accepted = inv->accepted;
     if (d->closed) {
         rv = MOJO_RESULT_INVALID_ARGUMENT;
@@ -202,7 +202,7 @@ MojoResult MojoExtractMessagePipeFromInvitation(
                                        &port) != 0) {
         rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
     }
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (rv == MOJO_RESULT_OK) {
         core_rc_enter();
         rv = pipe_handle(core, &port, message_pipe_handle);
@@ -309,7 +309,7 @@ MojoResult MojoSendInvitation(MojoHandle invitation_handle,
     if (target)
         *target = (error_target){error_handler, error_handler_context};
 
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     if (inv->accepted || inv->sent || d->closed)
         rv = MOJO_RESULT_INVALID_ARGUMENT;
     else if (inv->num_att == 0)
@@ -331,7 +331,7 @@ MojoResult MojoSendInvitation(MojoHandle invitation_handle,
             inv->sent = true;
         }
     }
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     core_dispatcher_release(d);
     if (rv != MOJO_RESULT_OK) {
         free(target);

@@ -61,9 +61,9 @@ static void pipe_get_signals(core_dispatcher *d, struct MojoHandleSignalsState *
 static void pipe_close(core_dispatcher *d)
 {
     core_pipe *p = (core_pipe *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     bool transferred = p->transferred;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (!transferred) {
         ports_port_set_user_data(&p->port, NULL);
         ports_node_close_port(node(), &p->port);
@@ -116,9 +116,9 @@ void core_pipe_port_status_changed(const ports_port_ref *ref)
  */
 static void close_for_transfer(core_pipe *p)
 {
-    pthread_mutex_lock(&p->base.lock);
+    plat_mutex_lock(&p->base.lock);
     p->transferred = true;
-    pthread_mutex_unlock(&p->base.lock);
+    plat_mutex_unlock(&p->base.lock);
     core_dispatcher_close(&p->base);
 }
 
@@ -473,9 +473,9 @@ MojoResult MojoSetQuota(MojoHandle handle, MojoQuotaType type, uint64_t limit,
         return rv;
     core_state *core = core_get();
     core_rc_enter();
-    pthread_mutex_lock(&p->base.lock);
+    plat_mutex_lock(&p->base.lock);
     p->quota[type] = limit;
-    pthread_mutex_unlock(&p->base.lock);
+    plat_mutex_unlock(&p->base.lock);
     if (type == MOJO_QUOTA_TYPE_UNREAD_MESSAGE_COUNT) {
         /*
          * Ask for an acknowledgement every half limit: the peer's reads then
@@ -507,9 +507,9 @@ MojoResult MojoQueryQuota(MojoHandle handle, MojoQuotaType type,
     if (ports_node_get_status(core_node(core), &p->port, &st) != PORTS_OK) {
         rv = MOJO_RESULT_INVALID_ARGUMENT; /* closed meanwhile */
     } else {
-        pthread_mutex_lock(&p->base.lock);
+        plat_mutex_lock(&p->base.lock);
         uint64_t l = p->quota[type];
-        pthread_mutex_unlock(&p->base.lock);
+        plat_mutex_unlock(&p->base.lock);
         uint64_t u = type == MOJO_QUOTA_TYPE_RECEIVE_QUEUE_LENGTH ? st.queued_message_count
                      : type == MOJO_QUOTA_TYPE_RECEIVE_QUEUE_MEMORY_SIZE
                          ? st.queued_num_bytes

@@ -21,10 +21,10 @@ typedef struct core_platform_handle {
 static int ph_take_fd(core_dispatcher *d)
 {
     core_platform_handle *ph = (core_platform_handle *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     int fd = ph->fd;
     ph->fd = -1;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     return fd;
 }
 

@@ -39,7 +39,7 @@
 /* The memory, shared by every handle duplicated from one another here. */
 typedef struct sb_region {
     atomic_uint refs;
-    pthread_mutex_t lock;
+    plat_mutex lock;
     uint32_t mode; /* under lock */
     uint64_t size;
     struct MojoSharedBufferGuid guid;
@@ -55,7 +55,7 @@ static void region_release(sb_region *r)
 {
     if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
         return;
-    pthread_mutex_destroy(&r->lock);
+    plat_mutex_destroy(&r->lock);
     free(r);
 }
 
@@ -72,7 +72,7 @@ typedef struct sb_mapping {
     struct sb_mapping *next;
 } sb_mapping;
 
-static pthread_mutex_t g_map_lock = PTHREAD_MUTEX_INITIALIZER;
+static plat_mutex g_map_lock = PLAT_MUTEX_INITIALIZER;
 static sb_mapping **g_buckets; /* under g_map_lock */
 static size_t g_num_buckets;   /* under g_map_lock; a power of two or 0 */
 static size_t g_num_mappings;  /* under g_map_lock */
@@ -108,7 +108,7 @@ static bool grow_buckets(void)
 static MojoResult mapping_add(sb_mapping *m)
 {
     MojoResult rv = MOJO_RESULT_OK;
-    pthread_mutex_lock(&g_map_lock);
+    plat_mutex_lock(&g_map_lock);
     if (g_num_mappings >= CMOJO_MAX_BUFFER_MAPPINGS ||
         (g_num_mappings >= g_num_buckets && !grow_buckets())) {
         rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
@@ -118,14 +118,14 @@ static MojoResult mapping_add(sb_mapping *m)
         g_buckets[k] = m;
         g_num_mappings++;
     }
-    pthread_mutex_unlock(&g_map_lock);
+    plat_mutex_unlock(&g_map_lock);
     return rv;
 }
 
 static sb_mapping *mapping_remove(const void *address)
 {
     sb_mapping *found = NULL;
-    pthread_mutex_lock(&g_map_lock);
+    plat_mutex_lock(&g_map_lock);
     if (g_num_buckets) {
         for (sb_mapping **p = &g_buckets[bucket_of(address, g_num_buckets)]; *p; p = &(*p)->next) {
             if ((*p)->address == address) {
@@ -136,15 +136,15 @@ static sb_mapping *mapping_remove(const void *address)
             }
         }
     }
-    pthread_mutex_unlock(&g_map_lock);
+    plat_mutex_unlock(&g_map_lock);
     return found;
 }
 
 size_t core_shared_buffer_debug_mapping_count(void)
 {
-    pthread_mutex_lock(&g_map_lock);
+    plat_mutex_lock(&g_map_lock);
     size_t n = g_num_mappings;
-    pthread_mutex_unlock(&g_map_lock);
+    plat_mutex_unlock(&g_map_lock);
     return n;
 }
 
@@ -153,12 +153,12 @@ size_t core_shared_buffer_debug_mapping_count(void)
 static void sb_close(core_dispatcher *d)
 {
     core_shared_buffer *sb = (core_shared_buffer *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     int fd = sb->fd;
     sb_region *r = sb->region;
     sb->fd = -1;
     sb->region = NULL;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (fd >= 0)
         close(fd);
     region_release(r);
@@ -172,9 +172,9 @@ static void sb_destroy(core_dispatcher *d)
 /* Snapshot of the region's fields (d->lock held, region present). */
 static core_shared_buffer_state region_state(sb_region *r)
 {
-    pthread_mutex_lock(&r->lock);
+    plat_mutex_lock(&r->lock);
     core_shared_buffer_state st = {.num_bytes = r->size, .access_mode = r->mode, .guid = r->guid};
-    pthread_mutex_unlock(&r->lock);
+    plat_mutex_unlock(&r->lock);
     return st;
 }
 
@@ -191,11 +191,11 @@ static uint32_t sb_wire_state_size(core_dispatcher *d)
 static void sb_wire_serialize(core_dispatcher *d, uint8_t *state, int *fds)
 {
     core_shared_buffer *sb = (core_shared_buffer *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     core_shared_buffer_state st = region_state(sb->region);
     fds[0] = sb->fd;
     sb->fd = -1;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     core_shared_buffer_state_write(state, &st);
 }
 
@@ -248,7 +248,7 @@ MojoResult core_shared_buffer_map(core_dispatcher *d, uint64_t offset, uint64_t 
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     MojoResult rv = MOJO_RESULT_INVALID_ARGUMENT;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     sb_region *r = sb->region;
     if (!r || sb->fd < 0)
         goto out; /* closed under us */
@@ -257,10 +257,10 @@ MojoResult core_shared_buffer_map(core_dispatcher *d, uint64_t offset, uint64_t 
         goto out;
     uint64_t delta = offset % page;
     m->length = (size_t)(delta + num_bytes);
-    pthread_mutex_lock(&r->lock);
+    plat_mutex_lock(&r->lock);
     int prot = r->mode == MODE_READ_ONLY ? PROT_READ : PROT_READ | PROT_WRITE;
     void *base = mmap(NULL, m->length, prot, MAP_SHARED, sb->fd, (off_t)(offset - delta));
-    pthread_mutex_unlock(&r->lock);
+    plat_mutex_unlock(&r->lock);
     if (base == MAP_FAILED) {
         rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
         goto out;
@@ -271,7 +271,7 @@ MojoResult core_shared_buffer_map(core_dispatcher *d, uint64_t offset, uint64_t 
     if (rv != MOJO_RESULT_OK)
         munmap(base, m->length);
 out:
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     if (rv != MOJO_RESULT_OK) {
         free(m);
         return rv;
@@ -409,22 +409,22 @@ MojoResult MojoDuplicateBufferHandle(MojoHandle buffer_handle,
         core_dispatcher_release(d);
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
     }
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     if (!sb->region || sb->fd < 0) {
         rv = MOJO_RESULT_INVALID_ARGUMENT; /* closed under us */
     } else if ((copy->fd = fcntl(sb->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
         rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
     } else {
-        pthread_mutex_lock(&sb->region->lock);
+        plat_mutex_lock(&sb->region->lock);
         rv = region_duplicate_as(sb->region, sb->fd,
                                  flags & MOJO_DUPLICATE_BUFFER_HANDLE_FLAG_READ_ONLY);
-        pthread_mutex_unlock(&sb->region->lock);
+        plat_mutex_unlock(&sb->region->lock);
         if (rv == MOJO_RESULT_OK) {
             atomic_fetch_add_explicit(&sb->region->refs, 1, memory_order_relaxed);
             copy->region = sb->region;
         }
     }
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     core_dispatcher_release(d);
     if (rv != MOJO_RESULT_OK) {
         if (copy->fd >= 0)
@@ -479,14 +479,14 @@ MojoResult MojoGetBufferInfo(MojoHandle buffer_handle,
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_shared_buffer *sb = (core_shared_buffer *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     if (sb->region) {
         info->struct_size = sizeof(*info);
         info->size = sb->region->size;
     } else {
         rv = MOJO_RESULT_INVALID_ARGUMENT; /* closed under us */
     }
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     core_dispatcher_release(d);
     return rv;
 }
@@ -568,11 +568,11 @@ MojoResult MojoUnwrapPlatformSharedMemoryRegion(
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_shared_buffer *sb = (core_shared_buffer *)d;
-    pthread_mutex_lock(&d->lock);
+    plat_mutex_lock(&d->lock);
     core_shared_buffer_state st = region_state(sb->region);
     int fd = sb->fd;
     sb->fd = -1;
-    pthread_mutex_unlock(&d->lock);
+    plat_mutex_unlock(&d->lock);
     core_rc_enter();
     core_dispatcher_close(d);
     core_dispatcher_release(d);

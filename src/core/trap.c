@@ -40,7 +40,7 @@ void core_trigger_release(core_trigger *t)
     core_dispatcher_release(t->watched);
     if (t->trap) {
         core_dispatcher_release(&t->trap->base);
-        pthread_mutex_destroy(&t->delivery_lock);
+        plat_mutex_destroy(&t->delivery_lock);
     } else {
         t->wait_ops->done(t->wait_ctx);
     }
@@ -78,7 +78,7 @@ void core_trigger_notify(core_trigger *t, const struct MojoHandleSignalsState *s
         }
         return;
     }
-    pthread_mutex_lock(&trap->base.lock);
+    plat_mutex_lock(&trap->base.lock);
     if (!atomic_load(&t->removed)) {
         t->last_state = *state;
         t->ready = evaluate(t, state);
@@ -87,7 +87,7 @@ void core_trigger_notify(core_trigger *t, const struct MojoHandleSignalsState *s
             core_rc_queue(t, t->ready, state);
         }
     }
-    pthread_mutex_unlock(&trap->base.lock);
+    plat_mutex_unlock(&trap->base.lock);
 }
 
 /* Unlinks t from its trap. Trap lock held. */
@@ -121,13 +121,13 @@ void core_trigger_cancel_for_closed_handle(core_trigger *t)
         return;
     }
     bool mine = false;
-    pthread_mutex_lock(&trap->base.lock);
+    plat_mutex_lock(&trap->base.lock);
     if (!atomic_load(&t->removed)) {
         atomic_store(&t->removed, true);
         unlink_from_trap(trap, t);
         mine = true;
     }
-    pthread_mutex_unlock(&trap->base.lock);
+    plat_mutex_unlock(&trap->base.lock);
     if (mine) {
         queue_cancelled(t);
         core_trigger_release(t); /* the trap list's reference */
@@ -142,7 +142,7 @@ void core_trigger_deliver(core_trigger *t, MojoResult result,
         t->wait_ops->wake(t->wait_ctx);
         return;
     }
-    pthread_mutex_lock(&t->delivery_lock);
+    plat_mutex_lock(&t->delivery_lock);
     bool deliver =
         !t->cancel_delivered && (result == MOJO_RESULT_CANCELLED || !atomic_load(&t->removed));
     if (deliver) {
@@ -157,7 +157,7 @@ void core_trigger_deliver(core_trigger *t, MojoResult result,
         };
         t->trap->handler(&event);
     }
-    pthread_mutex_unlock(&t->delivery_lock);
+    plat_mutex_unlock(&t->delivery_lock);
     core_rc_run_after_delivery();
 }
 
@@ -184,7 +184,7 @@ core_trigger *core_wait_trigger_new(core_dispatcher *watched, MojoHandleSignals 
 static void trap_close(core_dispatcher *d)
 {
     core_trap *trap = (core_trap *)d;
-    pthread_mutex_lock(&trap->base.lock);
+    plat_mutex_lock(&trap->base.lock);
     /* Moved out (the inline array is reused below, once the lock is dropped). */
     core_trigger *inline_copy[TRAP_INLINE_TRIGGERS];
     core_trigger **triggers = trap->triggers;
@@ -199,7 +199,7 @@ static void trap_close(core_dispatcher *d)
     trap->armed = false;
     for (uint32_t i = 0; i < n; i++)
         atomic_store(&triggers[i]->removed, true);
-    pthread_mutex_unlock(&trap->base.lock);
+    plat_mutex_unlock(&trap->base.lock);
 
     for (uint32_t i = 0; i < n; i++) {
         core_dispatcher_remove_watcher(triggers[i]->watched, triggers[i]);
@@ -283,7 +283,7 @@ static MojoResult trap_add_trigger(core_trap *trap, core_dispatcher *watched,
 
     MojoResult rv = MOJO_RESULT_OK;
     core_rc_enter();
-    pthread_mutex_lock(&trap->base.lock);
+    plat_mutex_lock(&trap->base.lock);
     if (trap->base.closed) {
         rv = MOJO_RESULT_INVALID_ARGUMENT;
     } else if (trap->num_triggers >= CMOJO_MAX_TRIGGERS_PER_TRAP) {
@@ -309,7 +309,7 @@ static MojoResult trap_add_trigger(core_trap *trap, core_dispatcher *watched,
         if (rv == MOJO_RESULT_OK)
             trap->triggers[trap->num_triggers++] = t;
     }
-    pthread_mutex_unlock(&trap->base.lock);
+    plat_mutex_unlock(&trap->base.lock);
 
     if (rv == MOJO_RESULT_OK) {
         /* The trigger holds its own references from here on. */
@@ -321,7 +321,7 @@ static MojoResult trap_add_trigger(core_trap *trap, core_dispatcher *watched,
         }
         core_trigger_release(t);
     } else {
-        pthread_mutex_destroy(&t->delivery_lock);
+        plat_mutex_destroy(&t->delivery_lock);
         free(t);
     }
     core_rc_leave();
@@ -362,7 +362,7 @@ MojoResult MojoRemoveTrigger(MojoHandle trap_handle, uintptr_t context,
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_trigger *t = NULL;
-    pthread_mutex_lock(&trap->base.lock);
+    plat_mutex_lock(&trap->base.lock);
     for (uint32_t i = 0; i < trap->num_triggers; i++) {
         if (trap->triggers[i]->context == context) {
             t = trap->triggers[i];
@@ -371,7 +371,7 @@ MojoResult MojoRemoveTrigger(MojoHandle trap_handle, uintptr_t context,
             break;
         }
     }
-    pthread_mutex_unlock(&trap->base.lock);
+    plat_mutex_unlock(&trap->base.lock);
     if (t) {
         core_rc_enter();
         core_dispatcher_remove_watcher(t->watched, t);
@@ -387,7 +387,7 @@ static MojoResult trap_arm(core_trap *trap, uint32_t *num_blocking_events,
                            struct MojoTrapEvent *blocking_events)
 {
     MojoResult rv = MOJO_RESULT_OK;
-    pthread_mutex_lock(&trap->base.lock);
+    plat_mutex_lock(&trap->base.lock);
     uint32_t n = trap->num_triggers;
     if (trap->base.closed) {
         rv = MOJO_RESULT_INVALID_ARGUMENT;
@@ -428,7 +428,7 @@ static MojoResult trap_arm(core_trap *trap, uint32_t *num_blocking_events,
             trap->armed = true;
         }
     }
-    pthread_mutex_unlock(&trap->base.lock);
+    plat_mutex_unlock(&trap->base.lock);
     return rv;
 }
 

@@ -44,7 +44,7 @@ struct core_trigger {
     /* Under the watched dispatcher's lock. */
     core_trigger *next_watcher;
 
-    pthread_mutex_t delivery_lock; /* held while the handler runs */
+    plat_mutex delivery_lock; /* held while the handler runs */
     bool cancel_delivered;         /* under delivery_lock */
 
     /* A wait's trigger (see core_wait_trigger_new). */

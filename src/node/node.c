@@ -108,7 +108,7 @@ typedef struct pending_intro {
 struct node_controller {
     node_delegate d;
     ports_node *ports;
-    pthread_mutex_t lock;
+    plat_mutex lock;
     /* Under lock. */
     plat_io *io;
     name_map peers; /* name -> peer, connected ones */
@@ -196,9 +196,9 @@ static int send_msg(peer *p, node_msg_type type, const uint8_t *buf, size_t len,
 /* Runs fn(arg) on the IO thread, or here if there is none. */
 static void run_on_io(node_controller *n, void (*fn)(void *), void *arg)
 {
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     plat_io *io = n->io;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (!io || plat_io_post(io, fn, arg) != 0)
         fn(arg);
 }
@@ -280,9 +280,9 @@ static void drop_peer(peer *p, const char *why, bool protocol)
 {
     node_controller *n = p->n;
     drop_work w = {0};
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (p->state == PEER_GONE) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         return;
     }
     bool had_name = p->state == PEER_CONNECTED;
@@ -324,7 +324,7 @@ static void drop_peer(peer *p, const char *why, bool protocol)
     node_error_fn fn = p->fn;
     uintptr_t ctx = p->ctx;
     node_default_error_fn default_error = n->default_error;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
 
     channel_shutdown(p->ch);
     n->d.enter();
@@ -335,12 +335,12 @@ static void drop_peer(peer *p, const char *why, bool protocol)
     free(attachments);
     if (inv) {
         /* Pipes extracted before the invitation came will never connect. */
-        pthread_mutex_lock(&n->lock);
+        plat_mutex_lock(&n->lock);
         named_port *early = inv->early;
         uint32_t num_early = inv->num_early;
         inv->early = NULL;
         inv->num_early = inv->cap_early = 0;
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         for (uint32_t i = 0; i < num_early; i++) {
             ports_node_close_port(n->ports, &early[i].port);
             ports_port_ref_release(&early[i].port);
@@ -483,11 +483,11 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
         return;
     }
 
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     peer *p = name_map_get(&n->peers, to);
     if (p) {
         peer_acquire(p);
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         /* The message bytes go from where they are (the channel copies what waits). */
         struct iovec iov[2] = {{buf, len}, {(void *)tail, tail_len}};
         channel_write(p->ch, NODE_MSG_EVENT, iov, tail_len ? 2 : 1, fds, num_fds);
@@ -530,12 +530,12 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
             node_wire_write_name(req, to);
             send_msg(n->broker, NODE_MSG_REQUEST_INTRO, req, sizeof(req), NULL, 0);
         }
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         if (f)
             return;
         /* Beyond the bounds: fail the ports rather than buffer without limit. */
     } else {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
     }
     close_fds(fds, num_fds);
     free(fds);
@@ -554,7 +554,7 @@ static void broadcast_event(void *ctx, ports_event *ev)
     node_wire_write_name(buf, self_name(n));
     ports_event_serialize(ev, buf + NODE_NAME_WIRE_SIZE);
 
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     for (peer *p = n->all; p; p = p->next_all) {
         if (p->state != PEER_CONNECTED)
             continue;
@@ -563,7 +563,7 @@ static void broadcast_event(void *ctx, ports_event *ev)
             continue;
         send_msg(p, NODE_MSG_BROADCAST, buf, NODE_NAME_WIRE_SIZE + ev_size, NULL, 0);
     }
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     free(buf);
     ports_node_accept_event(n->ports, self_name(n), ev);
 }
@@ -647,10 +647,10 @@ static void on_broadcast(peer *p, const uint8_t *buf, size_t len, int *fds, size
         return;
     }
     ports_name origin = wire_load_name(buf);
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     bool relay = n->is_broker && !p->isolated;
     bool trusted = p == n->broker; /* the broker speaks for others */
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (!trusted && !ports_name_eq(&origin, &p->name)) {
         drop_peer(p, "BROADCAST on behalf of another node", true);
         return;
@@ -664,11 +664,11 @@ static void on_broadcast(peer *p, const uint8_t *buf, size_t len, int *fds, size
         return;
     }
     if (relay) {
-        pthread_mutex_lock(&n->lock);
+        plat_mutex_lock(&n->lock);
         for (peer *q = n->all; q; q = q->next_all)
             if (q != p && q->state == PEER_CONNECTED && !q->isolated)
                 send_msg(q, NODE_MSG_BROADCAST, buf, len, NULL, 0);
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
     }
     n->d.enter();
     int rv = ports_node_accept_event(n->ports, &origin, ev);
@@ -695,7 +695,7 @@ static void on_invite(peer *p, const node_wire_msg *m)
      * or after (and finds its pipe offered). Ports calls made here never
      * call back into the node; closing waits until the lock is released.
      */
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (isolated != p->isolated)
         why = "INVITE isolation does not match the acceptance";
     else if (ports_name_eq(&m->name, self_name(n)) || name_map_get(&n->peers, &m->name))
@@ -705,7 +705,7 @@ static void on_invite(peer *p, const node_wire_msg *m)
     else if (!isolated && (n->broker || n->is_broker))
         why = "second broker";
     if (why) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         free(offered);
         free(to_close);
         drop_peer(p, why, true);
@@ -763,7 +763,7 @@ static void on_invite(peer *p, const node_wire_msg *m)
     inv->offered = offered;
     inv->num_offered = num_offered;
     inv->invite_received = true;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
 
     /* Extracted, but the inviter has no such pipe (or it was closed): broken. */
     n->d.enter();
@@ -785,9 +785,9 @@ static void on_invite(peer *p, const node_wire_msg *m)
 static void on_accept(peer *p, const node_wire_msg *m)
 {
     node_controller *n = p->n;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (ports_name_eq(&m->name, self_name(n)) || name_map_get(&n->peers, &m->name)) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         drop_peer(p, "ACCEPT with a node name already in use", true);
         return;
     }
@@ -796,14 +796,14 @@ static void on_accept(peer *p, const node_wire_msg *m)
     if (name_map_put(&n->peers, &p->name, p) != 0)
         abort();
     peer_acquire(p);
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
 }
 
 static void on_merge_port(peer *p, const node_wire_msg *m)
 {
     node_controller *n = p->n;
     ports_port_ref reserved = {0};
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     for (uint32_t i = 0; i < p->num_attachments; i++) {
         named_port *a = &p->attachments[i];
         if (a->len == m->text.len && memcmp(a->name, m->text.bytes, a->len) == 0) {
@@ -812,7 +812,7 @@ static void on_merge_port(peer *p, const node_wire_msg *m)
             break;
         }
     }
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (!reserved.port) {
         drop_peer(p, "MERGE_PORT for an attachment that was not offered", true);
         return;
@@ -828,10 +828,10 @@ static void on_request_intro(peer *p, const node_wire_msg *m)
 {
     node_controller *n = p->n;
     uint8_t msg[NODE_INTRODUCE_SIZE];
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (!n->is_broker || p->isolated || ports_name_eq(&m->name, &p->name) ||
         ports_name_eq(&m->name, self_name(n))) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         drop_peer(p, "REQUEST_INTRO that no broker could answer", true);
         return;
     }
@@ -846,15 +846,15 @@ static void on_request_intro(peer *p, const node_wire_msg *m)
         node_wire_write_introduce(msg, &m->name, false);
         send_msg(p, NODE_MSG_INTRODUCE, msg, sizeof(msg), NULL, 0);
     }
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
 }
 
 static void on_introduce(peer *p, const node_wire_msg *m, int *fds, size_t num_fds)
 {
     node_controller *n = p->n;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     bool from_broker = p == n->broker;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (!from_broker || ports_name_eq(&m->name, self_name(n))) {
         close_fds(fds, num_fds);
         drop_peer(p, "INTRODUCE from a node that is not the broker", true);
@@ -864,9 +864,9 @@ static void on_introduce(peer *p, const node_wire_msg *m, int *fds, size_t num_f
         introduced(n, &m->name, fds[0]);
         return;
     }
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     pending_intro *pi = name_map_remove(&n->pending, &m->name);
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (pi)
         pending_free(pi);
     n->d.enter();
@@ -877,13 +877,13 @@ static void on_introduce(peer *p, const node_wire_msg *m, int *fds, size_t num_f
 static void on_node_lost(peer *p, const node_wire_msg *m)
 {
     node_controller *n = p->n;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     bool from_broker = p == n->broker;
     peer *q = from_broker ? name_map_get(&n->peers, &m->name) : NULL;
     if (q)
         q->broker_says_lost = true; /* fail its ports once its own channel has drained */
     pending_intro *pi = from_broker ? name_map_remove(&n->pending, &m->name) : NULL;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (!from_broker) {
         drop_peer(p, "NODE_LOST from a node that is not the broker", true);
         return;
@@ -900,12 +900,12 @@ static void on_node_lost(peer *p, const node_wire_msg *m)
 static void on_bad_message(peer *p, const node_wire_msg *m)
 {
     node_controller *n = p->n;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     bool ok = n->is_broker && !p->isolated;
     peer *q = ok ? name_map_get(&n->peers, &m->name) : NULL;
     node_error_fn fn = q && q->we_invited ? q->fn : NULL;
     uintptr_t ctx = q ? q->ctx : 0;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (!ok) {
         drop_peer(p, "BAD_MESSAGE sent to a node that is not the broker", true);
         return;
@@ -930,10 +930,10 @@ static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, s
          */
         from = p->name;
     } else {
-        pthread_mutex_lock(&n->lock);
+        plat_mutex_lock(&n->lock);
         state = p->state;
         from = p->name;
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
     }
 
     if (state == PEER_CONNECTED && type == NODE_MSG_EVENT) {
@@ -1051,17 +1051,17 @@ static int add_peer_locked(node_controller *n, int fd, peer_state state, peer **
 
 static void introduced(node_controller *n, const ports_name *name, int fd)
 {
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (name_map_get(&n->peers, name)) {
         /* Both sides asked at once; the first channel stays. */
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         close(fd);
         return;
     }
     peer *p;
     if (add_peer_locked(n, fd, PEER_CONNECTED, &p) != 0) {
         pending_intro *pi = name_map_remove(&n->pending, name);
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         if (pi)
             pending_free(pi);
         schedule_lost(n, name);
@@ -1080,7 +1080,7 @@ static void introduced(node_controller *n, const ports_name *name, int fd)
         f->num_fds = 0;
     }
     int rv = channel_start(p->ch);
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (pi)
         pending_free(pi);
     if (rv != 0)
@@ -1116,7 +1116,7 @@ int node_create(const node_delegate *delegate, node_controller **out)
     *out = n;
     return 0;
 fail:
-    pthread_mutex_destroy(&n->lock);
+    plat_mutex_destroy(&n->lock);
     free(n);
     return -ENOMEM;
 }
@@ -1139,12 +1139,12 @@ static bool flushed(node_controller *n)
     /* Proxies and closing ports still owe other nodes events. */
     if (!ports_node_can_shutdown_cleanly(n->ports, false))
         return false;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     bool done = n->pending.count == 0;
     for (peer *p = n->all; done && p; p = p->next_all)
         if (p->state == PEER_CONNECTED && !channel_write_idle(p->ch))
             done = false;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     return done;
 }
 
@@ -1154,24 +1154,24 @@ void node_destroy(node_controller *n)
         return;
     for (int ms = 0; ms < NODE_FLUSH_TIMEOUT_MS && !flushed(n); ms++)
         nanosleep(&(struct timespec){0, 1000000}, NULL);
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     n->shutting_down = true;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     for (;;) {
-        pthread_mutex_lock(&n->lock);
+        plat_mutex_lock(&n->lock);
         peer *p = n->all;
         if (p)
             peer_acquire(p);
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         if (!p)
             break;
         drop_peer(p, "shutting down", false);
         peer_release(p);
     }
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     plat_io *io = n->io;
     n->io = NULL;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     plat_io_stop(io); /* runs what was posted */
     for (size_t i = 0; i < n->pending.cap; i++)
         if (n->pending.slots[i].value)
@@ -1180,7 +1180,7 @@ void node_destroy(node_controller *n)
     name_map_free(&n->peers);
     ports_node_destroy(n->ports);
     free(atomic_load(&n->spare));
-    pthread_mutex_destroy(&n->lock);
+    plat_mutex_destroy(&n->lock);
     free(n);
 }
 
@@ -1217,9 +1217,9 @@ int node_send_invitation(node_controller *n, int fd, bool isolated, const node_w
         memcpy(cname, conn_name, conn_name_len);
 
     peer *old = NULL;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (!isolated && n->broker) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         free(msg);
         free(att);
         free(cname);
@@ -1229,7 +1229,7 @@ int node_send_invitation(node_controller *n, int fd, bool isolated, const node_w
     peer *p;
     int rv = add_peer_locked(n, sock, PEER_AWAIT_ACCEPT, &p);
     if (rv != 0) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         free(msg);
         free(att);
         free(cname);
@@ -1264,7 +1264,7 @@ int node_send_invitation(node_controller *n, int fd, bool isolated, const node_w
                            isolated ? NODE_INVITE_ISOLATED : 0, names, count);
     send_msg(p, NODE_MSG_INVITE, msg, len, NULL, 0);
     rv = channel_start(p->ch);
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     free(msg);
     if (rv != 0)
         drop_peer(p, "could not start the channel", false);
@@ -1288,16 +1288,16 @@ int node_accept_invitation(node_controller *n, int fd, bool isolated, node_invit
     }
     atomic_init(&inv->refs, 2); /* the caller's and the peer's */
     inv->isolated = isolated;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (!isolated && (n->broker || n->is_broker)) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         free(inv);
         close(sock);
         return -EPERM;
     }
     for (peer *q = n->all; !isolated && q; q = q->next_all) {
         if (q->inv && !q->isolated) { /* a non-isolated acceptance is pending */
-            pthread_mutex_unlock(&n->lock);
+            plat_mutex_unlock(&n->lock);
             free(inv);
             close(sock);
             return -EPERM;
@@ -1306,14 +1306,14 @@ int node_accept_invitation(node_controller *n, int fd, bool isolated, node_invit
     peer *p;
     int rv = add_peer_locked(n, sock, PEER_AWAIT_INVITE, &p);
     if (rv != 0) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         free(inv);
         return rv;
     }
     p->isolated = isolated;
     p->inv = inv;
     rv = channel_start(p->ch);
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (rv != 0)
         drop_peer(p, "could not start the channel", false);
     close(fd);
@@ -1324,13 +1324,13 @@ int node_accept_invitation(node_controller *n, int fd, bool isolated, node_invit
 int node_invitation_extract(node_controller *n, node_invitation *inv, const void *name,
                             uint32_t len, ports_port_ref *out)
 {
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     if (inv->invite_received) {
         for (uint32_t i = 0; i < inv->num_offered; i++) {
             if (inv->offered[i].len == len && memcmp(inv->offered[i].name, name, len) == 0) {
                 *out = inv->offered[i].port;
                 inv->offered[i] = inv->offered[--inv->num_offered];
-                pthread_mutex_unlock(&n->lock);
+                plat_mutex_unlock(&n->lock);
                 return 0;
             }
         }
@@ -1340,7 +1340,7 @@ int node_invitation_extract(node_controller *n, node_invitation *inv, const void
         uint32_t cap = inv->cap_early ? inv->cap_early * 2 : 4;
         named_port *grown = realloc(inv->early, cap * sizeof(*grown));
         if (!grown) {
-            pthread_mutex_unlock(&n->lock);
+            plat_mutex_unlock(&n->lock);
             return -ENOMEM;
         }
         inv->early = grown;
@@ -1348,7 +1348,7 @@ int node_invitation_extract(node_controller *n, node_invitation *inv, const void
     }
     ports_port_ref a, b;
     if (ports_node_create_port_pair(n->ports, &a, &b) != PORTS_OK) {
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         return -ENOMEM;
     }
     if (early) {
@@ -1356,10 +1356,10 @@ int node_invitation_extract(node_controller *n, node_invitation *inv, const void
         memcpy(e->name, name, len);
         e->len = len;
         e->port = b;
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
     } else {
         /* No such attachment (or it was taken already): a broken pipe. */
-        pthread_mutex_unlock(&n->lock);
+        plat_mutex_unlock(&n->lock);
         ports_node_close_port(n->ports, &b);
         ports_port_ref_release(&b);
     }
@@ -1369,13 +1369,13 @@ int node_invitation_extract(node_controller *n, node_invitation *inv, const void
 
 void node_invitation_close(node_controller *n, node_invitation *inv)
 {
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     inv->closed = true;
     named_port *offered = inv->offered;
     uint32_t num = inv->num_offered;
     inv->offered = NULL;
     inv->num_offered = 0;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     for (uint32_t i = 0; i < num; i++) {
         ports_node_close_port(n->ports, &offered[i].port);
         ports_port_ref_release(&offered[i].port);
@@ -1389,7 +1389,7 @@ void node_report_bad_message(node_controller *n, const ports_name *from, const c
 {
     if (len > CMOJO_MAX_ERROR_MESSAGE)
         len = CMOJO_MAX_ERROR_MESSAGE;
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     peer *q = name_map_get(&n->peers, from);
     node_error_fn fn = q && q->we_invited ? q->fn : NULL;
     uintptr_t ctx = q ? q->ctx : 0;
@@ -1402,22 +1402,22 @@ void node_report_bad_message(node_controller *n, const ports_name *from, const c
             free(msg);
         }
     }
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     if (fn)
         fn(ctx, reason, len, false);
 }
 
 void node_set_default_error_handler(node_controller *n, node_default_error_fn fn)
 {
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     n->default_error = fn;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
 }
 
 size_t node_debug_peer_count(node_controller *n)
 {
-    pthread_mutex_lock(&n->lock);
+    plat_mutex_lock(&n->lock);
     size_t count = n->peers.count;
-    pthread_mutex_unlock(&n->lock);
+    plat_mutex_unlock(&n->lock);
     return count;
 }

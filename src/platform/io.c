@@ -63,8 +63,8 @@ struct plat_io {
     int wakefd; /* eventfd: posted tasks and stop */
     pthread_t thread;
 
-    pthread_mutex_t mutex;
-    pthread_cond_t cond; /* a callback finished running */
+    plat_mutex mutex;
+    plat_cond cond; /* a callback finished running */
     io_task *tasks_head;
     io_task *tasks_tail;
     /* Pushed under mutex; atomic so that an empty one is seen without it. */
@@ -121,11 +121,11 @@ static void drain_wakefd(plat_io *io)
  */
 static bool run_tasks(plat_io *io)
 {
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     io_task *t = io->tasks_head;
     io->tasks_head = NULL;
     io->tasks_tail = NULL;
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
 
     while (t != NULL) {
         io_task *next = t->next;
@@ -134,9 +134,9 @@ static bool run_tasks(plat_io *io)
         t = next;
     }
 
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     bool exit = io->stopping && io->tasks_head == NULL;
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
     return exit;
 }
 
@@ -144,9 +144,9 @@ static void bury_dead(plat_io *io)
 {
     if (atomic_load_explicit(&io->graveyard, memory_order_relaxed) == NULL)
         return; /* only this thread empties it: nothing to bury */
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     plat_io_watch *dead = atomic_exchange(&io->graveyard, NULL);
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
 
     while (dead != NULL) {
         plat_io_watch *next = dead->next_dead;
@@ -167,9 +167,9 @@ static void dispatch(plat_io *io, plat_io_watch *w, uint32_t ep)
 
     if (atomic_fetch_and(&w->state, ~WATCH_RUNNING) & WATCH_REMOVED) {
         /* A remover may be waiting for this callback to end. */
-        pthread_mutex_lock(&io->mutex);
-        pthread_cond_broadcast(&io->cond);
-        pthread_mutex_unlock(&io->mutex);
+        plat_mutex_lock(&io->mutex);
+        plat_cond_broadcast(&io->cond);
+        plat_mutex_unlock(&io->mutex);
     }
 }
 
@@ -226,11 +226,11 @@ int plat_io_start(plat_io **out)
         goto fail_errno;
 
     plat_mutex_init(&io->mutex);
-    pthread_cond_init(&io->cond, NULL);
+    plat_cond_init(&io->cond);
     rc = pthread_create(&io->thread, NULL, io_main, io);
     if (rc != 0) {
-        pthread_cond_destroy(&io->cond);
-        pthread_mutex_destroy(&io->mutex);
+        plat_cond_destroy(&io->cond);
+        plat_mutex_destroy(&io->mutex);
         goto fail;
     }
     *out = io;
@@ -253,10 +253,10 @@ void plat_io_stop(plat_io *io)
         return;
     assert(!plat_io_on_thread(io));
 
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     assert(io->live_watches == 0);
     io->stopping = true;
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
     wake(io);
     pthread_join(io->thread, NULL);
 
@@ -265,8 +265,8 @@ void plat_io_stop(plat_io *io)
     assert(io->graveyard == NULL);
     close(io->wakefd);
     close(io->epfd);
-    pthread_cond_destroy(&io->cond);
-    pthread_mutex_destroy(&io->mutex);
+    plat_cond_destroy(&io->cond);
+    plat_mutex_destroy(&io->mutex);
     free(io);
 }
 
@@ -291,7 +291,7 @@ int plat_io_add(plat_io *io, int fd, uint32_t events, plat_io_callback cb, void 
     atomic_init(&w->state, 0);
 
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     /*
      * *out is written before the fd is registered, and released (with
      * everything the caller set up before this add) to the thread's first
@@ -304,12 +304,12 @@ int plat_io_add(plat_io *io, int fd, uint32_t events, plat_io_callback cb, void 
     if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         int err = errno;
         *out = old;
-        pthread_mutex_unlock(&io->mutex);
+        plat_mutex_unlock(&io->mutex);
         free(w);
         return -err;
     }
     io->live_watches++;
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
     return 0;
 }
 
@@ -320,11 +320,11 @@ int plat_io_modify(plat_io_watch *w, uint32_t events)
     struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
     int rc = 0;
 
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     assert(!(atomic_load(&w->state) & WATCH_REMOVED));
     if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
         rc = -errno;
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
     return rc;
 }
 
@@ -335,7 +335,7 @@ void plat_io_remove(plat_io_watch *w)
     plat_io *io = w->io;
     bool on_thread = plat_io_on_thread(io);
 
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     unsigned was = atomic_fetch_or(&w->state, WATCH_REMOVED);
     assert(!(was & WATCH_REMOVED));
     (void)was;
@@ -347,11 +347,11 @@ void plat_io_remove(plat_io_watch *w)
     io->live_watches--;
     if (!on_thread) {
         while (atomic_load(&w->state) & WATCH_RUNNING)
-            pthread_cond_wait(&io->cond, &io->mutex);
+            plat_cond_wait(&io->cond, &io->mutex);
     }
     w->next_dead = atomic_load(&io->graveyard);
     atomic_store(&io->graveyard, w);
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
 }
 
 int plat_io_post(plat_io *io, void (*fn)(void *arg), void *arg)
@@ -364,14 +364,14 @@ int plat_io_post(plat_io *io, void (*fn)(void *arg), void *arg)
     t->arg = arg;
     t->next = NULL;
 
-    pthread_mutex_lock(&io->mutex);
+    plat_mutex_lock(&io->mutex);
     bool was_empty = io->tasks_head == NULL;
     if (io->tasks_tail != NULL)
         io->tasks_tail->next = t;
     else
         io->tasks_head = t;
     io->tasks_tail = t;
-    pthread_mutex_unlock(&io->mutex);
+    plat_mutex_unlock(&io->mutex);
     /* A non-empty queue already has a wake-up on its way (or is being run). */
     if (was_empty)
         wake(io);

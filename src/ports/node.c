@@ -42,7 +42,7 @@
 struct ports_node {
     ports_name name;
     ports_delegate delegate;
-    pthread_mutex_t lock;
+    plat_mutex lock;
     name_map ports;      /* port name -> ports_port* (holds one ref) */
     name_map peer_nodes; /* peer node -> name_map* (peer port -> peer_set*) */
     /*
@@ -182,7 +182,7 @@ static void port_release(ports_port *p)
     ports_event *list = NULL;
     take_all_held_events(p, &list);
     destroy_event_list(list);
-    pthread_mutex_destroy(&p->lock);
+    plat_mutex_destroy(&p->lock);
     free(p);
 }
 
@@ -205,12 +205,12 @@ void ports_port_ref_release(ports_port_ref *ref)
 
 static void lock_port(ports_port *p)
 {
-    pthread_mutex_lock(&p->lock);
+    plat_mutex_lock(&p->lock);
 }
 
 static void unlock_port(ports_port *p)
 {
-    pthread_mutex_unlock(&p->lock);
+    plat_mutex_unlock(&p->lock);
 }
 
 static int cmp_port_ptr(const void *a, const void *b)
@@ -365,13 +365,13 @@ static void update_port_peer_address(ports_node *node, const ports_name *local_n
 
 static int add_port_with_name(ports_node *node, const ports_name *name, ports_port *port)
 {
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     int rc = name_map_put(&node->ports, name, port);
     if (rc == 0) {
         port_addref(port);
         peer_map_add(node, &port->peer_node, &port->peer_port, name, port);
     }
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
     if (rc < 0)
         return PORTS_ERROR_NO_MEMORY;
     return rc == 0 ? PORTS_OK : PORTS_ERROR_PORT_EXISTS;
@@ -379,11 +379,11 @@ static int add_port_with_name(ports_node *node, const ports_name *name, ports_po
 
 int ports_node_get_port(ports_node *node, const ports_name *name, ports_port_ref *out)
 {
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     ports_port *p = name_map_get(&node->ports, name);
     if (p)
         port_addref(p);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
     if (!p)
         return PORTS_ERROR_PORT_UNKNOWN;
     out->name = *name;
@@ -399,11 +399,11 @@ static void close_carried_ports(ports_node *node, ports_event *list);
  */
 static void erase_port(ports_node *node, const ports_name *name)
 {
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     ports_port *p = name_map_remove(&node->ports, name);
     if (p)
         peer_map_remove(node, &p->peer_node, &p->peer_port, name);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
     if (!p)
         return;
     ports_event *list = NULL;
@@ -416,16 +416,16 @@ static void erase_port(ports_node *node, const ports_name *name)
 
 size_t ports_node_port_count(ports_node *node)
 {
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     size_t n = node->ports.count;
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
     return n;
 }
 
 /* Snapshot of every port in the map, each with a ref. Caller frees. */
 static ports_port_ref *snapshot_ports(ports_node *node, size_t *count)
 {
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     size_t n = node->ports.count;
     ports_port_ref *refs = xmalloc((n ? n : 1) * sizeof(*refs));
     size_t k = 0;
@@ -438,7 +438,7 @@ static ports_port_ref *snapshot_ports(ports_node *node, size_t *count)
         port_addref(refs[k].port);
         k++;
     }
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
     *count = k;
     return refs;
 }
@@ -491,7 +491,7 @@ void ports_node_destroy(ports_node *node)
     for (size_t i = 0; i < node->dead_ports.cap; i++)
         free(node->dead_ports.slots[i].value);
     name_map_free(&node->dead_ports);
-    pthread_mutex_destroy(&node->lock);
+    plat_mutex_destroy(&node->lock);
     free(node);
 }
 
@@ -934,11 +934,11 @@ int ports_node_initialize_port(ports_node *node, const ports_port_ref *ref,
         !ports_name_is_valid(prev_node) || !ports_name_is_valid(prev_port))
         return PORTS_ERROR_INVALID_ARGUMENT;
     ports_port *p = ref->port;
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     lock_port(p);
     if (p->state != PORT_UNINITIALIZED) {
         unlock_port(p);
-        pthread_mutex_unlock(&node->lock);
+        plat_mutex_unlock(&node->lock);
         return PORTS_ERROR_PORT_STATE_UNEXPECTED;
     }
     p->state = PORT_RECEIVING;
@@ -946,7 +946,7 @@ int ports_node_initialize_port(ports_node *node, const ports_port_ref *ref,
     p->prev_node = *prev_node;
     p->prev_port = *prev_port;
     unlock_port(p);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
 
     status_changed(node, ref);
     /* Events may have arrived before we knew whom to accept them from. */
@@ -1257,11 +1257,11 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
             }
 
             if (node_locked)
-                pthread_mutex_lock(&node->lock);
+                plat_mutex_lock(&node->lock);
             for (uint32_t i = 0; i < n; i++) {
                 attached[i] = name_map_get(&node->ports, &ev->u.user.ports[i]);
                 if (!attached[i]) {
-                    pthread_mutex_unlock(&node->lock);
+                    plat_mutex_unlock(&node->lock);
                     rv = PORTS_ERROR_PORT_UNKNOWN;
                     goto out;
                 }
@@ -1278,7 +1278,7 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
                 /* Now remote: the payload must hear about it first. */
                 unlock_ports(lock_set, n + 1);
                 if (node_locked)
-                    pthread_mutex_unlock(&node->lock);
+                    plat_mutex_unlock(&node->lock);
                 continue;
             }
             target_node = p->peer_node;
@@ -1301,7 +1301,7 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
         if (rv != PORTS_OK) {
             unlock_ports(lock_set, n + 1);
             if (node_locked)
-                pthread_mutex_unlock(&node->lock);
+                plat_mutex_unlock(&node->lock);
             goto out;
         }
 
@@ -1325,7 +1325,7 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
         *target = target_node;
         unlock_ports(lock_set, n + 1);
         if (node_locked)
-            pthread_mutex_unlock(&node->lock);
+            plat_mutex_unlock(&node->lock);
         break;
     }
 
@@ -1621,7 +1621,7 @@ static int on_observe_proxy(ports_node *node, const ports_port_ref *ref, const p
     ports_name to;
     bool peer_changed = false;
 
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     lock_port(p);
     if (ports_name_eq(&p->peer_node, &ev->u.observe_proxy.proxy_node) &&
         ports_name_eq(&p->peer_port, &ev->u.observe_proxy.proxy_port)) {
@@ -1662,7 +1662,7 @@ static int on_observe_proxy(ports_node *node, const ports_port_ref *ref, const p
         ev = NULL;
     }
     unlock_port(p);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
 
     ports_event_destroy(ev);
     if (to_send)
@@ -1982,7 +1982,7 @@ static void destroy_all_ports_with_peer(ports_node *node, const ports_name *peer
     ref_vec notify = {0}, dead = {0};
     ports_event *undelivered = NULL;
 
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     name_map *by_port = name_map_get(&node->peer_nodes, peer_node);
     if (by_port) {
         if (ports_name_is_valid(peer_port)) {
@@ -1995,7 +1995,7 @@ static void destroy_all_ports_with_peer(ports_node *node, const ports_name *peer
                     mark_set_dead(by_port->slots[i].value, &notify, &dead, &undelivered);
         }
     }
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
 
     for (size_t i = 0; i < dead.count; i++)
         erase_port(node, &dead.items[i].name);
@@ -2107,10 +2107,10 @@ int ports_node_lost_connection_to_node(ports_node *node, const ports_name *lost)
 {
     if (!node || !lost || !ports_name_is_valid(lost) || is_self(node, lost))
         return PORTS_ERROR_INVALID_ARGUMENT;
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     if (name_map_put(&node->lost_nodes, lost, LOST_MARK) < 0)
         die_oom();
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
     destroy_all_ports_with_peer(node, lost, &PORTS_INVALID_NAME);
     end_routes_from_lost_node(node, lost);
     return PORTS_OK;
@@ -2126,14 +2126,14 @@ int ports_node_lost_connection_to_node(ports_node *node, const ports_name *lost)
 static void remember_dead_port(ports_node *node, const ports_name *port_node,
                                const ports_name *port)
 {
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     if (node->dead_ports.count < DEAD_PORT_MEMORY && !name_map_get(&node->dead_ports, port)) {
         ports_name *owner = xmalloc(sizeof(*owner));
         *owner = *port_node;
         if (name_map_put(&node->dead_ports, port, owner) < 0)
             die_oom();
     }
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
 }
 
 /*
@@ -2152,12 +2152,12 @@ static void reconcile_with_losses(ports_node *node, const ports_name *port_name)
     unlock_port(ref.port);
     ports_port_ref_release(&ref);
 
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     bool peer_lost = name_map_get(&node->lost_nodes, &peer_node) != NULL;
     bool prev_lost = name_map_get(&node->lost_nodes, &prev_node) != NULL;
     ports_name *dead_owner = name_map_get(&node->dead_ports, &peer_port);
     bool peer_dead = dead_owner && ports_name_eq(dead_owner, &peer_node);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
 
     if (peer_lost)
         destroy_all_ports_with_peer(node, &peer_node, &PORTS_INVALID_NAME);
@@ -2239,17 +2239,17 @@ int ports_node_merge_ports(ports_node *node, const ports_port_ref *ref, const po
     ports_port_descriptor desc;
     pending_update update;
 
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     lock_port(p);
     if (!mergeable(p)) {
         unlock_port(p);
-        pthread_mutex_unlock(&node->lock);
+        plat_mutex_unlock(&node->lock);
         return PORTS_ERROR_PORT_STATE_UNEXPECTED;
     }
     /* The port travels to dest_node and is merged into its cycle there. */
     convert_to_proxy(node, p, &new_name, dest_node, &desc, &update);
     unlock_port(p);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
 
     send_update(node, &update);
     ports_port_ref local_peer;
@@ -2301,7 +2301,7 @@ static bool undo_merge(ports_node *node, const ports_port_ref *a, const ports_po
 {
     const ports_port_ref *refs[2] = {a, b};
     ports_port *lock_set[2] = {a->port, b->port};
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     lock_ports(lock_set, 2);
     bool undo = a->port->state == PORT_PROXYING && b->port->state == PORT_PROXYING;
     if (undo) {
@@ -2315,7 +2315,7 @@ static bool undo_merge(ports_node *node, const ports_port_ref *a, const ports_po
         }
     }
     unlock_ports(lock_set, 2);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
     return undo;
 }
 
@@ -2327,7 +2327,7 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
     pending_update updates[2];
     uint64_t saved_seq[2];
 
-    pthread_mutex_lock(&node->lock);
+    plat_mutex_lock(&node->lock);
     lock_ports(lock_set, 2);
     ports_port *x = a->port, *y = b->port;
     bool ok = mergeable(x) && mergeable(y) &&
@@ -2338,7 +2338,7 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
         bool close_x = x->state == PORT_RECEIVING || allow_close_on_bad_state;
         bool close_y = y->state == PORT_RECEIVING || allow_close_on_bad_state;
         unlock_ports(lock_set, 2);
-        pthread_mutex_unlock(&node->lock);
+        plat_mutex_unlock(&node->lock);
         if (close_x)
             ports_node_close_port(node, a);
         if (close_y)
@@ -2374,7 +2374,7 @@ static int merge_ports_internal(ports_node *node, const ports_port_ref *a, const
             p->remove_proxy_on_last_message = true;
     }
     unlock_ports(lock_set, 2);
-    pthread_mutex_unlock(&node->lock);
+    plat_mutex_unlock(&node->lock);
 
     int rv = forward_user_messages_from_proxy(node, a);
     if (rv == PORTS_OK)

@@ -12,6 +12,7 @@
 
 #include "cmojo_limits.h"
 #include "ports/common.h"
+#include "platform/lock.h"
 #include "ports/event.h"
 
 typedef enum port_state {
@@ -57,7 +58,7 @@ typedef struct pending_queue {
 
 struct ports_port {
     atomic_int refs;
-    pthread_mutex_t lock;
+    plat_mutex lock;
 
     port_state state;
     ports_name peer_node, peer_port;

@@ -1630,7 +1630,7 @@ static void ch_on_error(void *ctx, int protocol, const char *why)
 static void ch_init(sim *s)
 {
     sim_chan *ch = sim_alloc(sizeof(*ch));
-    plat_mutex_init(&ch->mu);
+    pthread_mutex_init(&ch->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
