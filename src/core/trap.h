@@ -45,7 +45,7 @@ struct core_trigger {
     core_trigger *next_watcher;
 
     plat_mutex delivery_lock; /* held while the handler runs */
-    bool cancel_delivered;         /* under delivery_lock */
+    bool cancel_delivered;    /* under delivery_lock */
 
     /* A wait's trigger (see core_wait_trigger_new). */
     const core_wait_ops *wait_ops;

@@ -46,7 +46,10 @@ typedef struct plat_cond {
 } plat_cond;
 
 /* For a mutex with static storage. */
-#define PLAT_MUTEX_INITIALIZER {0}
+#define PLAT_MUTEX_INITIALIZER                                                                     \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 /* The contended paths, out of line. */
 void plat_mutex_lock_slow(plat_mutex *m);
