@@ -11,6 +11,7 @@ cmojo_describe() {
     tsan) echo "clang, ThreadSanitizer" ;;
     fuzz) echo "clang, libFuzzer + ASan + UBSan" ;;
     release) echo "gcc -O3 and clang -O3, Release, asserts off: compile only" ;;
+    format) echo "clang-format --dry-run over every tracked .c and .h" ;;
     release-gcc) echo "gcc, Release (-O3), asserts off" ;;
     release-clang) echo "clang, Release (-O3), asserts off" ;;
     *) echo "unknown build" ;;

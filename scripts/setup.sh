@@ -9,8 +9,9 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # binutils: nm (export test); util-linux: setarch (TSan on high-ASLR kernels);
-# libc6-dev: gcc only recommends it.
-packages=(cmake ninja-build pkg-config libcmocka-dev clang gcc libc6-dev binutils util-linux)
+# libc6-dev: gcc only recommends it; clang-format: the format stage.
+packages=(cmake ninja-build pkg-config libcmocka-dev clang clang-format gcc libc6-dev binutils
+    util-linux)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]

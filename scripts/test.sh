@@ -4,7 +4,8 @@
 # ASan+UBSan), build/tsan (clang, TSan) -- then builds the libFuzzer targets
 # (build/fuzz) and runs each briefly over its corpus, and last compiles every
 # target in Release with gcc and clang (build/release-gcc, build/release-clang;
-# compile only: warnings that appear only at -O3 or without assert()).
+# compile only: warnings that appear only at -O3 or without assert()), and
+# checks that every C file is formatted as .clang-format says.
 #
 # Every stage runs even if an earlier one failed; a summary follows. Exit
 # status is 0 only if every stage passed.
@@ -83,6 +84,15 @@ release_build() {
     done
 }
 
+# Every tracked C source and header formatted as .clang-format says.
+format_check() {
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -z -- '*.c' '*.h'
+    else
+        find src include tests bench fuzz tools examples -name '*.[ch]' -print0
+    fi | xargs -0 clang-format --dry-run -Werror
+}
+
 stages=()
 results=()
 times=()
@@ -111,6 +121,7 @@ run_stage asan suite asan
 run_stage tsan suite tsan
 run_stage fuzz fuzz_smoke
 run_stage release release_build
+run_stage format format_check
 
 echo
 echo "==== summary ===="

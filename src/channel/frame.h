@@ -42,8 +42,7 @@ size_t channel_frame_wire_size(size_t payload_size);
  * Writes the 16-byte header for a frame. The caller checked payload_size <=
  * channel_frame_max_payload(), num_fds <= CMOJO_MAX_FDS_PER_FRAME, type != 0.
  */
-void channel_frame_write_header(uint8_t *out, uint16_t type, size_t payload_size,
-                                size_t num_fds);
+void channel_frame_write_header(uint8_t *out, uint16_t type, size_t payload_size, size_t num_fds);
 
 typedef struct channel_frame {
     uint16_t type;

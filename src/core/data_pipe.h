@@ -6,10 +6,9 @@
  * consumer through its own O_RDONLY open of the memfd, which is also what it
  * sends when it travels, so no process it reaches can write the ring), plus
  * a pair of ports, the control pipe, on which the producer sends
- * DATA_WAS_WRITTEN and the consumer DATA_WAS_READ counts (data_pipe_wire.h). Each end keeps its offset and count in private memory
- * and changes them only through its own operations and validated counts; a
- * count that does not add up closes the control port, so both ends see
- * their peer closed.
+ * DATA_WAS_WRITTEN and the consumer DATA_WAS_READ counts (data_pipe_wire.h). Each end keeps its
+ * offset and count in private memory and changes them only through its own operations and validated
+ * counts; a count that does not add up closes the control port, so both ends see their peer closed.
  *
  * Travelling: an end attached to a message lets go of its control port,
  * which the event carries like a pipe's (message.h); in this process the
