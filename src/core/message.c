@@ -16,6 +16,7 @@
 #include "core/platform_handle.h"
 #include "core/shared_buffer.h"
 #include "node/node.h"
+#include "platform/mem.h"
 #include "core/handle_table.h"
 #include "core/message_pipe.h"
 #include "core/request_context.h"
@@ -34,7 +35,7 @@ static atomic_uint_fast64_t next_serial;
 
 static core_message *message_new(uint32_t max_size)
 {
-    core_message *m = calloc(1, sizeof(*m));
+    core_message *m = plat_zalloc(sizeof(*m));
     if (!m)
         return NULL;
     m->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed) + 1;

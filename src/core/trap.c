@@ -11,6 +11,7 @@
 #include "cmojo_limits.h"
 #include "core/core.h"
 #include "core/request_context.h"
+#include "platform/mem.h"
 
 #define TRAP_INLINE_TRIGGERS 2
 
@@ -164,7 +165,7 @@ void core_trigger_deliver(core_trigger *t, MojoResult result,
 core_trigger *core_wait_trigger_new(core_dispatcher *watched, MojoHandleSignals signals,
                                     const core_wait_ops *ops, void *ctx)
 {
-    core_trigger *t = calloc(1, sizeof(*t));
+    core_trigger *t = plat_zalloc(sizeof(*t));
     if (!t)
         return NULL;
     atomic_init(&t->refs, 1);
@@ -267,7 +268,7 @@ static MojoResult trap_add_trigger(core_trap *trap, core_dispatcher *watched,
 {
     if (!watched->ops->get_signals)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_trigger *t = calloc(1, sizeof(*t));
+    core_trigger *t = plat_zalloc(sizeof(*t));
     if (!t)
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
     /* References: one for the trap's list, one the caller drops below. */

@@ -16,6 +16,7 @@
 #include "core/request_context.h"
 #include "core/trap.h"
 #include "mojo/public/c/system/functions.h"
+#include "platform/mem.h"
 #include "platform/wakeup.h"
 
 /*
@@ -188,7 +189,7 @@ static MojoResult claimed(waiter *w, uint32_t *index)
 static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignals *signals,
                                      uint32_t num_handles, MojoDeadline deadline, uint32_t *index)
 {
-    waiter *w = calloc(1, sizeof(*w) + num_handles * sizeof(wait_slot));
+    waiter *w = plat_zalloc(sizeof(*w) + num_handles * sizeof(wait_slot));
     if (!w)
         return MOJO_RESULT_RESOURCE_EXHAUSTED;
     atomic_init(&w->refs, 1);

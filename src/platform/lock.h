@@ -9,9 +9,9 @@
  * to let go -- then sleeps on the futex word.
  *
  * The word: 0 unlocked; 1 locked, nobody asleep; 2 locked, maybe someone
- * asleep (the unlocker must wake one). A locker that ever had to wait takes
- * the lock as 2, so a wake-up is never lost, at the price of one wake
- * system call too many now and then.
+ * asleep (the unlocker must wake one). A locker that gives up spinning takes
+ * the lock as 2 from then on, even after it was woken, so a wake-up is never
+ * lost, at the price of one wake system call too many now and then.
  *
  * The condition variable is broadcast-only (every user wakes all waiters and
  * re-checks its predicate): a sequence word that broadcast bumps, and that a
@@ -23,6 +23,7 @@
 #ifndef CMOJO_PLATFORM_LOCK_H_
 #define CMOJO_PLATFORM_LOCK_H_
 
+#include <assert.h>
 #include <stdatomic.h>
 
 #if defined(__SANITIZE_THREAD__)
@@ -65,6 +66,7 @@ static inline void plat_mutex_init(plat_mutex *m)
 
 static inline void plat_mutex_destroy(plat_mutex *m)
 {
+    assert(atomic_load_explicit(&m->state, memory_order_relaxed) == 0); /* not held */
 #ifdef PLAT_LOCK_TSAN
     __tsan_mutex_destroy(m, 0);
 #else
@@ -114,7 +116,11 @@ static inline void plat_cond_destroy(plat_cond *c)
  */
 void plat_cond_wait(plat_cond *c, plat_mutex *m);
 
-/* Wakes every thread in plat_cond_wait on c. Call with or without the mutex. */
+/*
+ * Wakes every thread in plat_cond_wait on c. As with pthreads, the waiters'
+ * predicate must have been changed under their mutex; the broadcast itself
+ * may come after unlocking.
+ */
 void plat_cond_broadcast(plat_cond *c);
 
 #endif /* CMOJO_PLATFORM_LOCK_H_ */

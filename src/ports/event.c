@@ -25,6 +25,7 @@
 
 #include "cmojo_limits.h"
 #include "cmojo_wire.h"
+#include "platform/mem.h"
 
 #define NAME_WIRE_SIZE 16u
 /* What one attached port costs on the wire: its descriptor plus its name. */
@@ -142,7 +143,7 @@ ports_event *ports_event_new(ports_event_type type, const ports_name *port_name)
 {
     if ((unsigned)type >= PORTS_EVENT_TYPE_COUNT)
         return NULL;
-    ports_event *ev = calloc(1, sizeof(*ev));
+    ports_event *ev = plat_zalloc(sizeof(*ev));
     if (ev == NULL)
         return NULL;
     ev->type = type;
@@ -160,7 +161,7 @@ ports_event *ports_user_message_new(uint32_t num_ports, ports_payload *payload)
     }
     /* Bounded by the limit above: cannot overflow. */
     size_t arrays = (size_t)num_ports * (sizeof(ports_port_descriptor) + sizeof(ports_name));
-    ports_event *ev = calloc(1, sizeof(*ev) + arrays);
+    ports_event *ev = plat_zalloc(sizeof(*ev) + arrays);
     if (ev == NULL) {
         ports_payload_destroy(payload);
         return NULL;

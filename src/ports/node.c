@@ -29,6 +29,7 @@
  * exactly-once delivery, which is worse than stopping.
  */
 #include "platform/lock.h"
+#include "platform/mem.h"
 #include "ports/ports.h"
 
 #include <stdio.h>
@@ -86,7 +87,7 @@ static _Noreturn void die_oom(void)
 
 static void *xmalloc(size_t n)
 {
-    void *p = calloc(1, n);
+    void *p = plat_zalloc(n);
     if (!p)
         die_oom();
     return p;

@@ -51,7 +51,6 @@
 #include "channel/channel.h"
 #include "channel/frame.h"
 #include "platform/io.h"
-#include "platform/lock.h"
 #include "ports/event.h"
 #include "ports/ports.h"
 
