@@ -34,9 +34,10 @@
 #include "channel/frame.h"
 #include "cmojo_limits.h"
 #include "platform/lock.h"
+#include "platform/sys.h"
 
-ssize_t (*channel_sys_sendmsg)(int fd, const struct msghdr *msg, int flags) = sendmsg;
-ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = recvmsg;
+ssize_t (*channel_sys_sendmsg)(int fd, const struct msghdr *msg, int flags) = plat_sendmsg;
+ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = plat_recvmsg;
 
 /*
  * Receive buffer. It starts at RX_DEFAULT_CAPACITY; a frame that does not

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "platform/lock.h"
+#include "platform/sys.h"
 
 /*
  * Events taken from epoll per wake-up. Callbacks do bounded work, so this
@@ -180,7 +181,7 @@ static void *io_main(void *arg)
 
     io_current = io;
     for (;;) {
-        int n = epoll_wait(io->epfd, events, IO_MAX_EVENTS, -1);
+        int n = plat_epoll_wait(io->epfd, events, IO_MAX_EVENTS, -1);
         if (n < 0) {
             /* Only EINTR is possible with valid arguments. */
             assert(errno == EINTR);

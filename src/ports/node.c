@@ -734,6 +734,9 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
                               port_state expected_state, bool ignore_closed_peer, ports_event *ev,
                               ports_name *target);
 static int forward_user_messages_from_proxy(ports_node *node, const ports_port_ref *ref);
+static int queue_user_message(ports_port *p, ports_event *ev, bool *accepted, bool *has_next);
+static int finish_user_message(ports_node *node, const ports_port_ref *ref, ports_event *ev, int rv,
+                               bool accepted, bool has_next);
 static void try_remove_proxy(ports_node *node, const ports_port_ref *ref);
 static void initiate_proxy_removal(ports_node *node, const ports_port_ref *ref);
 static void destroy_all_ports_with_peer(ports_node *node, const ports_name *peer_node,
@@ -826,6 +829,20 @@ static int dispatch(ports_node *node, const ports_port_ref *ref, const ports_nam
                 cut_off(node, ref);
             }
             return rv;
+        }
+        if (ev->type == PORTS_EVENT_USER_MESSAGE && p->state == PORT_RECEIVING &&
+            p->pending_total == 0) {
+            /*
+             * The common case, in one hold of the lock: a message for a
+             * receiving port with nothing held back behind it. Queueing it
+             * and counting it received together leave nothing for the
+             * loop below to take.
+             */
+            bool accepted, has_next;
+            int rv = queue_user_message(p, ev, &accepted, &has_next);
+            p->next_control_sequence_num_to_receive++;
+            unlock_port(p);
+            return finish_user_message(node, ref, ev, rv, accepted, has_next);
         }
         sender = *from;
     } else {
@@ -1497,37 +1514,27 @@ static void try_remove_proxy(ports_node *node, const ports_port_ref *ref)
 
 /* ------------------------------------------------------------- handlers */
 
-static int on_user_message(ports_node *node, const ports_port_ref *ref, ports_event *ev)
+/*
+ * Port lock held: queues a user message, unless it lies past a known end
+ * (it could never be read) or the port takes no more. *accepted says
+ * whether the queue took it; *has_next whether it made a message ready.
+ */
+static int queue_user_message(ports_port *p, ports_event *ev, bool *accepted, bool *has_next)
 {
-    /* Carried ports from another node were recreated on arrival. */
-    bool accepted = false, has_next = false, should_forward = false;
-    int rv = PORTS_OK;
-    if (ref->port) {
-        ports_port *p = ref->port;
-        lock_port(p);
-        /* Nothing past a known end is taken: it could never be read. */
-        bool past_end = p->peer_closed && ev->u.user.sequence_num > p->last_sequence_num_to_receive;
-        if (!past_end && can_accept_more_messages(p)) {
-            rv = mq_accept(&p->mq, ev, &has_next);
-            if (rv == PORTS_OK) {
-                accepted = true;
-                if (p->state == PORT_BUFFERING) {
-                    has_next = false;
-                } else if (p->state == PORT_PROXYING) {
-                    has_next = false;
-                    should_forward = true;
-                }
-            }
-        }
-        unlock_port(p);
-    }
+    *accepted = false;
+    *has_next = false;
+    bool past_end = p->peer_closed && ev->u.user.sequence_num > p->last_sequence_num_to_receive;
+    if (past_end || !can_accept_more_messages(p))
+        return PORTS_OK;
+    int rv = mq_accept(&p->mq, ev, has_next);
+    *accepted = rv == PORTS_OK;
+    return rv;
+}
 
-    if (should_forward) {
-        int frv = forward_user_messages_from_proxy(node, ref);
-        if (frv != PORTS_OK)
-            return frv;
-        try_remove_proxy(node, ref);
-    }
+/* After queue_user_message, with no lock held: its consequences. */
+static int finish_user_message(ports_node *node, const ports_port_ref *ref, ports_event *ev, int rv,
+                               bool accepted, bool has_next)
+{
     if (!accepted) {
         ev->next_ = NULL;
         close_carried_ports(node, ev);
@@ -1538,6 +1545,33 @@ static int on_user_message(ports_node *node, const ports_port_ref *ref, ports_ev
     if (has_next)
         status_changed(node, ref);
     return PORTS_OK;
+}
+
+static int on_user_message(ports_node *node, const ports_port_ref *ref, ports_event *ev)
+{
+    /* Carried ports from another node were recreated on arrival. */
+    bool accepted = false, has_next = false, should_forward = false;
+    int rv = PORTS_OK;
+    if (ref->port) {
+        ports_port *p = ref->port;
+        lock_port(p);
+        rv = queue_user_message(p, ev, &accepted, &has_next);
+        if (accepted && p->state == PORT_BUFFERING) {
+            has_next = false;
+        } else if (accepted && p->state == PORT_PROXYING) {
+            has_next = false;
+            should_forward = true;
+        }
+        unlock_port(p);
+    }
+
+    if (should_forward) {
+        int frv = forward_user_messages_from_proxy(node, ref);
+        if (frv != PORTS_OK)
+            return frv;
+        try_remove_proxy(node, ref);
+    }
+    return finish_user_message(node, ref, ev, rv, accepted, has_next);
 }
 
 static int on_port_accepted(ports_node *node, const ports_port_ref *ref, const ports_name *from,

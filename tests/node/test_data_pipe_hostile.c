@@ -819,6 +819,14 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
     case LIE_TO_CONSUMER: {
         CHECK_RESULT(MojoCreateDataPipe(&opts, &producer, &consumer), OK);
         cmojo_mp_send(ctl, TAG_HANDLES, 0, 0, &consumer, 1);
+        /*
+         * The plan skips the first count by the order the counts reach
+         * sendmsg. While the consumer's old port here still proxies, the
+         * honest count can sit in it and leave after later ones sent
+         * straight to the parent: wait until only ctl's port and the
+         * producer's are left, so the counts go out in the order written.
+         */
+        CHECK(cmojo_mp_wait_counts("hostile child", 2, 2, CMOJO_MP_SETTLE_MS));
         write_all(producer, 0, LEGIT);
         for (unsigned i = 0; i < plan.num_values; i++)
             write_all(producer, LEGIT + 8 * i, 8);
