@@ -4,7 +4,6 @@
  */
 #include "core/core.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 

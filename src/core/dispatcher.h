@@ -24,7 +24,6 @@
 #ifndef CMOJO_CORE_DISPATCHER_H_
 #define CMOJO_CORE_DISPATCHER_H_
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>

@@ -21,7 +21,6 @@
 #ifndef CMOJO_CORE_HANDLE_TABLE_H_
 #define CMOJO_CORE_HANDLE_TABLE_H_
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 

@@ -2,7 +2,6 @@
  * Traps: MojoCreateTrap, MojoAddTrigger, MojoRemoveTrigger, MojoArmTrap.
  * The model is in trap.h; delivery timing in request_context.h.
  */
-#include "platform/lock.h"
 #include "core/trap.h"
 
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "cmojo_limits.h"
 #include "core/core.h"
 #include "core/request_context.h"
+#include "platform/lock.h"
 #include "platform/mem.h"
 
 #define TRAP_INLINE_TRIGGERS 2

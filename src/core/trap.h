@@ -15,7 +15,6 @@
 #ifndef CMOJO_CORE_TRAP_H_
 #define CMOJO_CORE_TRAP_H_
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>

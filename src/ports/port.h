@@ -5,7 +5,6 @@
 #ifndef CMOJO_PORTS_PORT_H_
 #define CMOJO_PORTS_PORT_H_
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
