@@ -52,6 +52,15 @@ extern "C" {
  * Threads: any thread, including inside a trap handler (the wait does not
  * need this thread to deliver anything). Waiting with no handles and no
  * deadline would never return, so it fails with INVALID_ARGUMENT.
+ *
+ * In a process connected to others, one waiting thread at a time reads the
+ * process's channels itself while it waits, so a message from another
+ * process reaches it without a hand-off from the IO thread. Trap handlers
+ * that this IO triggers (for any handle) may then run on the waiting thread,
+ * before the wait returns, with MOJO_TRAP_EVENT_FLAG_WITHIN_API_CALL set, as
+ * for a handler run inside any other API call. Between two such waits other
+ * messages may wait up to about 0.2 ms for the thread to come back before
+ * the IO thread takes them.
  */
 MOJO_SYSTEM_EXPORT MojoResult MojoWaitMany(const MojoHandle *handles,
                                            const MojoHandleSignals *signals, uint32_t num_handles,

@@ -4,19 +4,21 @@
  * Locking. One mutex (mu) guards the write queue, the socket's write side
  * and the channel's state flags. sendmsg runs under it (the socket is
  * non-blocking, so that is a bounded wait) which keeps frames whole and in
- * call order. The read side (receive buffer, received fds) belongs to the IO
- * thread's callback and has no lock; shutdown and failure free it only when
- * no callback can be touching it.
+ * call order. The read side (receive buffer, received fds) belongs to the
+ * watch's callback (the IO loop never runs two callbacks at once) and has no
+ * lock; shutdown and failure free it only when no callback can be touching
+ * it.
  *
  * Order: mu may be held while calling plat_io_add/modify/post (the IO module
  * never calls back into us holding its own lock); plat_io_remove, which
  * waits for a running callback, is never called with mu held.
  *
  * Callbacks. Every delegate call happens inside on_io (the watch callback)
- * or error_task (posted), both on the IO thread, each counted in
- * in_callback. channel_shutdown from another thread removes the watch and
- * then waits for in_callback to reach zero; from the IO thread it never
- * waits (it may be inside one of those callbacks).
+ * or error_task (posted), both run by the IO loop (its thread, or a thread
+ * in MojoWait polling as its guest), each counted in in_callback.
+ * channel_shutdown from outside the loop removes the watch and then waits
+ * for in_callback to reach zero; from inside it never waits (it may be
+ * inside one of those callbacks).
  */
 #include "channel/channel.h"
 
@@ -41,10 +43,11 @@ ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = plat_rec
 /*
  * Receive buffer. It starts at RX_DEFAULT_CAPACITY; a frame that does not
  * fit grows it to the frame's size plus RX_SLACK, so the next frame of that
- * size arrives in one recvmsg that comes back short (a short read is how the
- * loop knows the socket is drained, without a recvmsg that fails with
- * EAGAIN). Once empty it is kept, so a peer that keeps sending large frames
- * costs no allocation (and no page faults) per frame -- up to
+ * size arrives in one recvmsg that comes back short (a short read with no
+ * fds is how the loop knows the socket is drained, without a recvmsg that
+ * fails with EAGAIN: a Unix stream socket fills the buffer from every queued
+ * segment, stopping early only after one that carried fds). Once empty it is kept, so a peer that
+ * keeps sending large frames costs no allocation (and no page faults) per frame -- up to
  * RX_KEEP_MAX_CAPACITY, what one wake-up may read anyway: a buffer grown
  * beyond that for a rare huge frame goes back to the allocator, so an idle
  * channel never pins more than that.
@@ -535,14 +538,19 @@ static bool rx_deliver(channel *c)
     }
 }
 
-static void rx_read(channel *c)
+/*
+ * Reads and delivers until the socket is drained (after a hang-up: until the
+ * end of file) or the budget is spent. True if it may not be drained (the
+ * watch then calls again while it is ready).
+ */
+static bool rx_read(channel *c, bool hangup)
 {
     size_t budget = RX_BUDGET_PER_WAKEUP;
 
     while (budget > 0) {
         if (!rx_make_room(c)) {
             fail_on_io(c, 0, "out of memory for the receive buffer");
-            return;
+            return false;
         }
         size_t room = c->rx_cap - c->rx_end;
         if (room > budget)
@@ -563,13 +571,13 @@ static void rx_read(channel *c)
         } while (n < 0 && errno == EINTR);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
+                return false;
             fail_on_io(c, 0, "read from the socket failed");
-            return;
+            return false;
         }
 
         /* Every fd that arrived is ours to close from here on, whatever follows. */
-        bool fd_overflow = false;
+        bool fd_overflow = false, got_fds = false;
         for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL;
              cmsg = CMSG_NXTHDR(&msg, cmsg)) {
             if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
@@ -578,6 +586,7 @@ static void rx_read(channel *c)
                 continue;
             size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             const unsigned char *data = CMSG_DATA(cmsg);
+            got_fds = got_fds || count > 0;
             for (size_t i = 0; i < count; i++) {
                 int fd;
                 memcpy(&fd, data + i * sizeof(int), sizeof(int));
@@ -591,36 +600,38 @@ static void rx_read(channel *c)
         }
         if (msg.msg_flags & MSG_CTRUNC) {
             fail_on_io(c, 1, "more fds arrived than the control buffer holds");
-            return;
+            return false;
         }
         if (fd_overflow) {
             fail_on_io(c, 1, "too many fds queued");
-            return;
+            return false;
         }
         if ((size_t)n > room) {
             fail_on_io(c, 0, "read returned more than asked");
-            return;
+            return false;
         }
         if (n == 0) {
             if (c->rx_end > c->rx_start || c->rx_nfds > 0)
                 fail_on_io(c, 1, "peer closed the connection in the middle of a frame");
             else
                 fail_on_io(c, 0, "peer closed the connection");
-            return;
+            return false;
         }
         c->rx_end += (size_t)n;
         budget -= (size_t)n;
         if (!rx_deliver(c))
-            return;
-        /* Short: the socket is drained, or stopped at a batch of fds; epoll says which. */
-        if ((size_t)n < room)
-            return;
+            return false;
+        /* Short: drained, unless the read stopped after a segment with fds. */
+        if ((size_t)n < room && !hangup)
+            return got_fds;
     }
+    return true;
 }
 
-static void on_io(void *ctx, uint32_t events)
+static bool on_io(void *ctx, uint32_t events)
 {
     channel *c = ctx;
+    bool more = false;
 
     /* The watch's reference is alive now; ours keeps c if a callback drops the rest. */
     channel_acquire(c);
@@ -637,7 +648,7 @@ static void on_io(void *ctx, uint32_t events)
         if (c->shut) {
             plat_mutex_unlock(&c->mu);
             channel_release(c);
-            return;
+            return false;
         }
         atomic_fetch_add(&c->in_callback, 1);
         if (!c->failed && !c->write_broken && (events & PLAT_IO_WRITABLE)) {
@@ -650,12 +661,13 @@ static void on_io(void *ctx, uint32_t events)
 
     c->in_io_cb = true;
     if (!failed && (events & (PLAT_IO_READABLE | PLAT_IO_HANGUP)))
-        rx_read(c);
+        more = rx_read(c, (events & PLAT_IO_HANGUP) != 0);
     deliver_error(c);
     c->in_io_cb = false;
 
     callback_exit(c);
     channel_release(c);
+    return more;
 }
 
 int channel_create(int fd, plat_io *io, const channel_delegate *delegate, channel **out)

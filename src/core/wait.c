@@ -16,6 +16,8 @@
 #include "core/request_context.h"
 #include "core/trap.h"
 #include "mojo/public/c/system/functions.h"
+#include "node/node.h"
+#include "platform/io.h"
 #include "platform/mem.h"
 #include "platform/wakeup.h"
 
@@ -52,6 +54,7 @@ enum { CLAIM_NONE = 0, CLAIM_WRITING = 1, CLAIM_DONE = 2 };
 struct waiter {
     atomic_uint refs;
     plat_wakeup wakeup;
+    plat_io *guest_of; /* the IO loop this thread polls while it waits, or NULL */
     atomic_uint claim;
     uint32_t index;        /* written by the claimer */
     MojoResult result;     /* written by the claimer */
@@ -88,7 +91,10 @@ static void on_claim(void *ctx, MojoResult result)
  */
 static void on_wake(void *ctx)
 {
-    plat_wakeup_set(&((wait_slot *)ctx)->w->wakeup);
+    waiter *w = ((wait_slot *)ctx)->w;
+    plat_wakeup_set(&w->wakeup);
+    if (w->guest_of)
+        plat_io_guest_wake(w->guest_of);
 }
 
 static void on_done(void *ctx)
@@ -185,6 +191,27 @@ static MojoResult claimed(waiter *w, uint32_t *index)
     return MOJO_RESULT_SHOULD_WAIT;
 }
 
+/*
+ * Blocks until the wake-up is set or the deadline passes. With a guest role
+ * the thread polls the process's IO meanwhile (platform/io.h), so a message
+ * from another process is read here rather than handed over by the IO
+ * thread. What the IO it runs triggers (its own wake-up, or other trap
+ * handlers, flagged as within this call) is delivered after each batch,
+ * with no lock held.
+ */
+static bool block(waiter *w, const struct timespec *until)
+{
+    if (!w->guest_of)
+        return plat_wakeup_wait(&w->wakeup, until);
+    bool in_time = true;
+    while (in_time && !plat_wakeup_is_set(&w->wakeup)) {
+        core_rc_enter();
+        in_time = plat_io_guest_poll(w->guest_of, &w->wakeup, until);
+        core_rc_leave();
+    }
+    return plat_wakeup_is_set(&w->wakeup);
+}
+
 /* Waits on one trigger per handle; SHOULD_WAIT never comes out of here. */
 static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignals *signals,
                                      uint32_t num_handles, MojoDeadline deadline, uint32_t *index)
@@ -196,6 +223,14 @@ static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignal
     plat_wakeup_init(&w->wakeup);
     atomic_init(&w->claim, CLAIM_NONE);
     atomic_init(&w->cancelled, false);
+    /*
+     * Claimed before any trigger exists, so every wake-up knows whether to
+     * kick this thread out of epoll_wait.
+     */
+    core_state *core = core_get();
+    plat_io *io = core ? node_io(core_node_controller(core)) : NULL;
+    if (io && plat_io_guest_begin(io))
+        w->guest_of = io;
 
     /*
      * A trigger added to a handle that is ready claims at once, on this
@@ -230,8 +265,7 @@ static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignal
         struct timespec until;
         if (deadline != MOJO_DEADLINE_INDEFINITE)
             until = deadline_at(deadline);
-        bool woken =
-            plat_wakeup_wait(&w->wakeup, deadline == MOJO_DEADLINE_INDEFINITE ? NULL : &until);
+        bool woken = block(w, deadline == MOJO_DEADLINE_INDEFINITE ? NULL : &until);
         rv = claimed(w, index);
         /*
          * Woken by a trigger that lost the claim to one that is still
@@ -245,6 +279,8 @@ static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignal
             rv = MOJO_RESULT_DEADLINE_EXCEEDED;
     }
 
+    if (w->guest_of)
+        plat_io_guest_end(w->guest_of);
     for (uint32_t i = 0; i < added; i++) {
         core_dispatcher_remove_watcher(d[i], w->slots[i].t);
         core_trigger_release(w->slots[i].t);

@@ -108,8 +108,8 @@ struct node_controller {
     node_delegate d;
     ports_node *ports;
     plat_mutex lock;
-    /* Under lock. */
-    plat_io *io;
+    /* Written under lock; read without it by node_io. */
+    _Atomic(plat_io *) io;
     name_map peers; /* name -> peer, connected ones */
     peer *all;
     name_map pending; /* name -> pending_intro */
@@ -192,12 +192,15 @@ static int send_msg(peer *p, node_msg_type type, const uint8_t *buf, size_t len,
     return channel_write(p->ch, (uint16_t)type, &iov, 1, fds, num_fds);
 }
 
+plat_io *node_io(node_controller *n)
+{
+    return atomic_load_explicit(&n->io, memory_order_acquire);
+}
+
 /* Runs fn(arg) on the IO thread, or here if there is none. */
 static void run_on_io(node_controller *n, void (*fn)(void *), void *arg)
 {
-    plat_mutex_lock(&n->lock);
-    plat_io *io = n->io;
-    plat_mutex_unlock(&n->lock);
+    plat_io *io = node_io(n);
     if (!io || plat_io_post(io, fn, arg) != 0)
         fn(arg);
 }
@@ -1008,9 +1011,13 @@ static void channel_error_cb(void *ctx, int protocol, const char *why)
 
 static int ensure_io_locked(node_controller *n)
 {
-    if (n->io)
+    if (atomic_load_explicit(&n->io, memory_order_relaxed))
         return 0;
-    return plat_io_start(&n->io);
+    plat_io *io;
+    int rc = plat_io_start(&io);
+    if (rc == 0)
+        atomic_store_explicit(&n->io, io, memory_order_release);
+    return rc;
 }
 
 /*
@@ -1037,7 +1044,7 @@ static int add_peer_locked(node_controller *n, int fd, peer_state state, peer **
     p->n = n;
     set_state_locked(p, state);
     channel_delegate d = {.ctx = p, .on_frame = channel_frame_cb, .on_error = channel_error_cb};
-    rv = channel_create(fd, n->io, &d, &p->ch);
+    rv = channel_create(fd, atomic_load_explicit(&n->io, memory_order_relaxed), &d, &p->ch);
     if (rv != 0) {
         free(p);
         return rv;
@@ -1168,8 +1175,7 @@ void node_destroy(node_controller *n)
         peer_release(p);
     }
     plat_mutex_lock(&n->lock);
-    plat_io *io = n->io;
-    n->io = NULL;
+    plat_io *io = atomic_exchange_explicit(&n->io, NULL, memory_order_relaxed);
     plat_mutex_unlock(&n->lock);
     plat_io_stop(io); /* runs what was posted */
     for (size_t i = 0; i < n->pending.cap; i++)

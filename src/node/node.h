@@ -89,6 +89,12 @@ void node_destroy(node_controller *n);
 ports_node *node_ports(node_controller *n);
 
 /*
+ * The IO loop, or NULL before the first channel (and after destroy). Once
+ * set it stays until node_destroy, which no other call may overlap.
+ */
+struct plat_io *node_io(node_controller *n);
+
+/*
  * Sends an invitation on connected stream socket fd. names[i] names the
  * attachment whose reserved port is ports[i] (its peer is the caller's
  * local end); the node takes the refs and merges each port with the one the

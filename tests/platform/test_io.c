@@ -123,21 +123,29 @@ typedef struct watch_state {
     atomic_int calls;
     atomic_uint last_events;
     atomic_uint all_events;
-    int drain;          /* read what is ready */
-    int remove_self;    /* plat_io_remove from inside the callback */
-    int sleep_ms;       /* stay in the callback this long */
+    int drain;                 /* read what is ready */
+    int remove_self;           /* plat_io_remove from inside the callback */
+    int sleep_ms;              /* stay in the callback this long */
+    int no_again;              /* return false even when not drained */
+    atomic_bool on_loop;       /* plat_io_on_thread was true in the last call */
+    _Atomic(pthread_t) thread; /* the thread of the last call */
+    plat_wakeup *wake;         /* set (and the guest kicked) by each call, if not NULL */
+    plat_io *io;
     atomic_int running; /* inside the callback now */
     atomic_int done;    /* callbacks that returned */
     event fired;
 } watch_state;
 
-static void watch_cb(void *ctx, uint32_t events)
+/* Asks to be called again unless it drained the fd, as a level-triggered watch would be. */
+static bool watch_cb(void *ctx, uint32_t events)
 {
     watch_state *s = ctx;
     atomic_store(&s->running, 1);
     atomic_fetch_add(&s->calls, 1);
     atomic_store(&s->last_events, events);
     atomic_fetch_or(&s->all_events, events);
+    atomic_store(&s->on_loop, plat_io_on_thread(s->io));
+    atomic_store(&s->thread, pthread_self());
     if (s->drain) {
         char buf[64];
         (void)read(s->fd, buf, sizeof(buf));
@@ -148,9 +156,12 @@ static void watch_cb(void *ctx, uint32_t events)
         plat_io_remove(s->w);
         s->w = NULL;
     }
+    if (s->wake)
+        plat_wakeup_set(s->wake); /* its waiter is the one running this: no kick needed */
     event_signal(&s->fired);
     atomic_store(&s->running, 0);
     atomic_fetch_add(&s->done, 1);
+    return !s->drain && !s->no_again;
 }
 
 static void watch_state_init(watch_state *s, int fd)
@@ -194,7 +205,7 @@ static void test_add_modify_remove(void **state)
     assert_int_equal(plat_io_modify(ws.w, PLAT_IO_WRITABLE), 0);
     assert_true(event_wait(&ws.fired));
     assert_int_equal(atomic_load(&ws.last_events) & PLAT_IO_WRITABLE, PLAT_IO_WRITABLE);
-    /* Level-triggered: it keeps firing while writable. */
+    /* The callback asks to be called again: it keeps firing while writable. */
     int before = atomic_load(&ws.calls);
     sync_io(io);
     sync_io(io);
@@ -260,6 +271,37 @@ static void test_hangup_is_reported(void **state)
     plat_io_stop(io);
 }
 
+/* Edge-triggered unless asked: a callback that leaves data and says so is not called again until
+ * more arrives. */
+static void test_callback_decides_whether_to_be_called_again(void **state)
+{
+    (void)state;
+    plat_io *io;
+    int p[2];
+    watch_state s;
+    assert_int_equal(plat_io_start(&io), 0);
+    assert_int_equal(pipe(p), 0);
+    watch_state_init(&s, p[0]);
+    s.no_again = 1;
+    s.io = io;
+    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    assert_true(event_wait(&s.fired));
+    assert_true(atomic_load(&s.on_loop));
+    for (int i = 0; i < 3; i++)
+        sync_io(io);
+    assert_int_equal(atomic_load(&s.calls), 1); /* still readable, but it said no */
+    assert_int_equal(write(p[1], "y", 1), 1);
+    for (int i = 0; i < 200 && atomic_load(&s.calls) < 2; i++)
+        sleep_ms(5);
+    assert_int_equal(atomic_load(&s.calls), 2);
+    plat_io_remove(s.w);
+    close(p[0]);
+    close(p[1]);
+    event_destroy(&s.fired);
+    plat_io_stop(io);
+}
+
 /* The fd stays ready, so only the removal stops the calls. */
 static void test_remove_from_inside_callback(void **state)
 {
@@ -291,14 +333,15 @@ typedef struct pair_state {
 
 static atomic_int victim_calls;
 
-static void victim_cb(void *ctx, uint32_t events)
+static bool victim_cb(void *ctx, uint32_t events)
 {
     (void)ctx;
     (void)events;
     atomic_fetch_add(&victim_calls, 1);
+    return true; /* never drained */
 }
 
-static void killer_cb(void *ctx, uint32_t events)
+static bool killer_cb(void *ctx, uint32_t events)
 {
     pair_state *ps = ctx;
     (void)events;
@@ -306,6 +349,7 @@ static void killer_cb(void *ctx, uint32_t events)
         plat_io_remove(ps->victim);
         ps->victim = NULL;
     }
+    return true; /* never drained */
 }
 
 typedef struct gate {
@@ -525,11 +569,12 @@ static void repost_task(void *arg)
         abort();
 }
 
-static void stop_reposting_cb(void *ctx, uint32_t events)
+static bool stop_reposting_cb(void *ctx, uint32_t events)
 {
     (void)events;
     repost_state *r = ctx;
     atomic_store(&r->stop, 1);
+    return false;
 }
 
 static void test_reposting_task_does_not_starve_watches(void **state)
@@ -557,6 +602,238 @@ static void test_reposting_task_does_not_starve_watches(void **state)
     event_destroy(&r.finished);
 }
 
+/* ------------------------------------------------------------- guests */
+
+/* Polls as the guest until wake is set; false if 10 s passed first. */
+static bool guest_wait(plat_io *io, plat_wakeup *wake)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += 10;
+    while (!plat_wakeup_is_set(wake))
+        if (!plat_io_guest_poll(io, wake, &until))
+            return false;
+    return true;
+}
+
+typedef struct script {
+    plat_io *io;
+    plat_wakeup *wake;
+    int write_fd; /* >= 0: write a byte here first */
+    int task_ms;  /* > 0: then post a task that keeps the loop busy this long */
+    int kick_ms;  /* then, this much later, set wake and kick the guest */
+    atomic_int task_ran_on_loop;
+} script;
+
+static void busy_task(void *arg)
+{
+    script *sc = arg;
+    atomic_store(&sc->task_ran_on_loop, plat_io_on_thread(sc->io));
+    sleep_ms(sc->task_ms);
+}
+
+static void *script_main(void *arg)
+{
+    script *sc = arg;
+    sleep_ms(30); /* the guest is in epoll_wait by now */
+    if (sc->write_fd >= 0 && write(sc->write_fd, "x", 1) != 1)
+        abort();
+    if (sc->task_ms > 0) {
+        sleep_ms(20);
+        if (plat_io_post(sc->io, busy_task, sc) != 0)
+            abort();
+    }
+    for (int ms = 0; ms < sc->kick_ms && !plat_wakeup_is_set(sc->wake); ms++)
+        sleep_ms(1);
+    plat_wakeup_set(sc->wake);
+    plat_io_guest_wake(sc->io);
+    return NULL;
+}
+
+static atomic_int begin_in_loop;
+
+static void begin_task(void *arg)
+{
+    atomic_store(&begin_in_loop, plat_io_guest_begin(arg) ? 1 : -1);
+}
+
+/* One guest at a time, never the loop itself; the role is free again after end. */
+static void test_guest_role_is_exclusive(void **state)
+{
+    (void)state;
+    plat_io *io;
+    assert_int_equal(plat_io_start(&io), 0);
+    assert_true(plat_io_guest_begin(io));
+    assert_false(plat_io_guest_begin(io));
+    plat_io_guest_end(io);
+
+    atomic_store(&begin_in_loop, 0);
+    assert_int_equal(plat_io_post(io, begin_task, io), 0);
+    sync_io(io);
+    assert_int_equal(atomic_load(&begin_in_loop), -1);
+
+    assert_true(plat_io_guest_begin(io));
+    plat_io_guest_end(io);
+    plat_io_stop(io);
+}
+
+/* A kick from another thread ends the guest's wait; a deadline ends it too. */
+static void test_guest_is_kicked_or_times_out(void **state)
+{
+    (void)state;
+    plat_io *io;
+    assert_int_equal(plat_io_start(&io), 0);
+    plat_wakeup wake;
+    plat_wakeup_init(&wake);
+    script sc = {.io = io, .wake = &wake, .write_fd = -1, .kick_ms = 20};
+    pthread_t t;
+    assert_true(plat_io_guest_begin(io));
+    assert_int_equal(pthread_create(&t, NULL, script_main, &sc), 0);
+    assert_true(guest_wait(io, &wake));
+    assert_int_equal(pthread_join(t, NULL), 0);
+
+    plat_wakeup never;
+    plat_wakeup_init(&never);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += 50 * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    bool in_time = true;
+    int polls = 0;
+    while (in_time && polls++ < 1000)
+        in_time = plat_io_guest_poll(io, &never, &until);
+    assert_false(in_time);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    assert_true(now.tv_sec > until.tv_sec ||
+                (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec));
+    plat_io_guest_end(io);
+    plat_io_stop(io);
+}
+
+/*
+ * Data arriving while the guest waits is read by the guest, on its own
+ * thread, inside the loop: it entered epoll_wait after the IO thread.
+ */
+static void test_guest_runs_callbacks_on_its_thread(void **state)
+{
+    (void)state;
+    plat_io *io;
+    int p[2];
+    watch_state s;
+    assert_int_equal(plat_io_start(&io), 0);
+    assert_int_equal(pipe(p), 0);
+    watch_state_init(&s, p[0]);
+    s.drain = 1;
+    s.io = io;
+    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+    sync_io(io);
+    sleep_ms(20); /* the IO thread is back in epoll_wait */
+
+    for (int round = 1; round <= 5; round++) {
+        plat_wakeup wake;
+        plat_wakeup_init(&wake);
+        s.wake = &wake;
+        script sc = {.io = io, .wake = &wake, .write_fd = p[1], .kick_ms = 5000};
+        pthread_t t;
+        assert_true(plat_io_guest_begin(io));
+        assert_int_equal(pthread_create(&t, NULL, script_main, &sc), 0);
+        assert_true(guest_wait(io, &wake)); /* the callback set it, long before the kick */
+        plat_io_guest_end(io);
+        assert_int_equal(atomic_load(&s.calls), round);
+        assert_true(atomic_load(&s.on_loop));
+        assert_true(pthread_equal(atomic_load(&s.thread), pthread_self()));
+        assert_int_equal(pthread_join(t, NULL), 0);
+    }
+    plat_io_remove(s.w);
+    close(p[0]);
+    close(p[1]);
+    event_destroy(&s.fired);
+    plat_io_stop(io);
+}
+
+/*
+ * A task wakes the IO thread while the guest is busy in a callback. Whether
+ * the IO thread then keeps out of epoll for the guest or comes back after
+ * it (and takes the guest's kick, which it must pass on), the kick reaches
+ * the guest.
+ */
+static void test_kick_taken_by_io_thread_reaches_guest(void **state)
+{
+    (void)state;
+    plat_io *io;
+    int p[2];
+    watch_state s;
+    assert_int_equal(plat_io_start(&io), 0);
+    assert_int_equal(pipe(p), 0);
+    watch_state_init(&s, p[0]);
+    s.drain = 1;
+    s.sleep_ms = 100; /* the guest is busy in this while the task is posted */
+    s.io = io;
+    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+    sync_io(io);
+    sleep_ms(20);
+
+    plat_wakeup wake;
+    plat_wakeup_init(&wake);
+    script sc = {.io = io, .wake = &wake, .write_fd = p[1], .task_ms = 150, .kick_ms = 300};
+    pthread_t t;
+    assert_true(plat_io_guest_begin(io));
+    assert_int_equal(pthread_create(&t, NULL, script_main, &sc), 0);
+    assert_true(guest_wait(io, &wake));
+    plat_io_guest_end(io);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(atomic_load(&s.calls), 1);
+    assert_true(pthread_equal(atomic_load(&s.thread), pthread_self()));
+    assert_int_equal(atomic_load(&sc.task_ran_on_loop), 1);
+
+    plat_io_remove(s.w);
+    close(p[0]);
+    close(p[1]);
+    event_destroy(&s.fired);
+    plat_io_stop(io);
+}
+
+/*
+ * Between a guest's waits the IO thread keeps out of epoll, so events wait
+ * for the guest; when no guest comes back, the IO thread takes them: nothing
+ * waits for a guest that is gone.
+ */
+static void test_events_after_the_guest_left_reach_the_io_thread(void **state)
+{
+    (void)state;
+    plat_io *io;
+    int p[2];
+    watch_state s;
+    assert_int_equal(plat_io_start(&io), 0);
+    assert_int_equal(pipe(p), 0);
+    watch_state_init(&s, p[0]);
+    s.drain = 1;
+    s.io = io;
+    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+
+    for (int round = 1; round <= 3; round++) {
+        /* A guest session during which the IO thread ran a task, so it now keeps out of epoll. */
+        assert_true(plat_io_guest_begin(io));
+        sync_io(io);
+        plat_io_guest_end(io);
+        assert_int_equal(write(p[1], "x", 1), 1);
+        for (int ms = 0; ms < 10000 && atomic_load(&s.done) < round; ms++)
+            sleep_ms(1);
+        assert_int_equal(atomic_load(&s.calls), round);
+        assert_false(pthread_equal(atomic_load(&s.thread), pthread_self()));
+        assert_true(atomic_load(&s.on_loop));
+    }
+    plat_io_remove(s.w);
+    close(p[0]);
+    close(p[1]);
+    event_destroy(&s.fired);
+    plat_io_stop(io);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -582,6 +859,18 @@ int main(void)
                                         cmojo_test_fd_setup, cmojo_test_fd_teardown),
         cmocka_unit_test_setup_teardown(test_stop_runs_pending_tasks, cmojo_test_fd_setup,
                                         cmojo_test_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_callback_decides_whether_to_be_called_again,
+                                        cmojo_test_fd_setup, cmojo_test_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_guest_role_is_exclusive, cmojo_test_fd_setup,
+                                        cmojo_test_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_guest_is_kicked_or_times_out, cmojo_test_fd_setup,
+                                        cmojo_test_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_guest_runs_callbacks_on_its_thread,
+                                        cmojo_test_fd_setup, cmojo_test_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_kick_taken_by_io_thread_reaches_guest,
+                                        cmojo_test_fd_setup, cmojo_test_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_events_after_the_guest_left_reach_the_io_thread,
+                                        cmojo_test_fd_setup, cmojo_test_fd_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
