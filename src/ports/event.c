@@ -95,18 +95,31 @@ typedef struct bytes_payload {
     uint8_t data[];
 } bytes_payload;
 
-static void bytes_payload_destroy(ports_payload *payload)
-{
-    free(payload);
-}
+static void bytes_payload_destroy(ports_payload *payload);
 
 static const ports_payload_ops bytes_payload_ops = {
     .destroy = bytes_payload_destroy,
     .will_be_routed_externally = NULL,
 };
 
+/*
+ * Every empty bytes payload is this one object, never freed. Each user
+ * message from another process parses to one (the node layer hands the
+ * parser the event without its envelope), and it needs no memory of its
+ * own: nothing writes to a payload once it is made.
+ */
+static bytes_payload empty_payload = {.base = {.ops = &bytes_payload_ops, .size = 0}};
+
+static void bytes_payload_destroy(ports_payload *payload)
+{
+    if (payload != &empty_payload.base)
+        free(payload);
+}
+
 ports_payload *ports_payload_bytes_new(const void *data, size_t len)
 {
+    if (len == 0)
+        return &empty_payload.base;
     if (len > SIZE_MAX - sizeof(bytes_payload))
         return NULL;
     bytes_payload *bp = malloc(sizeof(*bp) + len);
@@ -114,8 +127,7 @@ ports_payload *ports_payload_bytes_new(const void *data, size_t len)
         return NULL;
     bp->base.ops = &bytes_payload_ops;
     bp->base.size = len;
-    if (len > 0)
-        memcpy(bp->data, data, len);
+    memcpy(bp->data, data, len);
     return (ports_payload *)bp;
 }
 

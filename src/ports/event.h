@@ -98,7 +98,11 @@ struct ports_payload {
     size_t size; /* bytes counted against the receiving port's queue */
 };
 
-/* A payload that is just bytes: what the parser produces. NULL on ENOMEM. */
+/*
+ * A payload that is just bytes: what the parser produces. NULL on ENOMEM.
+ * Empty payloads are all one shared object (destroying it does nothing), so
+ * they cost no memory and cannot fail.
+ */
 ports_payload *ports_payload_bytes_new(const void *data, size_t len);
 bool ports_payload_is_bytes(const ports_payload *payload);
 const uint8_t *ports_payload_bytes_data(const ports_payload *payload);

@@ -992,6 +992,20 @@ static void test_bytes_payload(void **state)
     assert_null(ports_payload_bytes_data(NULL));
 }
 
+/* What every message from another process parses to costs no allocation. */
+static void test_empty_bytes_payloads_are_one_shared_object(void **state)
+{
+    (void)state;
+    ports_payload *a = ports_payload_bytes_new(NULL, 0);
+    ports_payload *b = ports_payload_bytes_new("unused", 0);
+    assert_ptr_equal(a, b);
+    ports_payload_destroy(a);
+    /* Destroying it left it intact for every other holder. */
+    assert_true(ports_payload_is_bytes(b));
+    assert_int_equal(b->size, 0);
+    ports_payload_destroy(b);
+}
+
 static void test_type_names(void **state)
 {
     (void)state;
@@ -1078,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_event_new_defaults),
         cmocka_unit_test(test_is_sequenced),
         cmocka_unit_test(test_bytes_payload),
+        cmocka_unit_test(test_empty_bytes_payloads_are_one_shared_object),
         cmocka_unit_test(test_type_names),
         cmocka_unit_test(test_name_str_and_strerror),
     };
