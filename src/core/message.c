@@ -25,10 +25,24 @@
 static void payload_destroy(ports_payload *payload);
 static int payload_will_be_routed_externally(ports_payload *payload);
 
+/*
+ * Only a message that still has a context when it is written needs to hear
+ * that it leaves the process (its serializer runs then); the ports layer
+ * sends every other message with one hold of the sender's port lock, which
+ * it must let go of to call the hook. core_message_send_begin picks.
+ */
 static const ports_payload_ops message_ops = {
+    .destroy = payload_destroy,
+};
+static const ports_payload_ops context_message_ops = {
     .destroy = payload_destroy,
     .will_be_routed_externally = payload_will_be_routed_externally,
 };
+
+static bool is_core_message(const ports_payload *payload)
+{
+    return payload->ops == &message_ops || payload->ops == &context_message_ops;
+}
 
 /*
  * Serial numbers tell a message from a later one at the same address. Each
@@ -87,6 +101,8 @@ static _Thread_local bool tls_sending_destroyed;
 
 void core_message_send_begin(core_message *m)
 {
+    /* Nothing can give it a context while it travels. */
+    m->base.ops = m->context ? &context_message_ops : &message_ops;
     tls_sending = m;
     tls_sending_serial = m->serial;
     tls_sending_destroyed = false;
@@ -273,7 +289,7 @@ core_message *core_message_from_event(ports_event *ev)
      * process by core_message_wire_parse.
      */
     core_message *m = NULL;
-    if (payload && payload->ops == &message_ops)
+    if (payload && is_core_message(payload))
         m = (core_message *)payload;
     else
         ports_payload_destroy(payload);
@@ -689,7 +705,7 @@ static size_t envelope_head_size(const core_message *m)
 int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t *num_fds)
 {
     core_message *m = (core_message *)payload;
-    if (payload->ops != &message_ops || !m->has_data || !m->committed)
+    if (!is_core_message(payload) || !m->has_data || !m->committed)
         return -1;
     *num_bytes = envelope_head_size(m) + m->size;
     size_t fds = 0;

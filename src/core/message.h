@@ -144,7 +144,9 @@ int core_message_serialize_for_transit(core_message *m);
 /*
  * pipe_write's bracket around the send: while it is open, the ports layer
  * destroying m on this thread (a refused send) leaves m and its objects to
- * the writer. core_message_send_end says whether that happened.
+ * the writer. core_message_send_end says whether that happened. Begin also
+ * fixes, from whether m has a context now, whether the ports layer tells m
+ * it leaves the process.
  */
 void core_message_send_begin(core_message *m);
 bool core_message_send_end(void);
