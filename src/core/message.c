@@ -301,11 +301,9 @@ core_message *core_message_from_event(ports_event *ev)
     if (!m || k != n) {
         for (uint32_t i = m ? k : 0; i < n; i++)
             core_close_port_named(&ev->u.user.ports[i]);
-        if (m) {
-            core_message_destroy(m);
-            m = NULL;
-        }
+        /* The event first: it may live inside m. */
         ports_event_destroy(ev);
+        core_message_destroy(m);
         return NULL;
     }
     m->handles_extracted = false;

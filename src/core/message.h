@@ -101,6 +101,13 @@ typedef struct core_message {
     uint32_t num_fds; /* attachments that are fd-carrying objects */
     bool handles_extracted;
     ports_name from_node; /* the process it came from; zero if this one */
+    /*
+     * The ports event a message without ports travels in, so that a write
+     * allocates nothing (ports_user_message_init). Live only from the write
+     * until the event is destroyed: by the reader, which takes the message
+     * out of it, or with the message.
+     */
+    ports_event event;
 } core_message;
 
 /*

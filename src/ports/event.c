@@ -189,13 +189,26 @@ ports_event *ports_user_message_new(uint32_t num_ports, ports_payload *payload)
     return ev;
 }
 
+ports_event *ports_user_message_init(ports_event *storage, ports_payload *payload)
+{
+    memset(storage, 0, sizeof(*storage));
+    storage->type = PORTS_EVENT_USER_MESSAGE;
+    storage->control_sequence_num = PORTS_INVALID_SEQUENCE_NUM;
+    storage->u.user.payload = payload;
+    storage->in_payload_ = true;
+    return storage;
+}
+
 void ports_event_destroy(ports_event *ev)
 {
     if (ev == NULL)
         return;
+    /* Read first: destroying the payload may free the memory of an event inside it. */
+    bool ours = !ev->in_payload_;
     if (ev->type == PORTS_EVENT_USER_MESSAGE)
         ports_payload_destroy(ev->u.user.payload);
-    free(ev);
+    if (ours)
+        free(ev);
 }
 
 static bool type_is_sequenced(uint32_t type, const ports_name *port_name)
