@@ -4,6 +4,7 @@
 #include "core/message.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,6 @@
 #include "core/platform_handle.h"
 #include "core/shared_buffer.h"
 #include "node/node.h"
-#include "platform/mem.h"
 #include "core/handle_table.h"
 #include "core/message_pipe.h"
 #include "core/request_context.h"
@@ -69,9 +69,11 @@ static uint64_t new_serial(void)
 
 static core_message *message_new(uint32_t max_size)
 {
-    core_message *m = plat_zalloc(sizeof(*m));
+    /* The event is set up when the message is written (ports_user_message_init). */
+    core_message *m = malloc(sizeof(*m));
     if (!m)
         return NULL;
+    memset(m, 0, offsetof(core_message, event));
     m->serial = new_serial();
     m->base.ops = &message_ops;
     m->max_size = max_size;
