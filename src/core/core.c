@@ -155,21 +155,6 @@ MojoResult core_add_dispatcher(core_state *core, core_dispatcher *d, MojoHandle 
     return rv;
 }
 
-bool core_options_ok(const void *options, uint32_t known, uint32_t *flags)
-{
-    if (!options) {
-        if (flags)
-            *flags = 0;
-        return true;
-    }
-    const struct core_options_header *h = options;
-    if (h->struct_size < sizeof(*h) || (h->flags & ~known))
-        return false;
-    if (flags)
-        *flags = h->flags;
-    return true;
-}
-
 size_t core_debug_handle_count(void)
 {
     core_state *core = atomic_load_explicit(&g_core, memory_order_acquire);

@@ -66,12 +66,25 @@ size_t core_debug_port_count(void);    /* ports in the node, proxies included */
  * Validates an options pointer of the 8-byte {struct_size, flags} shape that
  * most API functions take: NULL is fine; otherwise struct_size must cover
  * the flags and no flag outside `known` may be set. The flags (0 for NULL)
- * go to *flags.
+ * go to *flags. Inline: every entry point calls it, nearly always with NULL.
  */
 struct core_options_header {
     uint32_t struct_size;
     uint32_t flags;
 };
-bool core_options_ok(const void *options, uint32_t known, uint32_t *flags);
+static inline bool core_options_ok(const void *options, uint32_t known, uint32_t *flags)
+{
+    if (!options) {
+        if (flags)
+            *flags = 0;
+        return true;
+    }
+    const struct core_options_header *h = options;
+    if (h->struct_size < sizeof(*h) || (h->flags & ~known))
+        return false;
+    if (flags)
+        *flags = h->flags;
+    return true;
+}
 
 #endif /* CMOJO_CORE_CORE_H_ */

@@ -21,8 +21,11 @@ static core_table_slot *slot_at(core_table *t, uint32_t index)
     return &t->chunks[index / CORE_TABLE_CHUNK_SLOTS][index % CORE_TABLE_CHUNK_SLOTS];
 }
 
-/* The slot a value names if it is live, else NULL. Lock held. */
-static core_table_slot *lookup(core_table *t, uint64_t value)
+/*
+ * The slot a value names if it is live, else NULL. Lock held. Inline: it is
+ * most of what a lookup does, and every API call makes one or two.
+ */
+static inline core_table_slot *lookup(core_table *t, uint64_t value)
 {
     uint64_t low = value & 0xffffffffu;
     uint32_t gen = (uint32_t)(value >> 32);

@@ -4,6 +4,7 @@
 #include "core/message.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,6 @@
 #include "core/platform_handle.h"
 #include "core/shared_buffer.h"
 #include "node/node.h"
-#include "platform/mem.h"
 #include "core/handle_table.h"
 #include "core/message_pipe.h"
 #include "core/request_context.h"
@@ -25,20 +25,56 @@
 static void payload_destroy(ports_payload *payload);
 static int payload_will_be_routed_externally(ports_payload *payload);
 
+/*
+ * Only a message that still has a context when it is written needs to hear
+ * that it leaves the process (its serializer runs then); the ports layer
+ * sends every other message with one hold of the sender's port lock, which
+ * it must let go of to call the hook. core_message_send_begin picks.
+ */
 static const ports_payload_ops message_ops = {
+    .destroy = payload_destroy,
+};
+static const ports_payload_ops context_message_ops = {
     .destroy = payload_destroy,
     .will_be_routed_externally = payload_will_be_routed_externally,
 };
 
-/* Serial numbers tell a message from a later one at the same address. */
-static atomic_uint_fast64_t next_serial;
+static bool is_core_message(const ports_payload *payload)
+{
+    return payload->ops == &message_ops || payload->ops == &context_message_ops;
+}
+
+/*
+ * Serial numbers tell a message from a later one at the same address. Each
+ * thread takes them from a range of its own, claimed SERIAL_RANGE at a time
+ * from the process-wide counter: unique all the same, and one atomic add
+ * per range instead of one per message. 1024 makes that atomic rare even
+ * for a thread that does nothing but send; 64 bits cannot run out, however
+ * many ranges threads leave unfinished.
+ */
+#define SERIAL_RANGE 1024u
+static atomic_uint_fast64_t next_serial_range;
+static _Thread_local uint64_t tls_serial_next, tls_serial_end;
+
+static uint64_t new_serial(void)
+{
+    if (tls_serial_next == tls_serial_end) {
+        /* Starts at 1: serial 0 is never handed out. */
+        tls_serial_next =
+            atomic_fetch_add_explicit(&next_serial_range, SERIAL_RANGE, memory_order_relaxed) + 1;
+        tls_serial_end = tls_serial_next + SERIAL_RANGE;
+    }
+    return tls_serial_next++;
+}
 
 static core_message *message_new(uint32_t max_size)
 {
-    core_message *m = plat_zalloc(sizeof(*m));
+    /* The event is set up when the message is written (ports_user_message_init). */
+    core_message *m = malloc(sizeof(*m));
     if (!m)
         return NULL;
-    m->serial = atomic_fetch_add_explicit(&next_serial, 1, memory_order_relaxed) + 1;
+    memset(m, 0, offsetof(core_message, event));
+    m->serial = new_serial();
     m->base.ops = &message_ops;
     m->max_size = max_size;
     return m;
@@ -67,6 +103,8 @@ static _Thread_local bool tls_sending_destroyed;
 
 void core_message_send_begin(core_message *m)
 {
+    /* Nothing can give it a context while it travels. */
+    m->base.ops = m->context ? &context_message_ops : &message_ops;
     tls_sending = m;
     tls_sending_serial = m->serial;
     tls_sending_destroyed = false;
@@ -253,7 +291,7 @@ core_message *core_message_from_event(ports_event *ev)
      * process by core_message_wire_parse.
      */
     core_message *m = NULL;
-    if (payload && payload->ops == &message_ops)
+    if (payload && is_core_message(payload))
         m = (core_message *)payload;
     else
         ports_payload_destroy(payload);
@@ -265,11 +303,9 @@ core_message *core_message_from_event(ports_event *ev)
     if (!m || k != n) {
         for (uint32_t i = m ? k : 0; i < n; i++)
             core_close_port_named(&ev->u.user.ports[i]);
-        if (m) {
-            core_message_destroy(m);
-            m = NULL;
-        }
+        /* The event first: it may live inside m. */
         ports_event_destroy(ev);
+        core_message_destroy(m);
         return NULL;
     }
     m->handles_extracted = false;
@@ -669,7 +705,7 @@ static size_t envelope_head_size(const core_message *m)
 int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t *num_fds)
 {
     core_message *m = (core_message *)payload;
-    if (payload->ops != &message_ops || !m->has_data || !m->committed)
+    if (!is_core_message(payload) || !m->has_data || !m->committed)
         return -1;
     *num_bytes = envelope_head_size(m) + m->size;
     size_t fds = 0;

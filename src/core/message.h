@@ -101,6 +101,13 @@ typedef struct core_message {
     uint32_t num_fds; /* attachments that are fd-carrying objects */
     bool handles_extracted;
     ports_name from_node; /* the process it came from; zero if this one */
+    /*
+     * The ports event a message without ports travels in, so that a write
+     * allocates nothing (ports_user_message_init). Live only from the write
+     * until the event is destroyed: by the reader, which takes the message
+     * out of it, or with the message.
+     */
+    ports_event event;
 } core_message;
 
 /*
@@ -144,7 +151,9 @@ int core_message_serialize_for_transit(core_message *m);
 /*
  * pipe_write's bracket around the send: while it is open, the ports layer
  * destroying m on this thread (a refused send) leaves m and its objects to
- * the writer. core_message_send_end says whether that happened.
+ * the writer. core_message_send_end says whether that happened. Begin also
+ * fixes, from whether m has a context now, whether the ports layer tells m
+ * it leaves the process.
  */
 void core_message_send_begin(core_message *m);
 bool core_message_send_end(void);

@@ -266,7 +266,8 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
     m->base.size = m->size;
 
     core_message_send_begin(m);
-    ports_event *ev = ports_user_message_new(nports, &m->base);
+    ports_event *ev = nports ? ports_user_message_new(nports, &m->base)
+                             : ports_user_message_init(&m->event, &m->base);
     MojoResult rv = MOJO_RESULT_RESOURCE_EXHAUSTED;
     if (ev) {
         uint32_t k = 0;

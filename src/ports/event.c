@@ -95,18 +95,31 @@ typedef struct bytes_payload {
     uint8_t data[];
 } bytes_payload;
 
-static void bytes_payload_destroy(ports_payload *payload)
-{
-    free(payload);
-}
+static void bytes_payload_destroy(ports_payload *payload);
 
 static const ports_payload_ops bytes_payload_ops = {
     .destroy = bytes_payload_destroy,
     .will_be_routed_externally = NULL,
 };
 
+/*
+ * Every empty bytes payload is this one object, never freed. Each user
+ * message from another process parses to one (the node layer hands the
+ * parser the event without its envelope), and it needs no memory of its
+ * own: nothing writes to a payload once it is made.
+ */
+static bytes_payload empty_payload = {.base = {.ops = &bytes_payload_ops, .size = 0}};
+
+static void bytes_payload_destroy(ports_payload *payload)
+{
+    if (payload != &empty_payload.base)
+        free(payload);
+}
+
 ports_payload *ports_payload_bytes_new(const void *data, size_t len)
 {
+    if (len == 0)
+        return &empty_payload.base;
     if (len > SIZE_MAX - sizeof(bytes_payload))
         return NULL;
     bytes_payload *bp = malloc(sizeof(*bp) + len);
@@ -114,8 +127,7 @@ ports_payload *ports_payload_bytes_new(const void *data, size_t len)
         return NULL;
     bp->base.ops = &bytes_payload_ops;
     bp->base.size = len;
-    if (len > 0)
-        memcpy(bp->data, data, len);
+    memcpy(bp->data, data, len);
     return (ports_payload *)bp;
 }
 
@@ -177,13 +189,26 @@ ports_event *ports_user_message_new(uint32_t num_ports, ports_payload *payload)
     return ev;
 }
 
+ports_event *ports_user_message_init(ports_event *storage, ports_payload *payload)
+{
+    memset(storage, 0, sizeof(*storage));
+    storage->type = PORTS_EVENT_USER_MESSAGE;
+    storage->control_sequence_num = PORTS_INVALID_SEQUENCE_NUM;
+    storage->u.user.payload = payload;
+    storage->in_payload_ = true;
+    return storage;
+}
+
 void ports_event_destroy(ports_event *ev)
 {
     if (ev == NULL)
         return;
+    /* Read first: destroying the payload may free the memory of an event inside it. */
+    bool ours = !ev->in_payload_;
     if (ev->type == PORTS_EVENT_USER_MESSAGE)
         ports_payload_destroy(ev->u.user.payload);
-    free(ev);
+    if (ours)
+        free(ev);
 }
 
 static bool type_is_sequenced(uint32_t type, const ports_name *port_name)

@@ -98,7 +98,11 @@ struct ports_payload {
     size_t size; /* bytes counted against the receiving port's queue */
 };
 
-/* A payload that is just bytes: what the parser produces. NULL on ENOMEM. */
+/*
+ * A payload that is just bytes: what the parser produces. NULL on ENOMEM.
+ * Empty payloads are all one shared object (destroying it does nothing), so
+ * they cost no memory and cannot fail.
+ */
 ports_payload *ports_payload_bytes_new(const void *data, size_t len);
 bool ports_payload_is_bytes(const ports_payload *payload);
 const uint8_t *ports_payload_bytes_data(const ports_payload *payload);
@@ -149,6 +153,7 @@ struct ports_event {
     ports_event *next_;
     ports_name from_node_;
     bool ports_accepted_; /* carried ports already recreated on this node */
+    bool in_payload_;     /* made by ports_user_message_init: the memory is not ours */
 };
 
 /*
@@ -165,7 +170,19 @@ ports_event *ports_event_new(ports_event_type type, const ports_name *port_name)
  */
 ports_event *ports_user_message_new(uint32_t num_ports, ports_payload *payload);
 
-/* Frees the event and its payload. NULL is fine. */
+/*
+ * A user message that carries no ports, made in memory the caller provides
+ * (typically inside the payload itself, saving an allocation per message):
+ * storage must stay valid until the event is destroyed, and destroying the
+ * event destroys its payload but frees nothing else. Once destroyed, storage
+ * may hold a new event.
+ */
+ports_event *ports_user_message_init(ports_event *storage, ports_payload *payload);
+
+/*
+ * Frees the event and its payload. NULL is fine. An event made by
+ * ports_user_message_init is not touched once its payload is destroyed.
+ */
 void ports_event_destroy(ports_event *ev);
 
 /*

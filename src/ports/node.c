@@ -1259,16 +1259,20 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
     lock_set = n ? xmalloc((n + 1) * sizeof(*lock_set)) : lock_one;
     const bool node_locked = n > 0;
 
+    /* The payload's hook runs embedder code, so it is called with no lock held. */
+    const bool hook = ev->u.user.payload && ev->u.user.payload->ops->will_be_routed_externally;
+
     for (;;) {
         lock_port(p);
         ports_name target_node = p->peer_node;
-        /* A local message without ports keeps this lock: nothing else is needed. */
-        if (node_locked || !is_self(node, &target_node)) {
+        /*
+         * A message without ports keeps this lock, nothing else is needed,
+         * unless it leaves the node and its payload must hear of it first.
+         */
+        if (node_locked || (hook && !is_self(node, &target_node))) {
             unlock_port(p);
 
-            /* May run embedder code, so no lock is held. */
-            if (!is_self(node, &target_node) && ev->u.user.payload &&
-                ev->u.user.payload->ops->will_be_routed_externally &&
+            if (hook && !is_self(node, &target_node) &&
                 ev->u.user.payload->ops->will_be_routed_externally(ev->u.user.payload) != 0) {
                 rv = PORTS_ERROR_PORT_STATE_UNEXPECTED;
                 goto out;
