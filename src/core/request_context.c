@@ -70,6 +70,11 @@ void core_rc_enter_system(void)
         rc.system = true;
 }
 
+bool core_rc_inside(void)
+{
+    return rc.depth > 0;
+}
+
 void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSignalsState *state)
 {
     assert(rc.depth > 0);

@@ -32,6 +32,12 @@ void core_rc_leave(void);
 void core_rc_enter_system(void);
 void core_rc_leave_system(void);
 
+/*
+ * True inside an API call or a delivery on this thread: a trigger that fires
+ * on this thread now is delivered only when the outermost call unwinds.
+ */
+bool core_rc_inside(void);
+
 /* Queues an event for t (acquiring a reference to t). Must be inside. */
 void core_rc_queue(core_trigger *t, MojoResult result, const struct MojoHandleSignalsState *state);
 

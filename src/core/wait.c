@@ -204,12 +204,14 @@ static bool block(waiter *w, const struct timespec *until)
     if (!w->guest_of)
         return plat_wakeup_wait(&w->wakeup, until);
     bool in_time = true;
-    while (in_time && !plat_wakeup_is_set(&w->wakeup)) {
+    uint32_t index;
+    while (in_time && !plat_wakeup_is_set(&w->wakeup) &&
+           claimed(w, &index) == MOJO_RESULT_SHOULD_WAIT) {
         core_rc_enter();
         in_time = plat_io_guest_poll(w->guest_of, &w->wakeup, until);
         core_rc_leave();
     }
-    return plat_wakeup_is_set(&w->wakeup);
+    return plat_wakeup_is_set(&w->wakeup) || claimed(w, &index) != MOJO_RESULT_SHOULD_WAIT;
 }
 
 /* Waits on one trigger per handle; SHOULD_WAIT never comes out of here. */
@@ -225,10 +227,13 @@ static MojoResult wait_with_triggers(core_dispatcher **d, const MojoHandleSignal
     atomic_init(&w->cancelled, false);
     /*
      * Claimed before any trigger exists, so every wake-up knows whether to
-     * kick this thread out of epoll_wait.
+     * kick this thread out of epoll_wait. Not inside another call (a trap
+     * handler's wait, say): the wake-ups of the IO this thread would run are
+     * queued on its own request context, delivered only when that call
+     * unwinds -- after this wait.
      */
     core_state *core = core_get();
-    plat_io *io = core ? node_io(core_node_controller(core)) : NULL;
+    plat_io *io = core && !core_rc_inside() ? node_io(core_node_controller(core)) : NULL;
     if (io && plat_io_guest_begin(io))
         w->guest_of = io;
 

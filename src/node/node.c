@@ -197,7 +197,7 @@ plat_io *node_io(node_controller *n)
     return atomic_load_explicit(&n->io, memory_order_acquire);
 }
 
-/* Runs fn(arg) on the IO thread, or here if there is none. */
+/* Runs fn(arg) in the IO loop (see platform/io.h), or here if there is none. */
 static void run_on_io(node_controller *n, void (*fn)(void *), void *arg)
 {
     plat_io *io = node_io(n);

@@ -79,13 +79,14 @@
 #define GUEST_RECENT 3u  /* unclaimed, but a guest polled lately and may be back */
 #define GUEST_STATE 3u
 #define GUEST_FORWARDER 4u /* the IO thread waits for the round to end */
-#define GUEST_ROUND 8u
+#define GUEST_PARKED 8u    /* the IO thread sleeps until the word changes */
+#define GUEST_FLAGS (GUEST_FORWARDER | GUEST_PARKED)
+#define GUEST_ROUND 16u
 
 /*
- * How long the guest word must stay unchanged, while the IO thread keeps out
- * of epoll for a guest, before the IO thread takes the events back: the most
- * a message for someone else waits while the guest's thread is busy between
- * two waits.
+ * How long a guest may go without polling, while the IO thread keeps out of
+ * epoll for it, before the IO thread takes the events back: the most an
+ * event waits while the guest's thread is busy between two waits.
  */
 #define IO_GUEST_QUIET_NS 200000L
 
@@ -116,6 +117,7 @@ struct plat_io {
 
     plat_mutex run_lock;     /* held while callbacks and tasks run */
     _Atomic uint32_t guest;  /* GUEST_* */
+    _Atomic uint32_t polls;  /* epoll_waits guests returned from (only the guest writes) */
     _Atomic uint32_t unpark; /* set (and futex-woken) by plat_io_stop */
 
     plat_mutex mutex;
@@ -310,9 +312,9 @@ static uint32_t guest_set(plat_io *io, uint32_t state)
     uint32_t g = atomic_load(&io->guest);
     uint32_t next;
     do {
-        next = ((g & ~(GUEST_STATE | GUEST_FORWARDER)) + GUEST_ROUND) | state;
+        next = ((g & ~(GUEST_STATE | GUEST_FLAGS)) + GUEST_ROUND) | state;
     } while (!atomic_compare_exchange_weak(&io->guest, &g, next));
-    if (g & GUEST_FORWARDER)
+    if (g & GUEST_FLAGS)
         futex_wake_all(&io->guest);
     return next;
 }
@@ -327,9 +329,9 @@ static void forward_kick(plat_io *io)
     uint32_t g = atomic_load(&io->guest);
     if ((g & GUEST_STATE) != GUEST_POLLING)
         return; /* nobody polls: whoever was kicked is awake and looks at its wake-up */
-    uint32_t round = g & ~GUEST_FORWARDER;
+    uint32_t round = g & ~GUEST_FLAGS;
     signal_eventfd(io->guestfd);
-    while ((g & ~GUEST_FORWARDER) == round) {
+    while ((g & ~GUEST_FLAGS) == round) {
         if (!(g & GUEST_FORWARDER) &&
             !atomic_compare_exchange_weak(&io->guest, &g, g | GUEST_FORWARDER))
             continue;
@@ -349,27 +351,40 @@ static void futex_wait_ns(_Atomic uint32_t *word, uint32_t val, long ns)
  * that an event arriving between two of the guest's waits (it is replying,
  * say) waits on epoll's ready list for the guest to come back instead of
  * waking this thread -- on one CPU that would be two more context switches
- * per message. Returns to polling once the guest word stayed unchanged for
- * IO_GUEST_QUIET_NS while nobody polled (a guest that is gone, or busy in a
- * long handler), or at stop.
+ * per message. It keeps out while guests keep polling; while one polls with
+ * nothing to do it sleeps until the guest word changes; once no guest polled
+ * for IO_GUEST_QUIET_NS (gone, or busy in a long handler) it returns to
+ * polling, and does not park again for that guest until its word changes.
+ * *let_go is the guest word it last gave up on.
  */
-static void park(plat_io *io)
+static void park(plat_io *io, uint32_t *let_go)
 {
-    uint32_t seen = atomic_load(&io->guest);
-    while ((seen & GUEST_STATE) != GUEST_NONE) {
-        futex_wait_ns(&io->unpark, 0, IO_GUEST_QUIET_NS);
-        if (atomic_load(&io->unpark))
+    uint32_t polls = atomic_load(&io->polls);
+    for (;;) {
+        uint32_t g = atomic_load(&io->guest);
+        if ((g & GUEST_STATE) == GUEST_NONE || (g & ~GUEST_FLAGS) == *let_go ||
+            atomic_load(&io->unpark))
             return;
-        uint32_t now = atomic_load(&io->guest);
-        if (now != seen) {
-            seen = now; /* the guest is coming and going: keep out of its way */
+        futex_wait_ns(&io->unpark, 0, IO_GUEST_QUIET_NS);
+        uint32_t now = atomic_load(&io->polls);
+        if (now != polls) {
+            polls = now; /* it polled meanwhile: events reach it */
             continue;
         }
-        if ((now & GUEST_STATE) == GUEST_POLLING)
-            continue; /* in epoll_wait with nothing to do: events reach it */
-        if ((now & GUEST_STATE) == GUEST_RECENT)
-            (void)atomic_compare_exchange_strong(&io->guest, &now,
-                                                 (now & ~GUEST_STATE) + GUEST_ROUND);
+        g = atomic_load(&io->guest);
+        if ((g & GUEST_STATE) == GUEST_POLLING) {
+            /* In epoll_wait with nothing to do: sleep until that changes. */
+            if (!(g & GUEST_PARKED) &&
+                !atomic_compare_exchange_strong(&io->guest, &g, g | GUEST_PARKED))
+                continue;
+            futex_wait(&io->guest, g | GUEST_PARKED);
+            polls = atomic_load(&io->polls);
+            continue;
+        }
+        if ((g & GUEST_STATE) == GUEST_RECENT)
+            (void)atomic_compare_exchange_strong(&io->guest, &g,
+                                                 (g & ~(GUEST_STATE | GUEST_FLAGS)) + GUEST_ROUND);
+        *let_go = g & ~GUEST_FLAGS;
         return;
     }
 }
@@ -379,6 +394,7 @@ static void *io_main(void *arg)
     plat_io *io = arg;
     struct epoll_event events[IO_MAX_EVENTS];
 
+    uint32_t let_go = UINT32_MAX;
     io_current = io;
     for (;;) {
         int n = plat_epoll_wait(io->epfd, events, IO_MAX_EVENTS, -1);
@@ -392,7 +408,7 @@ static void *io_main(void *arg)
             break;
         if (seen & BATCH_KICKED)
             forward_kick(io);
-        park(io);
+        park(io, &let_go);
     }
     return NULL;
 }
@@ -468,6 +484,7 @@ void plat_io_stop(plat_io *io)
     plat_mutex_unlock(&io->mutex);
     atomic_store(&io->unpark, 1);
     futex_wake_all(&io->unpark);
+    futex_wake_all(&io->guest);
     signal_eventfd(io->wakefd);
     pthread_join(io->thread, NULL);
 
@@ -672,23 +689,24 @@ void plat_io_guest_wake(plat_io *io)
         signal_eventfd(io->guestfd);
 }
 
-/* Milliseconds from now until *deadline, rounded up; 0 once it has passed. */
-static int ms_until(const struct timespec *deadline)
+/* Time from now until *deadline into *rel; false once it has passed. */
+static bool time_until(const struct timespec *deadline, struct timespec *rel)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t ns =
         (int64_t)(deadline->tv_sec - now.tv_sec) * 1000000000 + (deadline->tv_nsec - now.tv_nsec);
     if (ns <= 0)
-        return 0;
-    int64_t ms = (ns + 999999) / 1000000;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
+        return false;
+    rel->tv_sec = (time_t)(ns / 1000000000);
+    rel->tv_nsec = (long)(ns % 1000000000);
+    return true;
 }
 
 bool plat_io_guest_poll(plat_io *io, plat_wakeup *wake, const struct timespec *deadline)
 {
-    int timeout = -1;
-    if (deadline != NULL && (timeout = ms_until(deadline)) == 0)
+    struct timespec rel;
+    if (deadline != NULL && !time_until(deadline, &rel))
         return false;
 
     guest_set(io, GUEST_POLLING);
@@ -699,7 +717,9 @@ bool plat_io_guest_poll(plat_io *io, plat_wakeup *wake, const struct timespec *d
         return true;
     }
     struct epoll_event events[IO_MAX_EVENTS];
-    int n = plat_epoll_wait(io->epfd, events, IO_MAX_EVENTS, timeout);
+    int n = plat_epoll_wait_until(io->epfd, events, IO_MAX_EVENTS, deadline ? &rel : NULL);
+    atomic_store_explicit(&io->polls, atomic_load_explicit(&io->polls, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     guest_set(io, GUEST_IDLE);
     if (n <= 0)
         return n < 0 || deadline == NULL; /* EINTR: look again; 0: the deadline */

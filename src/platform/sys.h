@@ -13,10 +13,13 @@
 #ifndef CMOJO_PLATFORM_SYS_H_
 #define CMOJO_PLATFORM_SYS_H_
 
+#include <errno.h>
+#include <limits.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 static inline ssize_t plat_sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -33,6 +36,24 @@ static inline ssize_t plat_recvmsg(int fd, struct msghdr *msg, int flags)
 static inline int plat_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms)
 {
     return (int)syscall(SYS_epoll_pwait, epfd, events, max, timeout_ms, NULL, 0);
+}
+
+/*
+ * epoll_wait for at most *rel (NULL: no limit), to the nanosecond where the
+ * kernel has epoll_pwait2 (5.11), else rounded up to a millisecond.
+ */
+static inline int plat_epoll_wait_until(int epfd, struct epoll_event *events, int max,
+                                        const struct timespec *rel)
+{
+    if (rel == NULL)
+        return plat_epoll_wait(epfd, events, max, -1);
+#ifdef SYS_epoll_pwait2
+    int n = (int)syscall(SYS_epoll_pwait2, epfd, events, max, rel, NULL, 0);
+    if (n >= 0 || errno != ENOSYS)
+        return n;
+#endif
+    long long ms = (long long)rel->tv_sec * 1000 + (rel->tv_nsec + 999999) / 1000000;
+    return plat_epoll_wait(epfd, events, max, ms > INT_MAX ? INT_MAX : (int)ms);
 }
 
 #endif /* CMOJO_PLATFORM_SYS_H_ */

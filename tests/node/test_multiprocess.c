@@ -9,7 +9,8 @@
  * thousands of messages each way while a pipe end moves A -> broker -> B;
  * an end passed around a ring of four processes; wrapped fds over three hops
  * (same open file, close-on-exec); the 253-fd limit; kill -9 of a child
- * (error handler, PEER_CLOSED, survivors unaffected); and after the traffic
+ * (error handler, PEER_CLOSED, survivors unaffected); MojoWait inside a trap
+ * handler for a message from another process; and after the traffic
  * settles every process holds exactly the ports of its open pipes.
  *
  * Every wait has a deadline; every child is reaped and its exit status
@@ -163,6 +164,71 @@ static void test_one_child_two_named_pipes(void **state)
     cmojo_mp_expect_peer_closed(p[1]);
     /* A pipe whose peer is gone is not remote any more... but is still ours. */
     assert_true(cmojo_mp_wait_counts("broker", 2, 2, SETTLE_MS));
+    cmojo_mp_close_all(p, 2);
+    assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
+}
+
+/*
+ * MojoWait inside a trap handler, for a message from another process: the
+ * handler runs on this thread inside MojoWriteMessage, so whatever IO this
+ * thread ran itself would queue the waiter's wake-up behind that very call.
+ * The wait must end anyway (it hung once: no deadline, so a regression shows
+ * as a test timeout).
+ */
+typedef struct nested_wait {
+    MojoHandle alpha, beta;
+    MojoResult waited;
+    uint64_t echoed;
+    int calls;
+} nested_wait;
+
+static void nested_wait_handler(const struct MojoTrapEvent *event)
+{
+    nested_wait *nw = (nested_wait *)(uintptr_t)event->trigger_context;
+    if (event->result != OK)
+        return; /* the trap's removal */
+    nw->calls++;
+    cmojo_mp_send(nw->alpha, TAG_DATA, 0, 1, NULL, 0);
+    nw->waited = MojoWait(nw->beta, READABLE, MOJO_DEADLINE_INDEFINITE, NULL);
+    cmojo_mp_msg m;
+    if (cmojo_mp_try_recv(nw->beta, &m, NULL, NULL) == OK)
+        nw->echoed = m.seq;
+}
+
+static void test_wait_inside_trap_handler_for_another_process(void **state)
+{
+    static const char *const names[] = {"alpha", "beta"};
+    MojoHandle p[2], local[2], trap;
+    cmojo_mp_child child;
+
+    (void)state;
+    cmojo_mp_invite("pair", NULL, names, 2, p, &child, 0);
+    nested_wait nw = {.alpha = p[0], .beta = p[1], .waited = MOJO_RESULT_UNKNOWN, .echoed = 0};
+    assert_int_equal(MojoCreateMessagePipe(NULL, &local[0], &local[1]), OK);
+    assert_int_equal(MojoCreateTrap(nested_wait_handler, NULL, &trap), OK);
+    assert_int_equal(MojoAddTrigger(trap, local[1], READABLE,
+                                    MOJO_TRIGGER_CONDITION_SIGNALS_SATISFIED, (uintptr_t)&nw, NULL),
+                     OK);
+    assert_int_equal(MojoArmTrap(trap, NULL, NULL, NULL), OK);
+    /* The handler runs on this thread, inside this call: it asks and waits. */
+    cmojo_mp_send(local[0], TAG_DATA, 0, 0, NULL, 0);
+    assert_int_equal(nw.calls, 1);
+    assert_int_equal(nw.waited, OK);
+    assert_int_equal(nw.echoed, 1000);
+
+    for (uint32_t i = 1; i < PAIR_ROUNDS; i++) {
+        cmojo_mp_send(p[0], TAG_DATA, i, 1, NULL, 0);
+        cmojo_mp_msg m = cmojo_mp_recv_tag(p[1], TAG_DATA, NULL, NULL);
+        CHECK_RESULT(m.seq, i + 1000);
+    }
+    cmojo_mp_send(p[0], TAG_DONE, 0, 0, NULL, 0);
+    assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
+    for (uint32_t i = 0; i < PAIR_FINAL; i++) {
+        cmojo_mp_recv_tag(p[0], TAG_DATA, NULL, NULL);
+        cmojo_mp_recv_tag(p[1], TAG_DATA, NULL, NULL);
+    }
+    assert_int_equal(MojoClose(trap), OK);
+    cmojo_mp_close_all(local, 2);
     cmojo_mp_close_all(p, 2);
     assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
 }
@@ -705,6 +771,8 @@ int main(int argc, char **argv)
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_child_two_named_pipes, setup,
+                                        cmojo_mp_core_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_inside_trap_handler_for_another_process, setup,
                                         cmojo_mp_core_teardown),
         cmocka_unit_test_setup_teardown(test_two_children_bulk_and_moving_end, setup,
                                         cmojo_mp_core_teardown),

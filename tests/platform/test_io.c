@@ -635,7 +635,7 @@ static void busy_task(void *arg)
 static void *script_main(void *arg)
 {
     script *sc = arg;
-    sleep_ms(30); /* the guest is in epoll_wait by now */
+    sleep_ms(100); /* the guest is in epoll_wait by now */
     if (sc->write_fd >= 0 && write(sc->write_fd, "x", 1) != 1)
         abort();
     if (sc->task_ms > 0) {
@@ -733,8 +733,8 @@ static void test_guest_runs_callbacks_on_its_thread(void **state)
     sync_io(io);
     sleep_ms(20); /* the IO thread is back in epoll_wait */
 
+    plat_wakeup wake; /* outlives every round: the callback may still hold it */
     for (int round = 1; round <= 5; round++) {
-        plat_wakeup wake;
         plat_wakeup_init(&wake);
         s.wake = &wake;
         script sc = {.io = io, .wake = &wake, .write_fd = p[1], .kick_ms = 5000};
