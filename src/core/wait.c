@@ -192,7 +192,9 @@ static MojoResult claimed(waiter *w, uint32_t *index)
 }
 
 /*
- * Blocks until the wake-up is set or the deadline passes. With a guest role
+ * Blocks until the wake-up is set (or, polling, until the wait is claimed:
+ * its wake-up may still be on its way from another thread) or the deadline
+ * passes. True unless the deadline passed first. With a guest role
  * the thread polls the process's IO meanwhile (platform/io.h), so a message
  * from another process is read here rather than handed over by the IO
  * thread. What the IO it runs triggers (its own wake-up, or other trap

@@ -271,35 +271,59 @@ static void test_hangup_is_reported(void **state)
     plat_io_stop(io);
 }
 
+/*
+ * A loop watching the read end of a pipe with watch_cb, set up as the tests
+ * of the edge-triggered calls and of guests need it.
+ */
+typedef struct watched_pipe {
+    plat_io *io;
+    int p[2];
+    watch_state s;
+} watched_pipe;
+
+static void watched_pipe_open(watched_pipe *wp, int drain, int no_again, int callback_ms)
+{
+    assert_int_equal(plat_io_start(&wp->io), 0);
+    assert_int_equal(pipe(wp->p), 0);
+    watch_state_init(&wp->s, wp->p[0]);
+    wp->s.drain = drain;
+    wp->s.no_again = no_again;
+    wp->s.sleep_ms = callback_ms;
+    wp->s.io = wp->io;
+    assert_int_equal(plat_io_add(wp->io, wp->p[0], PLAT_IO_READABLE, watch_cb, &wp->s, &wp->s.w),
+                     0);
+}
+
+static void watched_pipe_close(watched_pipe *wp)
+{
+    plat_io_remove(wp->s.w);
+    close(wp->p[0]);
+    close(wp->p[1]);
+    event_destroy(&wp->s.fired);
+    plat_io_stop(wp->io);
+}
+
 /* Edge-triggered unless asked: a callback that leaves data and says so is not called again until
  * more arrives. */
 static void test_callback_decides_whether_to_be_called_again(void **state)
 {
     (void)state;
-    plat_io *io;
-    int p[2];
-    watch_state s;
-    assert_int_equal(plat_io_start(&io), 0);
-    assert_int_equal(pipe(p), 0);
-    watch_state_init(&s, p[0]);
-    s.no_again = 1;
-    s.io = io;
-    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+    watched_pipe wp;
+    watched_pipe_open(&wp, 0, 1, 0);
+    plat_io *io = wp.io;
+    int *p = wp.p;
+    watch_state *s = &wp.s;
     assert_int_equal(write(p[1], "x", 1), 1);
-    assert_true(event_wait(&s.fired));
-    assert_true(atomic_load(&s.on_loop));
+    assert_true(event_wait(&s->fired));
+    assert_true(atomic_load(&s->on_loop));
     for (int i = 0; i < 3; i++)
         sync_io(io);
-    assert_int_equal(atomic_load(&s.calls), 1); /* still readable, but it said no */
+    assert_int_equal(atomic_load(&s->calls), 1); /* still readable, but it said no */
     assert_int_equal(write(p[1], "y", 1), 1);
-    for (int i = 0; i < 200 && atomic_load(&s.calls) < 2; i++)
+    for (int i = 0; i < 200 && atomic_load(&s->calls) < 2; i++)
         sleep_ms(5);
-    assert_int_equal(atomic_load(&s.calls), 2);
-    plat_io_remove(s.w);
-    close(p[0]);
-    close(p[1]);
-    event_destroy(&s.fired);
-    plat_io_stop(io);
+    assert_int_equal(atomic_load(&s->calls), 2);
+    watched_pipe_close(&wp);
 }
 
 /* The fd stays ready, so only the removal stops the calls. */
@@ -721,38 +745,30 @@ static void test_guest_is_kicked_or_times_out(void **state)
 static void test_guest_runs_callbacks_on_its_thread(void **state)
 {
     (void)state;
-    plat_io *io;
-    int p[2];
-    watch_state s;
-    assert_int_equal(plat_io_start(&io), 0);
-    assert_int_equal(pipe(p), 0);
-    watch_state_init(&s, p[0]);
-    s.drain = 1;
-    s.io = io;
-    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+    watched_pipe wp;
+    watched_pipe_open(&wp, 1, 0, 0);
+    plat_io *io = wp.io;
+    int *p = wp.p;
+    watch_state *s = &wp.s;
     sync_io(io);
     sleep_ms(20); /* the IO thread is back in epoll_wait */
 
     plat_wakeup wake; /* outlives every round: the callback may still hold it */
     for (int round = 1; round <= 5; round++) {
         plat_wakeup_init(&wake);
-        s.wake = &wake;
+        s->wake = &wake;
         script sc = {.io = io, .wake = &wake, .write_fd = p[1], .kick_ms = 5000};
         pthread_t t;
         assert_true(plat_io_guest_begin(io));
         assert_int_equal(pthread_create(&t, NULL, script_main, &sc), 0);
         assert_true(guest_wait(io, &wake)); /* the callback set it, long before the kick */
         plat_io_guest_end(io);
-        assert_int_equal(atomic_load(&s.calls), round);
-        assert_true(atomic_load(&s.on_loop));
-        assert_true(pthread_equal(atomic_load(&s.thread), pthread_self()));
+        assert_int_equal(atomic_load(&s->calls), round);
+        assert_true(atomic_load(&s->on_loop));
+        assert_true(pthread_equal(atomic_load(&s->thread), pthread_self()));
         assert_int_equal(pthread_join(t, NULL), 0);
     }
-    plat_io_remove(s.w);
-    close(p[0]);
-    close(p[1]);
-    event_destroy(&s.fired);
-    plat_io_stop(io);
+    watched_pipe_close(&wp);
 }
 
 /*
@@ -764,16 +780,11 @@ static void test_guest_runs_callbacks_on_its_thread(void **state)
 static void test_kick_taken_by_io_thread_reaches_guest(void **state)
 {
     (void)state;
-    plat_io *io;
-    int p[2];
-    watch_state s;
-    assert_int_equal(plat_io_start(&io), 0);
-    assert_int_equal(pipe(p), 0);
-    watch_state_init(&s, p[0]);
-    s.drain = 1;
-    s.sleep_ms = 100; /* the guest is busy in this while the task is posted */
-    s.io = io;
-    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+    watched_pipe wp;
+    watched_pipe_open(&wp, 1, 0, 100);
+    plat_io *io = wp.io;
+    int *p = wp.p;
+    watch_state *s = &wp.s;
     sync_io(io);
     sleep_ms(20);
 
@@ -786,15 +797,11 @@ static void test_kick_taken_by_io_thread_reaches_guest(void **state)
     assert_true(guest_wait(io, &wake));
     plat_io_guest_end(io);
     assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(atomic_load(&s.calls), 1);
-    assert_true(pthread_equal(atomic_load(&s.thread), pthread_self()));
+    assert_int_equal(atomic_load(&s->calls), 1);
+    assert_true(pthread_equal(atomic_load(&s->thread), pthread_self()));
     assert_int_equal(atomic_load(&sc.task_ran_on_loop), 1);
 
-    plat_io_remove(s.w);
-    close(p[0]);
-    close(p[1]);
-    event_destroy(&s.fired);
-    plat_io_stop(io);
+    watched_pipe_close(&wp);
 }
 
 /*
@@ -805,15 +812,11 @@ static void test_kick_taken_by_io_thread_reaches_guest(void **state)
 static void test_events_after_the_guest_left_reach_the_io_thread(void **state)
 {
     (void)state;
-    plat_io *io;
-    int p[2];
-    watch_state s;
-    assert_int_equal(plat_io_start(&io), 0);
-    assert_int_equal(pipe(p), 0);
-    watch_state_init(&s, p[0]);
-    s.drain = 1;
-    s.io = io;
-    assert_int_equal(plat_io_add(io, p[0], PLAT_IO_READABLE, watch_cb, &s, &s.w), 0);
+    watched_pipe wp;
+    watched_pipe_open(&wp, 1, 0, 0);
+    plat_io *io = wp.io;
+    int *p = wp.p;
+    watch_state *s = &wp.s;
 
     for (int round = 1; round <= 3; round++) {
         /* A guest session during which the IO thread ran a task, so it now keeps out of epoll. */
@@ -821,17 +824,13 @@ static void test_events_after_the_guest_left_reach_the_io_thread(void **state)
         sync_io(io);
         plat_io_guest_end(io);
         assert_int_equal(write(p[1], "x", 1), 1);
-        for (int ms = 0; ms < 10000 && atomic_load(&s.done) < round; ms++)
+        for (int ms = 0; ms < 10000 && atomic_load(&s->done) < round; ms++)
             sleep_ms(1);
-        assert_int_equal(atomic_load(&s.calls), round);
-        assert_false(pthread_equal(atomic_load(&s.thread), pthread_self()));
-        assert_true(atomic_load(&s.on_loop));
+        assert_int_equal(atomic_load(&s->calls), round);
+        assert_false(pthread_equal(atomic_load(&s->thread), pthread_self()));
+        assert_true(atomic_load(&s->on_loop));
     }
-    plat_io_remove(s.w);
-    close(p[0]);
-    close(p[1]);
-    event_destroy(&s.fired);
-    plat_io_stop(io);
+    watched_pipe_close(&wp);
 }
 
 int main(void)
