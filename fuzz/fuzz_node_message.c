@@ -129,13 +129,25 @@ static void check_event(const uint8_t *buf, size_t len, int *fds, size_t nfds)
     ports_payload *payload;
     const char *why = NULL;
     ports_name from = {1, 2};
-    if (core_message_wire_parse(&from, env, env_len, ev->u.user.num_ports, fds, nfds, &payload,
-                                &why) != 0) {
-        if (!why)
-            abort();
+    /*
+     * The envelope is offered in a heap block of its own, as a channel offers
+     * a large frame's buffer, so the message may keep it (and ASan watches
+     * that it is freed once, with the message). A block not kept is ours.
+     */
+    void *block = malloc(env_len ? env_len : 1);
+    if (!block)
+        abort();
+    memcpy(block, env, env_len);
+    int rv = core_message_wire_parse(&from, block, env_len, ev->u.user.num_ports, fds, nfds, &block,
+                                     &payload, &why);
+    if (rv != 0) {
+        if (!why || !block)
+            abort(); /* a failed parse keeps nothing */
+        free(block);
         ports_event_destroy(ev);
         return;
     }
+    free(block); /* NULL if the message kept it */
     size_t out_len, out_fds;
     if (core_message_wire_measure(payload, &out_len, &out_fds) != 0 || out_len != env_len ||
         out_fds != nfds)

@@ -57,6 +57,16 @@ ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = plat_rec
 #define RX_KEEP_MAX_CAPACITY (256u * 1024u + RX_SLACK)
 
 /*
+ * A frame that fills at least half of the receive buffer, and at least
+ * RX_LEND_MIN bytes, is delivered with the buffer itself on offer
+ * (on_frame's `block`): a receiver that keeps it saves copying the payload
+ * out, and the channel reads on into a fresh buffer of the same capacity.
+ * The half keeps what a kept frame pins to twice its size; below the
+ * minimum, copying costs less than the allocation.
+ */
+#define RX_LEND_MIN (16u * 1024u)
+
+/*
  * Bytes one wake-up reads at most before returning to epoll, so that a
  * channel whose peer never stops writing cannot starve the others on the IO
  * thread. Every complete frame in what was read is delivered.
@@ -496,6 +506,21 @@ static bool rx_make_room(channel *c)
     return true;
 }
 
+/*
+ * For a frame about to be delivered: a buffer to replace the receive buffer
+ * with if the receiver keeps the frame's (RX_LEND_MIN), or NULL if it is not
+ * on offer. What follows a frame on offer is no longer than the frame:
+ * moving that to the new buffer costs at most what copying the frame would,
+ * so no byte is moved more often than once.
+ */
+static uint8_t *rx_spare_for(channel *c, const channel_frame *f)
+{
+    size_t rest = c->rx_end - c->rx_start - f->wire_size;
+    if (f->wire_size < RX_LEND_MIN || f->wire_size < c->rx_cap / 2 || rest > f->wire_size)
+        return NULL;
+    return malloc(c->rx_cap);
+}
+
 /* Cuts what has arrived into frames and delivers them. False once the channel stopped. */
 static bool rx_deliver(channel *c)
 {
@@ -530,11 +555,23 @@ static bool rx_deliver(channel *c)
         c->rx_nfds -= f.num_fds;
         memmove(c->rx_fds, c->rx_fds + f.num_fds, c->rx_nfds * sizeof(int));
 
+        uint8_t *spare = rx_spare_for(c, &f);
+        void *block = c->rx;
         c->delegate.on_frame(c->delegate.ctx, f.type, f.payload, f.payload_size,
-                             f.num_fds > 0 ? fds : NULL, f.num_fds);
+                             f.num_fds > 0 ? fds : NULL, f.num_fds, spare ? &block : NULL);
+        if (spare && block == NULL) {
+            /* Kept: what followed the frame moves to the spare, which becomes the buffer. */
+            size_t rest = c->rx_end - c->rx_start - f.wire_size;
+            memcpy(spare, c->rx + c->rx_start + f.wire_size, rest);
+            c->rx = spare;
+            c->rx_start = 0;
+            c->rx_end = rest;
+        } else {
+            free(spare);
+            c->rx_start += f.wire_size;
+        }
         if (atomic_load(&c->stopped))
             return false;
-        c->rx_start += f.wire_size;
     }
 }
 

@@ -53,12 +53,17 @@ typedef struct channel channel;
 typedef struct channel_delegate {
     void *ctx;
     /*
-     * A complete, well-formed frame. payload is valid during the call only.
+     * A complete, well-formed frame. payload is valid during the call only,
+     * unless the callee keeps it: when `block` is not NULL, the payload lies
+     * inside the heap block *block (at an offset that is a multiple of 8 from
+     * its start, which malloc aligned), and the callee may take that block
+     * by setting *block to NULL; it is then the callee's, to free() once
+     * done with the payload. Large frames are offered so (see channel.c).
      * The num_fds fds are the callee's (it must keep or close every one).
      * On the IO thread, no channel lock held; may call channel_shutdown.
      */
     void (*on_frame)(void *ctx, uint16_t type, const uint8_t *payload, size_t payload_size,
-                     int *fds, size_t num_fds);
+                     int *fds, size_t num_fds, void **block);
     /*
      * The channel failed (once). why is a static string ("peer closed the
      * connection", "frame claims more fds than arrived", ...); protocol is

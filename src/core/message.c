@@ -85,7 +85,9 @@ static void message_free(core_message *m)
 {
     if (m->context && m->destructor)
         m->destructor(m->context);
-    if (m->data != m->inline_data)
+    if (m->block)
+        free(m->block);
+    else if (m->data != m->inline_data)
         free(m->data);
     free(m->attachments);
     free(m);
@@ -266,11 +268,14 @@ static bool reserve(core_message *m, uint32_t capacity)
         return true;
     }
     uint8_t *data;
-    if (m->data == m->inline_data) {
-        /* Leaving the inline bytes: what the caller wrote there comes along. */
+    if (m->data == m->inline_data || m->block) {
+        /* Leaving the inline bytes or a kept frame: what is there comes along. */
         data = malloc(grown);
-        if (data)
-            memcpy(data, m->inline_data, m->capacity);
+        if (!data)
+            return false;
+        memcpy(data, m->data, m->capacity);
+        free(m->block);
+        m->block = NULL;
     } else {
         data = realloc(m->data, grown);
     }
@@ -763,8 +768,8 @@ void core_message_wire_serialize_head(ports_payload *payload, uint8_t *buf, int 
 }
 
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
-                            uint32_t num_ports, int *fds, size_t num_fds, ports_payload **out,
-                            const char **why)
+                            uint32_t num_ports, int *fds, size_t num_fds, void **block,
+                            ports_payload **out, const char **why)
 {
     core_message *m = NULL;
     *why = "malformed message envelope";
@@ -793,8 +798,14 @@ int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t l
         *why = "message envelope does not match its ports and fds";
         goto fail;
     }
+    /*
+     * Bytes that make up most of a block on offer stay where they arrived,
+     * if a user may read them there (8-byte aligned, as any message's).
+     */
+    const uint8_t *bytes = buf + (len - size);
+    bool keep = block && size > len / 2 && ((uintptr_t)bytes & 7u) == 0;
     m = message_new(CMOJO_MAX_MESSAGE_NUM_BYTES);
-    if (!m || (size && !reserve(m, size)) ||
+    if (!m || (size && !keep && !reserve(m, size)) ||
         (n && !(m->attachments = calloc(n, sizeof(*m->attachments))))) {
         *why = "out of memory for a message";
         goto fail;
@@ -817,8 +828,15 @@ int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t l
         state += wire_align8(state_size);
         m->num_attachments++;
     }
-    if (size)
-        memcpy(m->data, state, size);
+    assert(state == bytes);
+    if (keep) {
+        m->block = *block;
+        *block = NULL;
+        m->data = (uint8_t *)bytes;
+        m->capacity = size;
+    } else if (size) {
+        memcpy(m->data, bytes, size);
+    }
     m->size = size;
     m->has_data = true;
     m->committed = true;

@@ -91,8 +91,11 @@ typedef struct core_message {
 
     bool has_data;  /* bytes (possibly zero) attached: "serialized" */
     bool committed; /* size final; may be written */
-    uint8_t *data;  /* inline_data, a heap block, or NULL while capacity is 0 */
+    /* inline_data, a heap block, inside `block`, or NULL while capacity is 0 */
+    uint8_t *data;
     uint32_t size, capacity;
+    /* A received frame's buffer, kept instead of copying out the bytes in it (or NULL). */
+    void *block;
     /* Small payloads (most messages, every data pipe count) need no allocation of their own. */
     _Alignas(8) uint8_t inline_data[CORE_MESSAGE_INLINE_BYTES];
 
@@ -139,8 +142,8 @@ void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds)
 void core_message_wire_serialize_head(ports_payload *payload, uint8_t *buf, int *fds,
                                       const void **data, size_t *data_len);
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
-                            uint32_t num_ports, int *fds, size_t num_fds, ports_payload **out,
-                            const char **why);
+                            uint32_t num_ports, int *fds, size_t num_fds, void **block,
+                            ports_payload **out, const char **why);
 
 /*
  * Runs the context serializer now (a write to a pipe whose peer is in

@@ -599,14 +599,15 @@ static size_t user_event_size(const uint8_t *buf, size_t len)
 }
 
 static void on_event(peer *p, const uint8_t *buf, size_t len, int *fds, size_t num_fds,
-                     const ports_name *from)
+                     const ports_name *from, void **block)
 {
     node_controller *n = p->n;
     ports_event *ev;
     /*
      * A user message's envelope goes straight from the receive buffer to
      * the embedder's parser: the ports parser sees only the event in front
-     * of it, so the payload is copied once (into the message), not twice.
+     * of it, so the payload is copied at most once (into the message; not
+     * at all when the parser keeps the channel's block), not twice.
      */
     size_t event_len = user_event_size(buf, len);
     if (ports_event_parse(buf, event_len ? event_len : len, &ev) != PORTS_OK) {
@@ -620,7 +621,7 @@ static void on_event(peer *p, const uint8_t *buf, size_t len, int *fds, size_t n
         /* The parser took event_len bytes as the whole event, payload aside. */
         assert(event_len != 0 && ports_event_serialized_size(ev) == event_len);
         if (n->d.payload_parse(from, buf + event_len, len - event_len, ev->u.user.num_ports, fds,
-                               num_fds, &payload, &why) != 0) {
+                               num_fds, block, &payload, &why) != 0) {
             ports_event_destroy(ev);
             drop_peer(p, why, true);
             return;
@@ -917,7 +918,7 @@ static void on_bad_message(peer *p, const node_wire_msg *m)
 }
 
 static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, size_t len, int *fds,
-                             size_t num_fds)
+                             size_t num_fds, void **block)
 {
     peer *p = ctx;
     node_controller *n = p->n;
@@ -939,7 +940,7 @@ static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, s
     }
 
     if (state == PEER_CONNECTED && type == NODE_MSG_EVENT) {
-        on_event(p, payload, len, fds, num_fds, &from);
+        on_event(p, payload, len, fds, num_fds, &from, block);
         goto out;
     }
     if (state == PEER_CONNECTED && type == NODE_MSG_BROADCAST) {

@@ -98,6 +98,15 @@ typedef struct sink {
     int fds[SINK_MAX_FDS];
     size_t nfds;
     size_t fds_received;
+    /* Frames whose buffer was on offer; kept (payload, size, block) when keep_blocks. */
+    size_t offered;
+    bool keep_blocks;
+    size_t nkept;
+    struct {
+        const uint8_t *payload;
+        size_t size;
+        void *block;
+    } kept[16];
     /* Behaviour on a frame. */
     channel *self;
     size_t shutdown_at; /* shut self down when this many frames arrived (0: never) */
@@ -117,6 +126,8 @@ static void sink_destroy(sink *s)
 {
     for (size_t i = 0; i < s->nfds; i++)
         close(s->fds[i]);
+    for (size_t i = 0; i < s->nkept; i++)
+        free(s->kept[i].block);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->mu);
 }
@@ -138,11 +149,21 @@ static size_t payload_len_for(uint32_t seq)
 }
 
 static void sink_on_frame(void *ctx, uint16_t type, const uint8_t *payload, size_t size, int *fds,
-                          size_t num_fds)
+                          size_t num_fds, void **block)
 {
     sink *s = ctx;
     atomic_fetch_add(&s->in_frame, 1);
     pthread_mutex_lock(&s->mu);
+    if (block) {
+        s->offered++;
+        if (s->keep_blocks && s->nkept < 16) {
+            s->kept[s->nkept].payload = payload;
+            s->kept[s->nkept].size = size;
+            s->kept[s->nkept].block = *block;
+            s->nkept++;
+            *block = NULL;
+        }
+    }
     if (s->errors > 0)
         s->frame_after_error = true;
     if (!plat_io_on_thread(io))
@@ -1294,6 +1315,76 @@ static void test_large_frames_keep_the_grown_buffer(void **state)
     sink_destroy(&sb);
 }
 
+/* Frame i of test_large_frames_can_be_kept: its size and its bytes. */
+static const size_t kept_sizes[] = {40000, 30000, 20000, 70000, 100, 50000, 20000, 16};
+
+static uint8_t kept_byte(size_t frame, size_t j)
+{
+    return (uint8_t)(j * 13 + frame * 101 + (j >> 8));
+}
+
+/*
+ * Large frames are offered with their buffer; a receiver that keeps them
+ * reads them after later frames arrived (nothing overwrote them: the
+ * channel read on into another buffer), and the frames that came in the
+ * same reads behind a kept one arrive whole. The frames are written before
+ * the receiver starts, so several arrive in one read.
+ */
+static void test_large_frames_can_be_kept(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_socketpair(sv);
+    int big = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    sink sa, sb;
+    sink_init(&sa);
+    sink_init(&sb);
+    sb.keep_blocks = true;
+    channel *a = open_channel(sv[0], &sa);
+    channel *b = open_channel(sv[1], &sb);
+    const size_t nframes = sizeof(kept_sizes) / sizeof(kept_sizes[0]);
+    size_t total = 0;
+    assert_int_equal(channel_start(a), 0);
+    for (size_t i = 0; i < nframes; i++) {
+        uint8_t *buf = malloc(kept_sizes[i]);
+        assert_non_null(buf);
+        for (size_t j = 0; j < kept_sizes[i]; j++)
+            buf[j] = kept_byte(i, j);
+        assert_int_equal(write_bytes(a, (uint16_t)(i + 1), buf, kept_sizes[i], NULL, 0), 0);
+        total += kept_sizes[i];
+        free(buf);
+    }
+    assert_int_equal(channel_start(b), 0);
+    assert_true(sink_wait(&sb, nframes, false));
+    flush_io();
+
+    assert_int_equal(sb.bytes, total);
+    assert_int_equal(sa.errors + sb.errors, 0);
+    /* 40000 (in the first 64 KiB read, with 24 KiB behind it), 70000 and 50000. */
+    assert_true(sb.offered >= 3);
+    assert_int_equal(sb.nkept, sb.offered);
+    for (size_t k = 0; k < sb.nkept; k++) {
+        const uint8_t *p = sb.kept[k].payload;
+        size_t size = sb.kept[k].size;
+        assert_true(size >= 16 * 1024);
+        assert_true(p > (const uint8_t *)sb.kept[k].block);
+        assert_int_equal((uintptr_t)p % 8, 0);
+        bool intact = false;
+        for (size_t i = 0; i < nframes && !intact; i++) {
+            intact = kept_sizes[i] == size;
+            for (size_t j = 0; intact && j < size; j++)
+                intact = p[j] == kept_byte(i, j);
+        }
+        if (!intact)
+            fail_msg("kept frame %zu (%zu bytes) was overwritten", k, size);
+    }
+    close_channel(a);
+    close_channel(b);
+    sink_destroy(&sa);
+    sink_destroy(&sb);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1317,6 +1408,7 @@ int main(void)
         T(test_eof_is_not_a_protocol_error),
         T(test_shutdown_from_another_thread_while_frames_arrive),
         T(test_shutdown_from_inside_on_frame),
+        T(test_large_frames_can_be_kept),
         T(test_concurrent_shutdowns),
         T(test_busy_channel_does_not_starve_another),
         T(test_large_frames_round_trip),
