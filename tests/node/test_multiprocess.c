@@ -10,7 +10,8 @@
  * an end passed around a ring of four processes; wrapped fds over three hops
  * (same open file, close-on-exec); the 253-fd limit; kill -9 of a child
  * (error handler, PEER_CLOSED, survivors unaffected); MojoWait inside a trap
- * handler for a message from another process; and after the traffic
+ * handler for a message from another process; messages up to 1 MiB
+ * forwarded back as they arrived, byte for byte; and after the traffic
  * settles every process holds exactly the ports of its open pipes.
  *
  * Every wait has a deadline; every child is reaped and its exit status
@@ -750,6 +751,104 @@ static void test_kill_9_child(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Large messages: kept in the buffer they arrived in, and forwarded from it. */
+
+/* Sizes around the channel's buffer and its offer threshold; the last (16) is a stop. */
+static const uint32_t big_sizes[] = {40000, 70000, 100, 1u << 20, 20000, 65536, 300000, 16};
+#define BIG_COUNT (sizeof(big_sizes) / sizeof(big_sizes[0]))
+
+static uint8_t big_byte(size_t i, size_t j)
+{
+    return (uint8_t)(j * 7 + i * 59 + (j >> 9));
+}
+
+/* Reads one message (waiting for it) and returns it with its bytes. */
+static MojoMessageHandle read_big(MojoHandle pipe, const uint8_t **data, uint32_t *size)
+{
+    MojoMessageHandle m;
+    void *buf = NULL;
+    uint32_t nh = 0;
+    CHECK_RESULT(MojoWait(pipe, READABLE, (MojoDeadline)IO_TIMEOUT_MS * 1000, NULL), OK);
+    CHECK_RESULT(MojoReadMessage(pipe, NULL, &m), OK);
+    CHECK_RESULT(MojoGetMessageData(m, NULL, &buf, size, NULL, &nh), OK);
+    CHECK_RESULT(nh, 0);
+    CHECK_RESULT((uintptr_t)buf % 8, 0);
+    *data = buf;
+    return m;
+}
+
+/* The child sends back every message it reads, as it is, until a 16-byte one. */
+static int role_forwarder(const int *fds, size_t n, const char *arg)
+{
+    static const char *const names[] = {"big"};
+    MojoHandle p;
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], names, 1, &p);
+    for (;;) {
+        const uint8_t *data;
+        uint32_t size;
+        MojoMessageHandle m = read_big(p, &data, &size);
+        /* A received message's size is final: nothing may be appended. */
+        CHECK_RESULT(MojoAppendMessageData(m, 8, NULL, 0, NULL, NULL, NULL),
+                     MOJO_RESULT_FAILED_PRECONDITION);
+        if (size == 16) {
+            CHECK_RESULT(MojoDestroyMessage(m), OK);
+            break;
+        }
+        CHECK_RESULT(MojoWriteMessage(p, m, NULL), OK);
+    }
+    return cmojo_mp_child_finish("forwarder", &p, 1);
+}
+
+/*
+ * Messages of 16 B to 1 MiB go to a child that writes each message object
+ * it read straight back; they return byte for byte, 8-byte aligned, in
+ * order. The large ones cross each way without their bytes being copied
+ * out of the receive buffer (the child forwards from that buffer); ASan
+ * would see a buffer freed twice or read after it was reused.
+ */
+static void test_large_messages_arrive_and_forward_intact(void **state)
+{
+    static const char *const names[] = {"big"};
+    MojoHandle p;
+    cmojo_mp_child child;
+    (void)state;
+    cmojo_mp_invite("forwarder", NULL, names, 1, &p, &child, 0);
+    /* All written before any is read, so several share the child's reads. */
+    for (size_t i = 0; i < BIG_COUNT; i++) {
+        MojoMessageHandle m;
+        void *buf;
+        uint32_t cap;
+        assert_int_equal(MojoCreateMessage(NULL, &m), OK);
+        assert_int_equal(MojoAppendMessageData(m, big_sizes[i], NULL, 0, NULL, &buf, &cap), OK);
+        for (size_t j = 0; j < big_sizes[i]; j++)
+            ((uint8_t *)buf)[j] = big_byte(i, j);
+        assert_int_equal(MojoAppendMessageData(m, 0, NULL, 0,
+                                               &(struct MojoAppendMessageDataOptions){
+                                                   sizeof(struct MojoAppendMessageDataOptions),
+                                                   MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE},
+                                               NULL, NULL),
+                         OK);
+        assert_int_equal(MojoWriteMessage(p, m, NULL), OK);
+    }
+    for (size_t i = 0; i + 1 < BIG_COUNT; i++) { /* the last is the child's stop */
+        const uint8_t *data;
+        uint32_t size;
+        MojoMessageHandle m = read_big(p, &data, &size);
+        assert_int_equal(size, big_sizes[i]);
+        for (size_t j = 0; j < size; j++)
+            if (data[j] != big_byte(i, j))
+                fail_msg("message %zu (%u bytes): byte %zu differs", i, size, j);
+        assert_int_equal(MojoDestroyMessage(m), OK);
+    }
+    assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
+    cmojo_mp_expect_peer_closed(p);
+    cmojo_mp_close_all(&p, 1);
+    assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int setup(void **state)
 {
@@ -758,11 +857,17 @@ static int setup(void **state)
 }
 
 static const cmojo_mp_role roles[] = {
-    {"pair", role_pair},         {"bulk_a", role_bulk_a},
-    {"bulk_b", role_bulk_b},     {"ring1", role_ring1},
-    {"ring2", role_ring2},       {"ring3", role_ring3},
-    {"many_fds", role_many_fds}, {"victim", role_victim},
-    {"survivor", role_survivor}, {NULL, NULL},
+    {"pair", role_pair},
+    {"bulk_a", role_bulk_a},
+    {"bulk_b", role_bulk_b},
+    {"ring1", role_ring1},
+    {"ring2", role_ring2},
+    {"ring3", role_ring3},
+    {"many_fds", role_many_fds},
+    {"victim", role_victim},
+    {"survivor", role_survivor},
+    {"forwarder", role_forwarder},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv)
@@ -783,6 +888,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_253_fds_in_one_message_and_no_more, setup,
                                         cmojo_mp_core_teardown),
         cmocka_unit_test_setup_teardown(test_kill_9_child, setup, cmojo_mp_core_teardown),
+        cmocka_unit_test_setup_teardown(test_large_messages_arrive_and_forward_intact, setup,
+                                        cmojo_mp_core_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
