@@ -25,6 +25,7 @@
 
 #include "core/message.h"
 #include "node/node_wire.h"
+#include "platform/block.h"
 #include "ports/event.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -134,7 +135,7 @@ static void check_event(const uint8_t *buf, size_t len, int *fds, size_t nfds)
      * a large frame's buffer, so the message may keep it (and ASan watches
      * that it is freed once, with the message). A block not kept is ours.
      */
-    void *block = malloc(env_len ? env_len : 1);
+    void *block = plat_block_alloc(env_len ? env_len : 1);
     if (!block)
         abort();
     memcpy(block, env, env_len);
@@ -143,11 +144,11 @@ static void check_event(const uint8_t *buf, size_t len, int *fds, size_t nfds)
     if (rv != 0) {
         if (!why || !block)
             abort(); /* a failed parse keeps nothing */
-        free(block);
+        plat_block_free(block);
         ports_event_destroy(ev);
         return;
     }
-    free(block); /* NULL if the message kept it */
+    plat_block_free(block); /* NULL if the message kept it */
     size_t out_len, out_fds;
     if (core_message_wire_measure(payload, &out_len, &out_fds) != 0 || out_len != env_len ||
         out_fds != nfds)

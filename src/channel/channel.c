@@ -34,6 +34,7 @@
 
 #include "channel/frame.h"
 #include "cmojo_limits.h"
+#include "platform/block.h"
 #include "platform/lock.h"
 #include "platform/sys.h"
 
@@ -367,7 +368,7 @@ static void rx_discard_locked(channel *c)
 {
     close_fds(c->rx_fds, c->rx_nfds);
     c->rx_nfds = 0;
-    free(c->rx);
+    plat_block_free(c->rx);
     c->rx = NULL;
     c->rx_cap = 0;
     c->rx_start = 0;
@@ -498,7 +499,7 @@ static bool rx_make_room(channel *c)
         if (cap > c->rx_need + RX_SLACK)
             cap = c->rx_need + RX_SLACK;
     }
-    uint8_t *rx = realloc(c->rx, cap);
+    uint8_t *rx = plat_block_realloc(c->rx, cap);
     if (rx == NULL)
         return false;
     c->rx = rx;
@@ -518,7 +519,7 @@ static uint8_t *rx_spare_for(channel *c, const channel_frame *f)
     size_t rest = c->rx_end - c->rx_start - f->wire_size;
     if (f->wire_size < RX_LEND_MIN || f->wire_size < c->rx_cap / 2 || rest > f->wire_size)
         return NULL;
-    return malloc(c->rx_cap);
+    return plat_block_alloc(c->rx_cap);
 }
 
 /* Cuts what has arrived into frames and delivers them. False once the channel stopped. */
@@ -540,7 +541,7 @@ static bool rx_deliver(channel *c)
                 c->rx_start = 0;
                 c->rx_end = 0;
                 if (c->rx_cap > RX_KEEP_MAX_CAPACITY) {
-                    free(c->rx);
+                    plat_block_free(c->rx);
                     c->rx = NULL;
                     c->rx_cap = 0;
                 }
@@ -567,7 +568,7 @@ static bool rx_deliver(channel *c)
             c->rx_start = 0;
             c->rx_end = rest;
         } else {
-            free(spare);
+            plat_block_free(spare);
             c->rx_start += f.wire_size;
         }
         if (atomic_load(&c->stopped))

@@ -55,10 +55,11 @@ typedef struct channel_delegate {
     /*
      * A complete, well-formed frame. payload is valid during the call only,
      * unless the callee keeps it: when `block` is not NULL, the payload lies
-     * inside the heap block *block (at an offset that is a multiple of 8 from
-     * its start, which malloc aligned), and the callee may take that block
-     * by setting *block to NULL; it is then the callee's, to free() once
-     * done with the payload. Large frames are offered so (see channel.c).
+     * inside the block *block (platform/block.h; at an offset from its
+     * 16-byte aligned start that is a multiple of 8), and the callee may
+     * take that block by setting *block to NULL; it is then the callee's, to
+     * plat_block_free once done with the payload. Large frames are offered
+     * so (see channel.c).
      * The num_fds fds are the callee's (it must keep or close every one).
      * On the IO thread, no channel lock held; may call channel_shutdown.
      */

@@ -20,6 +20,7 @@
 #include "core/handle_table.h"
 #include "core/message_pipe.h"
 #include "core/request_context.h"
+#include "platform/block.h"
 #include "ports/ports.h"
 
 static void payload_destroy(ports_payload *payload);
@@ -86,7 +87,7 @@ static void message_free(core_message *m)
     if (m->context && m->destructor)
         m->destructor(m->context);
     if (m->block)
-        free(m->block);
+        plat_block_free(m->block);
     else if (m->data != m->inline_data)
         free(m->data);
     free(m->attachments);
@@ -274,7 +275,7 @@ static bool reserve(core_message *m, uint32_t capacity)
         if (!data)
             return false;
         memcpy(data, m->data, m->capacity);
-        free(m->block);
+        plat_block_free(m->block);
         m->block = NULL;
     } else {
         data = realloc(m->data, grown);

@@ -94,7 +94,7 @@ typedef struct core_message {
     /* inline_data, a heap block, inside `block`, or NULL while capacity is 0 */
     uint8_t *data;
     uint32_t size, capacity;
-    /* A received frame's buffer, kept instead of copying out the bytes in it (or NULL). */
+    /* A received frame's buffer (platform/block.h), kept instead of copying its bytes out. */
     void *block;
     /* Small payloads (most messages, every data pipe count) need no allocation of their own. */
     _Alignas(8) uint8_t inline_data[CORE_MESSAGE_INLINE_BYTES];

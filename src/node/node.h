@@ -62,9 +62,10 @@ typedef struct node_delegate {
      * Parses an envelope that arrived from node `from` with an event that
      * carries num_ports ports. On success *out is a payload owning the fds;
      * on failure every fd is closed, *why says why, and the sender is cut
-     * off. 0 or -1. When block is not NULL, buf lies inside the heap block
-     * *block, which the payload may keep instead of copying from buf (it
-     * takes it by setting *block to NULL, on success only, and frees it).
+     * off. 0 or -1. When block is not NULL, buf lies inside the block
+     * *block (platform/block.h), which the payload may keep instead of
+     * copying from buf (it takes it by setting *block to NULL, on success
+     * only, and frees it with plat_block_free).
      */
     int (*payload_parse)(const ports_name *from, const uint8_t *buf, size_t len, uint32_t num_ports,
                          int *fds, size_t num_fds, void **block, ports_payload **out,

@@ -25,6 +25,7 @@
 #include "channel/channel.h"
 #include "channel/frame.h"
 #include "cmojo_limits.h"
+#include "platform/block.h"
 #include "platform/io.h"
 
 #define WAIT_SECONDS 30
@@ -127,7 +128,7 @@ static void sink_destroy(sink *s)
     for (size_t i = 0; i < s->nfds; i++)
         close(s->fds[i]);
     for (size_t i = 0; i < s->nkept; i++)
-        free(s->kept[i].block);
+        plat_block_free(s->kept[i].block);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->mu);
 }
