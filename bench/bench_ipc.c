@@ -39,6 +39,15 @@
  *                  handler, as between two processes that both run event
  *                  loops; two thread wake-ups per round trip, as for the
  *                  socketpair.
+ *                - trap handlers, reply forwarded: as "trap handlers", but
+ *                  the child writes back the very message object it read
+ *                  (MojoWriteMessage of the read handle) instead of building
+ *                  a new one: like for like with the socketpair child, which
+ *                  writes back the buffer it read into and copies nothing.
+ *                  The other cmojo cases copy every reply into a new
+ *                  message (zeroed by MojoAppendMessageData first), as an
+ *                  application that builds its answer does; the parent
+ *                  builds every message it sends in all of them.
  *   stream       the parent writes M messages of N bytes as fast as it can;
  *                the child (a trap handler, as above) counts the bytes and
  *                when all have come sends an 8-byte ack, which ends the timed
@@ -67,7 +76,7 @@
  * (per op and per thread: bench/ipc_syscalls.sh build/rel/bench/bench_ipc).
  *
  * Usage: bench_ipc [--quick] [--runs R] [--target-ms T] [--one-cpu]
- *        bench_ipc --single raw|trap|wait|traps|rawstream|stream SIZE COUNT
+ *        bench_ipc --single raw|trap|wait|traps|rawstream|stream|fwd SIZE COUNT
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -87,8 +96,8 @@
 #define IPC_DEFAULT_RUNS 5u
 #define IPC_QUICK_RUNS 3u
 /*
- * Wall time one timed run of a case aims at. 25 cases x 5 runs x 250 ms is
- * ~31 s, plus warm-ups: well inside the 2-minute budget; --quick is a smoke
+ * Wall time one timed run of a case aims at. 35 cases x 5 runs x 250 ms is
+ * ~44 s, plus warm-ups: well inside the 2-minute budget; --quick is a smoke
  * run of a few seconds.
  */
 #define IPC_DEFAULT_TARGET_MS 250u
@@ -127,17 +136,19 @@ typedef enum ipc_kind {
     K_TRAPS_RTT,   /* cmojo round trip, trap handlers on both sides */
     K_RAW_STREAM,  /* socketpair one-way stream + ack */
     K_MOJO_STREAM, /* cmojo one-way stream + ack, child counts in a trap handler */
+    K_FWD_RTT,     /* as K_TRAPS_RTT, the child writes back the message it read */
     K_NUM,
     K_QUIT = K_NUM /* command only: the child exits */
 } ipc_kind;
 
-static const char *const g_kind_names[K_NUM] = {"raw",   "trap",      "wait",
-                                                "traps", "rawstream", "stream"};
+static const char *const g_kind_names[K_NUM] = {"raw",       "trap",   "wait", "traps",
+                                                "rawstream", "stream", "fwd"};
 
 /* The cases that run over a cmojo pipe (the others over the plain socketpair). */
 static bool is_mojo(ipc_kind kind)
 {
-    return kind == K_TRAP_RTT || kind == K_WAIT_RTT || kind == K_TRAPS_RTT || kind == K_MOJO_STREAM;
+    return kind == K_TRAP_RTT || kind == K_WAIT_RTT || kind == K_TRAPS_RTT ||
+           kind == K_MOJO_STREAM || kind == K_FWD_RTT;
 }
 
 /* What the parent sends on the boot pipe before each case. */
@@ -214,12 +225,13 @@ typedef struct child_case {
     MojoHandle pipe;
     MojoHandle trap;
     bool echo;         /* round trip: write each message back; else count (stream) */
+    bool forward;      /* echo: the message read itself, not a copy */
     uint64_t expected; /* stream: bytes to count before acking */
     uint64_t bytes;    /* bytes received */
     sem_t finished;    /* posted once the parent's end is closed */
 } child_case;
 
-/* Echoes one message (as a new message, as an application would) or counts it. */
+/* Echoes one message (forwarded, or as a new message as an application would) or counts it. */
 static void child_consume(child_case *c, MojoMessageHandle m)
 {
     void *data = NULL;
@@ -227,6 +239,10 @@ static void child_consume(child_case *c, MojoMessageHandle m)
     BENCH_MOJO(MojoGetMessageData(m, NULL, &data, &n, NULL, &nh));
     BENCH_CHECK(nh == 0 && n > 0);
     c->bytes += n;
+    if (c->forward) {
+        BENCH_MOJO(MojoWriteMessage(c->pipe, m, NULL));
+        return;
+    }
     if (c->echo) {
         write_msg(c->pipe, data, n);
     } else {
@@ -286,9 +302,9 @@ static void child_trap_handler(const struct MojoTrapEvent *event)
 }
 
 /* Serves pipe from a trap handler until the parent closes it; bytes seen. */
-static uint64_t child_serve_trap(MojoHandle pipe, bool echo, uint64_t expected)
+static uint64_t child_serve_trap(MojoHandle pipe, bool echo, bool forward, uint64_t expected)
 {
-    child_case c = {.pipe = pipe, .echo = echo, .expected = expected};
+    child_case c = {.pipe = pipe, .echo = echo, .forward = forward, .expected = expected};
     BENCH_CHECK(sem_init(&c.finished, 0, 0) == 0);
     BENCH_MOJO(MojoCreateTrap(child_trap_handler, NULL, &c.trap));
     BENCH_MOJO(MojoAddTrigger(c.trap, pipe, MOJO_HANDLE_SIGNAL_READABLE,
@@ -390,7 +406,8 @@ static int child_main(int boot_fd, int raw_fd)
             break;
         case K_TRAP_RTT:
         case K_TRAPS_RTT:
-            done = child_serve_trap(pipe, true, 0);
+        case K_FWD_RTT:
+            done = child_serve_trap(pipe, true, cmd.kind == K_FWD_RTT, 0);
             break;
         case K_WAIT_RTT:
             done = child_serve_wait(pipe);
@@ -399,7 +416,7 @@ static int child_main(int boot_fd, int raw_fd)
             done = child_raw_stream(raw_fd, cmd.count * cmd.size);
             break;
         case K_MOJO_STREAM:
-            done = child_serve_trap(pipe, false, cmd.count * cmd.size);
+            done = child_serve_trap(pipe, false, false, cmd.count * cmd.size);
             break;
         default:
             BENCH_CHECK(false);
@@ -563,6 +580,7 @@ static uint64_t run_case(bench_child *ch, ipc_kind kind, uint32_t size, uint64_t
         t = loop_mojo_rtt(mine, size, count);
         break;
     case K_TRAPS_RTT:
+    case K_FWD_RTT:
         t = loop_trap_rtt(mine, size, count);
         break;
     case K_RAW_STREAM:
@@ -649,7 +667,7 @@ static void print_report(unsigned runs, bool one_cpu, double total_s)
            one_cpu ? "all threads pinned to one CPU" : "unpinned", runs);
     printf("| case | baseline | ns/op | base ns/op | ratio | min..max | goal |\n");
     printf("| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
-    bool trap_met = true, traps_met = true, wait_met = true;
+    bool trap_met = true, traps_met = true, fwd_met = true, wait_met = true;
     for (size_t k = 0; k < NUM_SIZES; k++) {
         char sz[16];
         bench_size_label(g_sizes[k], sz, sizeof(sz));
@@ -660,6 +678,7 @@ static void print_report(unsigned runs, bool one_cpu, double total_s)
             double goal;
         } rtt[] = {{K_TRAP_RTT, "trap handler (parent in MojoWait)", IPC_TRAP_GOAL},
                    {K_TRAPS_RTT, "trap handlers on both ends", IPC_TRAP_GOAL},
+                   {K_FWD_RTT, "trap handlers, reply forwarded", IPC_TRAP_GOAL},
                    {K_WAIT_RTT, "MojoWait thread", IPC_WAIT_GOAL}};
         for (size_t j = 0; j < sizeof(rtt) / sizeof(rtt[0]); j++) {
             const measurement *s = find_m(rtt[j].kind, g_sizes[k]);
@@ -667,6 +686,8 @@ static void print_report(unsigned runs, bool one_cpu, double total_s)
             bool met = ratio <= rtt[j].goal;
             if (rtt[j].kind == K_TRAPS_RTT)
                 traps_met = traps_met && met;
+            else if (rtt[j].kind == K_FWD_RTT)
+                fwd_met = fwd_met && met;
             else if (rtt[j].kind == K_TRAP_RTT)
                 trap_met = trap_met && met;
             else
@@ -694,9 +715,10 @@ static void print_report(unsigned runs, bool one_cpu, double total_s)
                (double)g_sizes[k] / b->ns_median * 1000.0, ratio, lo, hi);
     }
     printf("\ngoals (round trip, every size): trap handler <= %.1fx socketpair: "
-           "parent in MojoWait %s, trap handlers on both ends %s; MojoWait <= %.1fx: %s\n",
+           "parent in MojoWait %s, trap handlers on both ends %s, reply forwarded %s; "
+           "MojoWait <= %.1fx: %s\n",
            IPC_TRAP_GOAL, trap_met ? "met" : "NOT met", traps_met ? "met" : "NOT met",
-           IPC_WAIT_GOAL, wait_met ? "met" : "NOT met");
+           fwd_met ? "met" : "NOT met", IPC_WAIT_GOAL, wait_met ? "met" : "NOT met");
     printf("total %.1f s\n", total_s);
 }
 
@@ -725,7 +747,7 @@ static void usage(FILE *f, const char *argv0)
 {
     fprintf(f,
             "usage: %s [--quick] [--runs R] [--target-ms T] [--one-cpu]\n"
-            "       %s [--one-cpu] --single raw|trap|wait|traps|rawstream|stream SIZE COUNT\n"
+            "       %s [--one-cpu] --single raw|trap|wait|traps|rawstream|stream|fwd SIZE COUNT\n"
             "  --quick        smoke run: %u runs of ~%u ms per case\n"
             "  --runs R       timed runs per case, median reported (default %u, max %u)\n"
             "  --target-ms T  wall time one timed run of a case aims at (default %u)\n"
