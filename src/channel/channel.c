@@ -503,29 +503,31 @@ static bool rx_make_room(channel *c)
     if (rx == NULL)
         return false;
     c->rx = rx;
-    c->rx_cap = cap;
+    c->rx_cap = plat_block_size(rx);
     return true;
 }
 
 /*
  * For a frame about to be delivered: a buffer to replace the receive buffer
  * with if the receiver keeps the frame's (RX_LEND_MIN), or NULL if it is not
- * on offer; *cap is its capacity. What follows a frame on offer is no
- * longer than the frame: moving that to the new buffer costs at most what
- * copying the frame would, so no byte is moved more often than once. The new
- * buffer has the old one's capacity, so that the next frame of the size
- * arrives in one read as well, unless that is beyond what an idle channel
- * keeps (RX_KEEP_MAX_CAPACITY): then it holds what followed the frame.
+ * on offer. What follows a frame on offer is no longer than the frame:
+ * moving that to the new buffer costs at most what copying the frame would,
+ * so no byte is moved more often than once. The new buffer has the old
+ * one's capacity, so that the next frame of the size arrives in one read as
+ * well, unless that is beyond what an idle channel keeps
+ * (RX_KEEP_MAX_CAPACITY): then it holds what followed the frame. rx_cap is
+ * always a buffer's real capacity (plat_block_size), so the half is a half
+ * of what the frame would pin.
  */
-static uint8_t *rx_spare_for(channel *c, const channel_frame *f, size_t *cap)
+static uint8_t *rx_spare_for(channel *c, const channel_frame *f)
 {
     size_t rest = c->rx_end - c->rx_start - f->wire_size;
     if (f->wire_size < RX_LEND_MIN || f->wire_size < c->rx_cap / 2 || rest > f->wire_size)
         return NULL;
-    *cap = c->rx_cap;
-    if (*cap > RX_KEEP_MAX_CAPACITY)
-        *cap = rest > RX_DEFAULT_CAPACITY ? rest : RX_DEFAULT_CAPACITY;
-    return plat_block_alloc(*cap);
+    size_t cap = c->rx_cap;
+    if (cap > RX_KEEP_MAX_CAPACITY)
+        cap = rest > RX_DEFAULT_CAPACITY ? rest : RX_DEFAULT_CAPACITY;
+    return plat_block_alloc(cap);
 }
 
 /* Cuts what has arrived into frames and delivers them. False once the channel stopped. */
@@ -562,17 +564,22 @@ static bool rx_deliver(channel *c)
         c->rx_nfds -= f.num_fds;
         memmove(c->rx_fds, c->rx_fds + f.num_fds, c->rx_nfds * sizeof(int));
 
-        size_t spare_cap = 0;
-        uint8_t *spare = rx_spare_for(c, &f, &spare_cap);
+        /*
+         * What followed the frame moves to the spare before the call: a
+         * receiver that keeps the buffer may free it before it returns (a
+         * message dropped on arrival, or read and destroyed at once).
+         */
+        size_t rest = c->rx_end - c->rx_start - f.wire_size;
+        uint8_t *spare = rx_spare_for(c, &f);
+        if (spare)
+            memcpy(spare, c->rx + c->rx_start + f.wire_size, rest);
         void *block = c->rx;
         c->delegate.on_frame(c->delegate.ctx, f.type, f.payload, f.payload_size,
                              f.num_fds > 0 ? fds : NULL, f.num_fds, spare ? &block : NULL);
         if (spare && block == NULL) {
-            /* Kept: what followed the frame moves to the spare, which becomes the buffer. */
-            size_t rest = c->rx_end - c->rx_start - f.wire_size;
-            memcpy(spare, c->rx + c->rx_start + f.wire_size, rest);
+            /* Kept: the spare is the buffer now; the old one is not ours to touch. */
             c->rx = spare;
-            c->rx_cap = spare_cap;
+            c->rx_cap = plat_block_size(spare);
             c->rx_start = 0;
             c->rx_end = rest;
         } else {

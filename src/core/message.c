@@ -800,11 +800,13 @@ int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t l
         goto fail;
     }
     /*
-     * Bytes that make up most of a block on offer stay where they arrived,
-     * if a user may read them there (8-byte aligned, as any message's).
+     * Bytes that make up nearly all of a block on offer (7/8 of the
+     * envelope; the channel offers a block at most twice its frame) stay
+     * where they arrived, if a user may read them there (8-byte aligned, as
+     * any message's): a kept message pins at most ~2.3x its bytes.
      */
     const uint8_t *bytes = buf + (len - size);
-    bool keep = block && size > len / 2 && ((uintptr_t)bytes & 7u) == 0;
+    bool keep = block && len - size <= len / 8 && ((uintptr_t)bytes & 7u) == 0;
     m = message_new(CMOJO_MAX_MESSAGE_NUM_BYTES);
     if (!m || (size && !keep && !reserve(m, size)) ||
         (n && !(m->attachments = calloc(n, sizeof(*m->attachments))))) {

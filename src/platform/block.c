@@ -19,9 +19,15 @@ static pthread_key_t kept_key;
 static pthread_once_t kept_key_once = PTHREAD_ONCE_INIT;
 static int kept_key_made; /* set once by make_kept_key */
 
-/* At thread exit (the key's destructor): the kept block goes back to the heap. */
+/*
+ * At thread exit (the key's destructor): the kept block goes back to the
+ * heap, and is no longer kept: a destructor of another key that runs after
+ * this one may still free or ask for blocks.
+ */
 static void free_kept(void *block)
 {
+    if (tls_kept == block)
+        tls_kept = NULL;
     free(block);
 }
 
@@ -56,6 +62,11 @@ void *plat_block_alloc(size_t size)
         return NULL;
     h->size = size;
     return user_of(h);
+}
+
+size_t plat_block_size(const void *p)
+{
+    return ((const block_header *)p - 1)->size;
 }
 
 void *plat_block_realloc(void *p, size_t size)

@@ -29,6 +29,9 @@
 /* At least size bytes (size > 0), or NULL. */
 void *plat_block_alloc(size_t size);
 
+/* The usable size of a block: what was asked for, or more (a kept block reused). */
+size_t plat_block_size(const void *p);
+
 /* Grows or shrinks a block, keeping its first min(old, new) bytes; NULL on ENOMEM (p kept). */
 void *plat_block_realloc(void *p, size_t size);
 

@@ -102,6 +102,10 @@ typedef struct sink {
     /* Frames whose buffer was on offer; kept (payload, size, block) when keep_blocks. */
     size_t offered;
     bool keep_blocks;
+    bool free_blocks; /* take every block on offer and free it at once */
+    /* Frame i must be pattern_sizes[i] bytes of kept_byte(i, .); mismatches in order_bad. */
+    const size_t *pattern_sizes;
+    size_t pattern_count;
     size_t nkept;
     struct {
         const uint8_t *payload;
@@ -149,15 +153,32 @@ static size_t payload_len_for(uint32_t seq)
     return 8 + (seq * 37u) % 300u;
 }
 
+/* Byte j of frame i, in the tests of frames whose buffer is on offer. */
+static uint8_t kept_byte(size_t frame, size_t j)
+{
+    return (uint8_t)(j * 13 + frame * 101 + (j >> 8));
+}
+
 static void sink_on_frame(void *ctx, uint16_t type, const uint8_t *payload, size_t size, int *fds,
                           size_t num_fds, void **block)
 {
     sink *s = ctx;
     atomic_fetch_add(&s->in_frame, 1);
     pthread_mutex_lock(&s->mu);
+    if (s->pattern_sizes) {
+        size_t i = s->frames;
+        bool ok = i < s->pattern_count && size == s->pattern_sizes[i];
+        for (size_t j = 0; ok && j < size; j++)
+            ok = payload[j] == kept_byte(i, j);
+        if (!ok)
+            s->order_bad++;
+    }
     if (block) {
         s->offered++;
-        if (s->keep_blocks && s->nkept < 16) {
+        if (s->free_blocks) {
+            plat_block_free(*block);
+            *block = NULL;
+        } else if (s->keep_blocks && s->nkept < 16) {
             s->kept[s->nkept].payload = payload;
             s->kept[s->nkept].size = size;
             s->kept[s->nkept].block = *block;
@@ -1316,12 +1337,23 @@ static void test_large_frames_keep_the_grown_buffer(void **state)
     sink_destroy(&sb);
 }
 
-/* Frame i of test_large_frames_can_be_kept: its size and its bytes. */
+/* Frame i of test_large_frames_can_be_kept: its size. */
 static const size_t kept_sizes[] = {40000, 30000, 20000, 70000, 100, 50000, 600000, 20000, 16};
 
-static uint8_t kept_byte(size_t frame, size_t j)
+/* Writes sizes[0..n) as frames of kept_byte(i, .) on c; the total. */
+static size_t write_pattern(channel *c, const size_t *sizes, size_t n)
 {
-    return (uint8_t)(j * 13 + frame * 101 + (j >> 8));
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *buf = malloc(sizes[i]);
+        assert_non_null(buf);
+        for (size_t j = 0; j < sizes[i]; j++)
+            buf[j] = kept_byte(i, j);
+        assert_int_equal(write_bytes(c, (uint16_t)(i + 1), buf, sizes[i], NULL, 0), 0);
+        total += sizes[i];
+        free(buf);
+    }
+    return total;
 }
 
 /*
@@ -1345,17 +1377,8 @@ static void test_large_frames_can_be_kept(void **state)
     channel *a = open_channel(sv[0], &sa);
     channel *b = open_channel(sv[1], &sb);
     const size_t nframes = sizeof(kept_sizes) / sizeof(kept_sizes[0]);
-    size_t total = 0;
     assert_int_equal(channel_start(a), 0);
-    for (size_t i = 0; i < nframes; i++) {
-        uint8_t *buf = malloc(kept_sizes[i]);
-        assert_non_null(buf);
-        for (size_t j = 0; j < kept_sizes[i]; j++)
-            buf[j] = kept_byte(i, j);
-        assert_int_equal(write_bytes(a, (uint16_t)(i + 1), buf, kept_sizes[i], NULL, 0), 0);
-        total += kept_sizes[i];
-        free(buf);
-    }
+    size_t total = write_pattern(a, kept_sizes, nframes);
     assert_int_equal(channel_start(b), 0);
     assert_true(sink_wait(&sb, nframes, false));
     flush_io();
@@ -1386,6 +1409,45 @@ static void test_large_frames_can_be_kept(void **state)
     sink_destroy(&sb);
 }
 
+/*
+ * A receiver may free a buffer it took before on_frame returns (a message
+ * dropped on arrival, or read and destroyed at once): the frames that came
+ * behind it in the same read still arrive whole. A buffer beyond the
+ * per-thread cache goes straight back to the heap, so reading it after the
+ * call would fault or be reported by ASan.
+ */
+static void test_kept_buffer_freed_inside_on_frame(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {400000, 64, 300000, 24, 90000, 8, 16};
+    const size_t n = sizeof(sizes) / sizeof(sizes[0]);
+    int sv[2];
+    make_socketpair(sv);
+    int big = 4 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    sink sa, sb;
+    sink_init(&sa);
+    sink_init(&sb);
+    sb.free_blocks = true;
+    sb.pattern_sizes = sizes;
+    sb.pattern_count = n;
+    channel *a = open_channel(sv[0], &sa);
+    channel *b = open_channel(sv[1], &sb);
+    assert_int_equal(channel_start(a), 0);
+    size_t total = write_pattern(a, sizes, n);
+    assert_int_equal(channel_start(b), 0);
+    assert_true(sink_wait(&sb, n, false));
+    flush_io();
+    assert_int_equal(sb.bytes, total);
+    assert_int_equal(sb.order_bad, 0);
+    assert_true(sb.offered >= 2);
+    assert_int_equal(sa.errors + sb.errors, 0);
+    close_channel(a);
+    close_channel(b);
+    sink_destroy(&sa);
+    sink_destroy(&sb);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1410,6 +1472,7 @@ int main(void)
         T(test_shutdown_from_another_thread_while_frames_arrive),
         T(test_shutdown_from_inside_on_frame),
         T(test_large_frames_can_be_kept),
+        T(test_kept_buffer_freed_inside_on_frame),
         T(test_concurrent_shutdowns),
         T(test_busy_channel_does_not_starve_another),
         T(test_large_frames_round_trip),

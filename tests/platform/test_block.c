@@ -4,7 +4,8 @@
  * no heap trim and refault per received frame), and never for a request
  * that would waste most of it; blocks freed on other threads, and the block
  * a thread kept when it exits, go back to the heap (the ASan and LSan runs
- * of this test would report a leak or a double free).
+ * of this test would report a leak or a double free), and key destructors
+ * that run after that one can still use blocks.
  */
 #include "cmojo_test.h"
 
@@ -103,6 +104,50 @@ static void test_other_threads_free_and_exit_cleanly(void **state)
     }
 }
 
+/*
+ * A key destructor that runs after block.c's (a key made later: glibc runs
+ * them in the order they were made) still frees and asks for blocks: the
+ * block the thread kept was freed by then and must not come back, nor be
+ * freed twice (ASan and glibc both catch either).
+ */
+static pthread_key_t late_key;
+
+static void late_destructor(void *value)
+{
+    (void)value;
+    void *p = plat_block_alloc(5000);
+    if (p) {
+        memset(p, 1, 5000);
+        plat_block_free(p);
+    }
+}
+
+static void *keep_a_block_and_exit(void *arg)
+{
+    (void)arg;
+    void *p = plat_block_alloc(5000);
+    if (!p)
+        return (void *)1;
+    plat_block_free(p); /* kept until the thread exits */
+    pthread_setspecific(late_key, (void *)1);
+    return NULL;
+}
+
+static void test_destructors_after_exit_are_safe(void **state)
+{
+    (void)state;
+    plat_block_free(plat_block_alloc(10)); /* block.c's key exists before ours */
+    assert_int_equal(pthread_key_create(&late_key, late_destructor), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_t t;
+        void *rv = (void *)2;
+        assert_int_equal(pthread_create(&t, NULL, keep_a_block_and_exit, NULL), 0);
+        assert_int_equal(pthread_join(t, &rv), 0);
+        assert_null(rv);
+    }
+    assert_int_equal(pthread_key_delete(late_key), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -110,6 +155,7 @@ int main(void)
         cmocka_unit_test(test_realloc_keeps_the_bytes),
         cmocka_unit_test(test_the_last_freed_block_comes_back),
         cmocka_unit_test(test_other_threads_free_and_exit_cleanly),
+        cmocka_unit_test(test_destructors_after_exit_are_safe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
