@@ -173,19 +173,6 @@ static void sink_on_frame(void *ctx, uint16_t type, const uint8_t *payload, size
         if (!ok)
             s->order_bad++;
     }
-    if (block) {
-        s->offered++;
-        if (s->free_blocks) {
-            plat_block_free(*block);
-            *block = NULL;
-        } else if (s->keep_blocks && s->nkept < 16) {
-            s->kept[s->nkept].payload = payload;
-            s->kept[s->nkept].size = size;
-            s->kept[s->nkept].block = *block;
-            s->nkept++;
-            *block = NULL;
-        }
-    }
     if (s->errors > 0)
         s->frame_after_error = true;
     if (!plat_io_on_thread(io))
@@ -219,6 +206,20 @@ static void sink_on_frame(void *ctx, uint16_t type, const uint8_t *payload, size
             s->fds[s->nfds++] = fds[i];
         else
             close(fds[i]);
+    }
+    /* Last: a block freed here takes the payload with it. */
+    if (block) {
+        s->offered++;
+        if (s->free_blocks) {
+            plat_block_free(*block);
+            *block = NULL;
+        } else if (s->keep_blocks && s->nkept < 16) {
+            s->kept[s->nkept].payload = payload;
+            s->kept[s->nkept].size = size;
+            s->kept[s->nkept].block = *block;
+            s->nkept++;
+            *block = NULL;
+        }
     }
     size_t frames = s->frames;
     pthread_cond_broadcast(&s->cond);
