@@ -1358,34 +1358,52 @@ static size_t write_pattern(channel *c, const size_t *sizes, size_t n)
 }
 
 /*
+ * Writes sizes[0..n) (write_pattern) into a channel whose receiver, with
+ * sink sb (set up by the caller), starts only once all are written, so that
+ * several arrive in one read; waits for them all, checks that every byte
+ * arrived and nothing failed, and closes both channels. sb stays the
+ * caller's to check and destroy.
+ */
+static void deliver_pattern(sink *sb, const size_t *sizes, size_t n)
+{
+    int sv[2];
+    make_socketpair(sv);
+    int big = 4 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    sink sa;
+    sink_init(&sa);
+    channel *a = open_channel(sv[0], &sa);
+    channel *b = open_channel(sv[1], sb);
+    assert_int_equal(channel_start(a), 0);
+    size_t total = write_pattern(a, sizes, n);
+    assert_int_equal(channel_start(b), 0);
+    assert_true(sink_wait(sb, n, false));
+    flush_io();
+    assert_int_equal(sb->bytes, total);
+    assert_int_equal(sa.errors + sb->errors, 0);
+    close_channel(a);
+    close_channel(b);
+    sink_destroy(&sa);
+}
+
+/*
  * Large frames are offered with their buffer; a receiver that keeps them
  * reads them after later frames arrived (nothing overwrote them: the
  * channel read on into another buffer), and the frames that came in the
- * same reads behind a kept one arrive whole. The frames are written before
- * the receiver starts, so several arrive in one read.
+ * same reads behind a kept one arrive whole.
  */
 static void test_large_frames_can_be_kept(void **state)
 {
     (void)state;
-    int sv[2];
-    make_socketpair(sv);
-    int big = 1 << 20;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-    sink sa, sb;
-    sink_init(&sa);
+    const size_t nframes = sizeof(kept_sizes) / sizeof(kept_sizes[0]);
+    sink sb;
     sink_init(&sb);
     sb.keep_blocks = true;
-    channel *a = open_channel(sv[0], &sa);
-    channel *b = open_channel(sv[1], &sb);
-    const size_t nframes = sizeof(kept_sizes) / sizeof(kept_sizes[0]);
-    assert_int_equal(channel_start(a), 0);
-    size_t total = write_pattern(a, kept_sizes, nframes);
-    assert_int_equal(channel_start(b), 0);
-    assert_true(sink_wait(&sb, nframes, false));
-    flush_io();
+    sb.pattern_sizes = kept_sizes;
+    sb.pattern_count = nframes;
+    deliver_pattern(&sb, kept_sizes, nframes);
 
-    assert_int_equal(sb.bytes, total);
-    assert_int_equal(sa.errors + sb.errors, 0);
+    assert_int_equal(sb.order_bad, 0);
     /* 40000 (in the first 64 KiB read, with 24 KiB behind it), 70000, 50000, 600000. */
     assert_true(sb.offered >= 4);
     assert_int_equal(sb.nkept, sb.offered);
@@ -1404,9 +1422,6 @@ static void test_large_frames_can_be_kept(void **state)
         if (!intact)
             fail_msg("kept frame %zu (%zu bytes) was overwritten", k, size);
     }
-    close_channel(a);
-    close_channel(b);
-    sink_destroy(&sa);
     sink_destroy(&sb);
 }
 
@@ -1422,30 +1437,14 @@ static void test_kept_buffer_freed_inside_on_frame(void **state)
     (void)state;
     static const size_t sizes[] = {400000, 64, 300000, 24, 90000, 8, 16};
     const size_t n = sizeof(sizes) / sizeof(sizes[0]);
-    int sv[2];
-    make_socketpair(sv);
-    int big = 4 << 20;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-    sink sa, sb;
-    sink_init(&sa);
+    sink sb;
     sink_init(&sb);
     sb.free_blocks = true;
     sb.pattern_sizes = sizes;
     sb.pattern_count = n;
-    channel *a = open_channel(sv[0], &sa);
-    channel *b = open_channel(sv[1], &sb);
-    assert_int_equal(channel_start(a), 0);
-    size_t total = write_pattern(a, sizes, n);
-    assert_int_equal(channel_start(b), 0);
-    assert_true(sink_wait(&sb, n, false));
-    flush_io();
-    assert_int_equal(sb.bytes, total);
+    deliver_pattern(&sb, sizes, n);
     assert_int_equal(sb.order_bad, 0);
     assert_true(sb.offered >= 2);
-    assert_int_equal(sa.errors + sb.errors, 0);
-    close_channel(a);
-    close_channel(b);
-    sink_destroy(&sa);
     sink_destroy(&sb);
 }
 
