@@ -75,6 +75,9 @@
  * markers, for bench/ipc_syscalls.sh to count system calls under strace
  * (per op and per thread: bench/ipc_syscalls.sh build/rel/bench/bench_ipc).
  *
+ * Under valgrind (callgrind --trace-children=yes) /proc/self/exe is the
+ * tool itself: set BENCH_CHILD_EXE to this binary's path for the child.
+ *
  * Usage: bench_ipc [--quick] [--runs R] [--target-ms T] [--one-cpu]
  *        bench_ipc --single raw|trap|wait|traps|rawstream|stream|fwd SIZE COUNT
  */

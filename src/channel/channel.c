@@ -87,6 +87,8 @@ ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = plat_rec
  * Flushing the queue gathers up to this many queued frames per call.
  */
 #define TX_MAX_IOV 16
+_Static_assert(CHANNEL_WRITE_FRAME_ROOM == CHANNEL_FRAME_HEADER_SIZE, "room for the header");
+_Static_assert(CHANNEL_WRITE_FRAME_TAIL_ROOM == CHANNEL_FRAME_ALIGNMENT - 1, "room for padding");
 #define TX_DIRECT_MAX_USER_IOV (TX_MAX_IOV - 2)
 
 /* Control buffer for up to CMOJO_MAX_FDS_PER_SENDMSG fds, aligned for cmsghdr. */
@@ -783,6 +785,75 @@ int channel_start(channel *c)
     return rc;
 }
 
+/*
+ * Sends (or queues) one frame laid out as parts[0..nparts), wire bytes in
+ * all; takes the fds. The shared end of channel_write and
+ * channel_write_frame.
+ */
+static int write_parts(channel *c, const struct iovec *parts, int nparts, size_t wire, int *fds,
+                       size_t num_fds)
+{
+    int rc = 0;
+    size_t sent = 0;
+    bool fds_gone = false;
+    bool tried = false;
+    tx_entry *e;
+    plat_mutex_lock(&c->mu);
+    if (c->shut || c->failed || c->write_broken) {
+        rc = -EPIPE;
+        goto out_close_fds;
+    }
+
+    if (c->tx_head == NULL && nparts <= TX_MAX_IOV && num_fds <= CMOJO_MAX_FDS_PER_SENDMSG) {
+        tried = true;
+        ssize_t n = send_some(c->fd, parts, nparts, wire, fds, num_fds);
+        if (n < 0 && n != -EAGAIN) {
+            mark_write_broken_locked(c);
+            rc = -EPIPE;
+            goto out_close_fds;
+        }
+        if (n > 0) {
+            sent = (size_t)n;
+            fds_gone = true;
+            close_fds(fds, num_fds);
+        }
+        if (sent == wire)
+            goto out;
+    }
+
+    /* Queue what is left; if it is alone in the queue, start sending it now. */
+    e = tx_new(parts, nparts, sent, wire, fds, fds_gone ? 0 : num_fds);
+    if (e == NULL) {
+        if (sent > 0) {
+            /* Half a frame is on the wire: the stream cannot be resumed. */
+            if (mark_failed_locked(c, 0, "out of memory for the write queue"))
+                post_error_locked(c);
+        }
+        rc = -ENOMEM;
+        goto out_close_fds;
+    }
+    fds_gone = true; /* the entry has them */
+    bool was_empty = c->tx_head == NULL;
+    tx_append_locked(c, e);
+    if (was_empty) {
+        /* Just refused (or took part of it): wait for EPOLLOUT rather than retry now. */
+        int frc = tried ? set_want_write_locked(c, true) : flush_locked(c);
+        if (frc < 0) {
+            mark_write_broken_locked(c);
+            /* The frame may be partly sent; either way the caller learns it did not go. */
+            rc = -EPIPE;
+        }
+    }
+    goto out;
+
+out_close_fds:
+    if (!fds_gone)
+        close_fds(fds, num_fds);
+out:
+    plat_mutex_unlock(&c->mu);
+    return rc;
+}
+
 int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt, int *fds,
                   size_t num_fds)
 {
@@ -836,66 +907,22 @@ int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt
         nparts++;
     }
 
-    int rc = 0;
-    size_t sent = 0;
-    bool fds_gone = false;
-    bool tried = false;
-    tx_entry *e;
-    plat_mutex_lock(&c->mu);
-    if (c->shut || c->failed || c->write_broken) {
-        rc = -EPIPE;
-        goto out_close_fds;
-    }
-
-    if (c->tx_head == NULL && heap == NULL && num_fds <= CMOJO_MAX_FDS_PER_SENDMSG) {
-        tried = true;
-        ssize_t n = send_some(c->fd, parts, nparts, wire, fds, num_fds);
-        if (n < 0 && n != -EAGAIN) {
-            mark_write_broken_locked(c);
-            rc = -EPIPE;
-            goto out_close_fds;
-        }
-        if (n > 0) {
-            sent = (size_t)n;
-            fds_gone = true;
-            close_fds(fds, num_fds);
-        }
-        if (sent == wire)
-            goto out;
-    }
-
-    /* Queue what is left; if it is alone in the queue, start sending it now. */
-    e = tx_new(parts, nparts, sent, wire, fds, fds_gone ? 0 : num_fds);
-    if (e == NULL) {
-        if (sent > 0) {
-            /* Half a frame is on the wire: the stream cannot be resumed. */
-            if (mark_failed_locked(c, 0, "out of memory for the write queue"))
-                post_error_locked(c);
-        }
-        rc = -ENOMEM;
-        goto out_close_fds;
-    }
-    fds_gone = true; /* the entry has them */
-    bool was_empty = c->tx_head == NULL;
-    tx_append_locked(c, e);
-    if (was_empty) {
-        /* Just refused (or took part of it): wait for EPOLLOUT rather than retry now. */
-        int frc = tried ? set_want_write_locked(c, true) : flush_locked(c);
-        if (frc < 0) {
-            mark_write_broken_locked(c);
-            /* The frame may be partly sent; either way the caller learns it did not go. */
-            rc = -EPIPE;
-        }
-    }
-    goto out;
-
-out_close_fds:
-    if (!fds_gone)
-        close_fds(fds, num_fds);
-out:
-    plat_mutex_unlock(&c->mu);
+    int rc = write_parts(c, parts, nparts, wire, fds, num_fds);
     free(heap);
     return rc;
+}
+
+int channel_write_frame(channel *c, uint16_t type, uint8_t *frame, size_t payload_size)
+{
+    assert(c != NULL && type != 0 && frame != NULL);
+    if (payload_size > channel_frame_max_payload())
+        return -EMSGSIZE;
+    channel_frame_write_header(frame, type, payload_size, 0);
+    size_t wire = channel_frame_wire_size(payload_size);
+    size_t used = CHANNEL_FRAME_HEADER_SIZE + payload_size;
+    memset(frame + used, 0, wire - used);
+    struct iovec whole = {.iov_base = frame, .iov_len = wire};
+    return write_parts(c, &whole, 1, wire, NULL, 0);
 }
 
 void channel_shutdown(channel *c)

@@ -95,6 +95,18 @@ int channel_write(channel *c, uint16_t type, const struct iovec *iov, int iovcnt
                   size_t num_fds);
 
 /*
+ * channel_write for a frame the caller laid out in one buffer, which then
+ * leaves in one piece (see plat_sendmsg). frame points at
+ * CHANNEL_WRITE_FRAME_ROOM bytes of room for the header, then the payload
+ * (payload_size bytes), then CHANNEL_WRITE_FRAME_TAIL_ROOM bytes of room for
+ * the padding; the channel fills in both. No fds. Results as channel_write;
+ * the caller's buffer is not needed after the call.
+ */
+#define CHANNEL_WRITE_FRAME_ROOM 16u
+#define CHANNEL_WRITE_FRAME_TAIL_ROOM 7u
+int channel_write_frame(channel *c, uint16_t type, uint8_t *frame, size_t payload_size);
+
+/*
  * Stops the channel for good: unregisters it, closes the socket, closes
  * queued fds, and drops queued bytes. Idempotent. on_error is not called for
  * a shutdown.

@@ -431,12 +431,23 @@ static void send_buf_put(node_controller *n, uint8_t *buf, size_t cap)
 }
 
 /*
+ * Messages up to this many bytes are copied into the send buffer behind
+ * their event, so that the frame leaves in one piece (channel_write_frame:
+ * one sendto, which costs the kernel less than a sendmsg of several
+ * pieces); larger ones go from where they are, as an iovec (copying them
+ * would cost more than the system call saves).
+ */
+#define NODE_GATHER_MAX (2u * 1024u)
+
+/*
  * The frame for an event: the ports event, then (user messages) the
- * payload's envelope; its fds go to *fds. The envelope's trailing message
- * bytes may be left where they are: then the frame is the *len bytes written
- * into the returned send buffer (capacity *cap, room for the whole frame)
- * followed by *tail_len bytes at *tail, which live as long as ev. ev stays
- * the caller's. NULL if the payload refuses to leave.
+ * payload's envelope; its fds go to *fds. The payload starts
+ * CHANNEL_WRITE_FRAME_ROOM bytes into the returned send buffer (capacity
+ * *cap), which has room behind it for the whole envelope and the frame's
+ * padding. The envelope's trailing message bytes may be left where they
+ * are: then the buffer holds *len payload bytes and the frame goes on with
+ * *tail_len bytes at *tail, which live as long as ev. ev stays the caller's.
+ * NULL if the payload refuses to leave.
  */
 static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len, size_t *cap,
                                 const void **tail, size_t *tail_len, int **fds, size_t *num_fds)
@@ -446,19 +457,21 @@ static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len
     ports_payload *payload = ev->type == PORTS_EVENT_USER_MESSAGE ? ev->u.user.payload : NULL;
     if (payload && n->d.payload_measure(payload, &body, &nfds) != 0)
         return NULL;
-    uint8_t *buf = send_buf_get(n, head + body, cap);
+    uint8_t *buf = send_buf_get(
+        n, CHANNEL_WRITE_FRAME_ROOM + head + body + CHANNEL_WRITE_FRAME_TAIL_ROOM, cap);
+    uint8_t *out = buf + CHANNEL_WRITE_FRAME_ROOM;
     int *f = nfds ? malloc(nfds * sizeof(*f)) : NULL;
     if (nfds && !f)
         abort();
-    ports_event_serialize(ev, buf);
+    ports_event_serialize(ev, out);
     *tail = NULL;
     *tail_len = 0;
-    if (payload && n->d.payload_serialize_head) {
-        n->d.payload_serialize_head(payload, buf + head, f, tail, tail_len);
+    if (payload && n->d.payload_serialize_head && (body > NODE_GATHER_MAX || nfds)) {
+        n->d.payload_serialize_head(payload, out + head, f, tail, tail_len);
         if (*tail_len > body)
             abort(); /* a codec that contradicts its own measure */
     } else if (payload) {
-        n->d.payload_serialize(payload, buf + head, f);
+        n->d.payload_serialize(payload, out + head, f);
     }
     *len = head + body - *tail_len;
     *fds = f;
@@ -490,16 +503,21 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     if (p) {
         peer_acquire(p);
         plat_mutex_unlock(&n->lock);
-        /* The message bytes go from where they are (the channel copies what waits). */
-        struct iovec iov[2] = {{buf, len}, {(void *)tail, tail_len}};
-        channel_write(p->ch, NODE_MSG_EVENT, iov, tail_len ? 2 : 1, fds, num_fds);
+        if (!tail_len && !num_fds) {
+            channel_write_frame(p->ch, NODE_MSG_EVENT, buf, len);
+        } else {
+            /* The message bytes go from where they are (the channel copies what waits). */
+            struct iovec iov[2] = {{buf + CHANNEL_WRITE_FRAME_ROOM, len}, {(void *)tail, tail_len}};
+            channel_write(p->ch, NODE_MSG_EVENT, iov, tail_len ? 2 : 1, fds, num_fds);
+        }
         ports_event_destroy(ev);
         send_buf_put(n, buf, cap);
         free(fds);
         peer_release(p);
         return;
     }
-    /* Whatever happens next, the frame is whole in buf (it has room). */
+    /* Whatever happens next, the frame is whole at the start of buf (it has room). */
+    memmove(buf, buf + CHANNEL_WRITE_FRAME_ROOM, len);
     if (tail_len)
         memcpy(buf + len, tail, tail_len);
     len += tail_len;

@@ -22,8 +22,17 @@
 #include <time.h>
 #include <unistd.h>
 
+/*
+ * sendmsg; issued as sendto when the message is one buffer with no control
+ * data and no address, which for a connected socket has the same result
+ * while the kernel copies in no msghdr and no iovec (measurably cheaper per
+ * call).
+ */
 static inline ssize_t plat_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
+    if (msg->msg_iovlen == 1 && msg->msg_controllen == 0 && msg->msg_namelen == 0)
+        return (ssize_t)syscall(SYS_sendto, fd, msg->msg_iov[0].iov_base, msg->msg_iov[0].iov_len,
+                                flags, NULL, 0);
     return (ssize_t)syscall(SYS_sendmsg, fd, msg, flags);
 }
 

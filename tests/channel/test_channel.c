@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include "cmojo_limits.h"
 #include "platform/block.h"
 #include "platform/io.h"
+#include "platform/sys.h"
 
 #define WAIT_SECONDS 30
 
@@ -49,8 +51,8 @@ static double now_seconds(void)
 
 static int setup(void **state)
 {
-    channel_sys_sendmsg = sendmsg;
-    channel_sys_recvmsg = recvmsg;
+    channel_sys_sendmsg = plat_sendmsg;
+    channel_sys_recvmsg = plat_recvmsg;
     if (cmojo_test_fd_setup(state) != 0)
         return -1;
     fd_baseline = cmojo_test_count_open_fds();
@@ -61,8 +63,8 @@ static int teardown(void **state)
 {
     plat_io_stop(io);
     io = NULL;
-    channel_sys_sendmsg = sendmsg;
-    channel_sys_recvmsg = recvmsg;
+    channel_sys_sendmsg = plat_sendmsg;
+    channel_sys_recvmsg = plat_recvmsg;
     return cmojo_test_fd_teardown(state);
 }
 
@@ -322,6 +324,19 @@ static int write_bytes(channel *c, uint16_t type, const void *data, size_t len, 
     return channel_write(c, type, &v, len > 0 ? 1 : 0, fds, nfds);
 }
 
+/* The same frame through channel_write_frame: laid out in one buffer with room around it. */
+static int write_frame_bytes(channel *c, uint16_t type, const void *data, size_t len)
+{
+    uint8_t *frame = malloc(CHANNEL_WRITE_FRAME_ROOM + len + CHANNEL_WRITE_FRAME_TAIL_ROOM);
+    assert_non_null(frame);
+    /* Garbage where the header and padding go: the channel must write both. */
+    memset(frame, 0xa5, CHANNEL_WRITE_FRAME_ROOM + len + CHANNEL_WRITE_FRAME_TAIL_ROOM);
+    memcpy(frame + CHANNEL_WRITE_FRAME_ROOM, data, len);
+    int rc = channel_write_frame(c, type, frame, len);
+    free(frame);
+    return rc;
+}
+
 /* ---- raw peer: sends whatever bytes and fds it likes ---- */
 
 static void raw_send(int fd, const void *data, size_t len, const int *fds, size_t nfds)
@@ -384,9 +399,12 @@ static void *writer_main(void *arg)
     uint8_t buf[512];
     for (uint32_t seq = 0; seq < w->count; seq++) {
         size_t len = fill_payload(buf, w->writer, seq, payload_len_for(seq));
-        /* Two pieces, to exercise gathering. */
+        /* Two pieces, to exercise gathering; every third frame in one buffer instead. */
         struct iovec v[2] = {{buf, 3}, {buf + 3, len - 3}};
-        if (channel_write(w->c, (uint16_t)(1 + seq % 1000), v, 2, NULL, 0) != 0)
+        uint16_t type = (uint16_t)(1 + seq % 1000);
+        int rc = seq % 3 == 2 ? write_frame_bytes(w->c, type, buf, len)
+                              : channel_write(w->c, type, v, 2, NULL, 0);
+        if (rc != 0)
             w->failures++;
     }
     return NULL;
@@ -636,6 +654,12 @@ static void test_over_the_limits_is_refused_and_fds_closed(void **state)
     /* Pieces whose sum wraps round size_t are refused too. */
     struct iovec w[2] = {{small, SIZE_MAX}, {small, 2}};
     assert_int_equal(channel_write(a, 1, w, 2, NULL, 0), -EMSGSIZE);
+    /* channel_write_frame refuses a payload over the limit before it touches the buffer. */
+    uint8_t guard[CHANNEL_WRITE_FRAME_ROOM + CHANNEL_WRITE_FRAME_TAIL_ROOM];
+    memset(guard, 0x5a, sizeof(guard));
+    assert_int_equal(channel_write_frame(a, 1, guard, channel_frame_max_payload() + 1), -EMSGSIZE);
+    for (size_t i = 0; i < sizeof(guard); i++)
+        assert_int_equal(guard[i], 0x5a);
 
     /* The channel is unharmed. */
     assert_int_equal(write_bytes(a, 3, "ok", 2, NULL, 0), 0);
@@ -690,10 +714,10 @@ static ssize_t flaky_sendmsg(int fd, const struct msghdr *msg, int flags)
         clip_iov(msg, v, 1 + k % 11, &cnt);
         m.msg_iov = v;
         m.msg_iovlen = cnt;
-        return sendmsg(fd, &m, flags);
+        return plat_sendmsg(fd, &m, flags);
     }
     default:
-        return sendmsg(fd, msg, flags);
+        return plat_sendmsg(fd, msg, flags);
     }
 }
 
@@ -710,7 +734,7 @@ static ssize_t flaky_recvmsg(int fd, struct msghdr *msg, int flags)
         errno = EINTR;
         return -1;
     }
-    return recvmsg(fd, msg, flags);
+    return plat_recvmsg(fd, msg, flags);
 }
 
 static void test_eintr_eagain_and_short_transfers_keep_order(void **state)
@@ -742,7 +766,11 @@ static void test_eintr_eagain_and_short_transfers_keep_order(void **state)
             nfds = 200; /* spread over two sendmsg, each possibly short or refused */
         make_fds(fds, nfds);
         fds_sent += nfds;
-        assert_int_equal(write_bytes(a, (uint16_t)(1 + seq % 1000), buf, len, fds, nfds), 0);
+        uint16_t type = (uint16_t)(1 + seq % 1000);
+        if (nfds == 0 && seq % 2 == 0)
+            assert_int_equal(write_frame_bytes(a, type, buf, len), 0);
+        else
+            assert_int_equal(write_bytes(a, type, buf, len, fds, nfds), 0);
     }
     assert_true(sink_wait(&sb, count, false));
     assert_int_equal(sb.order_bad, 0);
@@ -757,6 +785,41 @@ static void test_eintr_eagain_and_short_transfers_keep_order(void **state)
     close_channel(b);
     sink_destroy(&sb);
     sink_destroy(&sa);
+}
+
+/*
+ * A frame sent as one buffer goes out as sendto (platform/sys.h); to a
+ * closed peer it must still fail with EPIPE, not raise SIGPIPE (which by
+ * default would kill this test), and the channel refuses later writes.
+ */
+static void test_one_buffer_to_a_closed_peer_is_epipe_not_sigpipe(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_socketpair(sv);
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old;
+    assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
+
+    close(sv[1]);
+    uint8_t byte = 7;
+    struct iovec v = {&byte, 1};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+    errno = 0;
+    assert_int_equal(plat_sendmsg(sv[0], &m, MSG_NOSIGNAL | MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EPIPE);
+
+    sink sa;
+    sink_init(&sa);
+    channel *a = open_channel(sv[0], &sa);
+    assert_int_equal(channel_start(a), 0);
+    int rc = write_frame_bytes(a, 1, "x", 1);
+    /* The first write may be refused already, or be the one that breaks the write side. */
+    assert_true(rc == 0 || rc == -EPIPE);
+    assert_int_equal(write_frame_bytes(a, 1, "x", 1), -EPIPE);
+    assert_int_equal(write_bytes(a, 1, "x", 1, NULL, 0), -EPIPE);
+    close_channel(a);
+    sink_destroy(&sa);
+    assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
 }
 
 /* A write error seen by a writer thread is reported once, on the IO thread. */
@@ -1458,6 +1521,7 @@ int main(void)
         T(test_253_fds_spread_over_two_sendmsg),
         T(test_over_the_limits_is_refused_and_fds_closed),
         T(test_eintr_eagain_and_short_transfers_keep_order),
+        T(test_one_buffer_to_a_closed_peer_is_epipe_not_sigpipe),
         T(test_write_error_stops_writes_but_reads_drain_to_eof),
         T(test_bad_peer_garbage),
         T(test_bad_peer_lying_fd_count),
