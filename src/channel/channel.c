@@ -65,7 +65,20 @@ ssize_t (*channel_sys_recvmsg)(int fd, struct msghdr *msg, int flags) = plat_rec
  * The half keeps what a kept frame pins to twice its size; below the
  * minimum, copying costs less than the allocation.
  */
-#define RX_LEND_MIN (16u * 1024u)
+#define RX_LEND_MIN (4u * 1024u)
+
+/*
+ * Small receive buffer. In the default buffer only frames of half its size
+ * and more are lent, so a conversation of mid-sized frames (a request, then
+ * its answer, each a few KiB) would copy every one out. A frame of half the
+ * small capacity or more (up to RX_SMALL_FRAME_MAX) that arrives alone --
+ * it starts the buffer and nothing follows it -- switches the channel to
+ * buffers of RX_SMALL_CAPACITY, in which such frames fill half and are lent
+ * like large ones. A read that fills the small buffer (more is coming than
+ * it holds: a burst, or a frame bigger than it) switches back.
+ */
+#define RX_SMALL_CAPACITY (8u * 1024u)
+#define RX_SMALL_FRAME_MAX (RX_SMALL_CAPACITY * 3u / 4u)
 
 /*
  * Bytes one wake-up reads at most before returning to epoll, so that a
@@ -139,6 +152,7 @@ struct channel {
     bool in_io_cb;
     uint8_t *rx;
     size_t rx_cap;
+    bool rx_small;   /* buffers of RX_SMALL_CAPACITY (see there) */
     size_t rx_start; /* first unconsumed byte */
     size_t rx_end;   /* one past the last received byte */
     size_t rx_need;  /* wire size of the frame being received, once known */
@@ -474,22 +488,28 @@ static void fail_on_io(channel *c, int protocol, const char *why)
     plat_mutex_unlock(&c->mu);
 }
 
-/* Room for at least one more byte. False when out of memory. */
+/*
+ * Room for at least one more byte, in a buffer of at least the capacity the
+ * mode wants (a small buffer in the default mode grows at once). False when
+ * out of memory.
+ */
 static bool rx_make_room(channel *c)
 {
-    if (c->rx_end < c->rx_cap)
+    size_t want = c->rx_small ? RX_SMALL_CAPACITY : RX_DEFAULT_CAPACITY;
+    bool below = c->rx_cap < want;
+    if (c->rx_end < c->rx_cap && !below)
         return true;
     size_t pending = c->rx_end - c->rx_start;
     if (c->rx_start > 0) {
         memmove(c->rx, c->rx + c->rx_start, pending);
         c->rx_start = 0;
         c->rx_end = pending;
-        if (pending < c->rx_cap)
+        if (pending < c->rx_cap && !below)
             return true;
     }
     size_t cap;
-    if (c->rx_cap == 0) {
-        cap = RX_DEFAULT_CAPACITY;
+    if (below) {
+        cap = want;
     } else {
         /*
          * Full of one incomplete frame: grow towards its size plus the
@@ -550,7 +570,9 @@ static bool rx_deliver(channel *c)
             if (c->rx_start == c->rx_end) {
                 c->rx_start = 0;
                 c->rx_end = 0;
-                if (c->rx_cap > RX_KEEP_MAX_CAPACITY) {
+                /* Too big to keep idle, or the big buffer of a channel gone small. */
+                if (c->rx_cap > RX_KEEP_MAX_CAPACITY ||
+                    (c->rx_small && c->rx_cap >= 2 * RX_SMALL_CAPACITY)) {
                     plat_block_free(c->rx);
                     c->rx = NULL;
                     c->rx_cap = 0;
@@ -572,6 +594,9 @@ static bool rx_deliver(channel *c)
          * message dropped on arrival, or read and destroyed at once).
          */
         size_t rest = c->rx_end - c->rx_start - f.wire_size;
+        if (c->rx_start == 0 && rest == 0 && f.wire_size >= RX_SMALL_CAPACITY / 2 &&
+            f.wire_size <= RX_SMALL_FRAME_MAX)
+            c->rx_small = true; /* alone in the buffer: see RX_SMALL_CAPACITY */
         uint8_t *spare = rx_spare_for(c, &f);
         if (spare)
             memcpy(spare, c->rx + c->rx_start + f.wire_size, rest);
@@ -672,6 +697,8 @@ static bool rx_read(channel *c, bool hangup)
                 fail_on_io(c, 0, "peer closed the connection");
             return false;
         }
+        if (c->rx_small && (size_t)n == room)
+            c->rx_small = false; /* more is coming than a small buffer holds */
         c->rx_end += (size_t)n;
         budget -= (size_t)n;
         if (!rx_deliver(c))

@@ -119,6 +119,9 @@ typedef struct sink {
     size_t shutdown_at; /* shut self down when this many frames arrived (0: never) */
     bool release_in_callback;
     int sleep_every; /* sleep 1 ms every this many frames */
+    /* Frame number gate_at (1-based; 0: none) waits inside on_frame until gate_open. */
+    size_t gate_at;
+    bool gate_reached, gate_open;
     atomic_int in_frame;
 } sink;
 
@@ -225,6 +228,12 @@ static void sink_on_frame(void *ctx, uint16_t type, const uint8_t *payload, size
     }
     size_t frames = s->frames;
     pthread_cond_broadcast(&s->cond);
+    if (s->gate_at != 0 && frames == s->gate_at) {
+        s->gate_reached = true;
+        pthread_cond_broadcast(&s->cond);
+        while (!s->gate_open)
+            pthread_cond_wait(&s->cond, &s->mu);
+    }
     pthread_mutex_unlock(&s->mu);
 
     if (s->sleep_every > 0 && frames % (size_t)s->sleep_every == 0)
@@ -1488,6 +1497,107 @@ static void test_large_frames_can_be_kept(void **state)
     sink_destroy(&sb);
 }
 
+/* Writes frame i of kept_byte(i, .) of `size` bytes on c. */
+static void write_pattern_frame(channel *c, size_t i, size_t size)
+{
+    uint8_t *buf = malloc(size);
+    assert_non_null(buf);
+    for (size_t j = 0; j < size; j++)
+        buf[j] = kept_byte(i, j);
+    assert_int_equal(write_bytes(c, 1, buf, size, NULL, 0), 0);
+    free(buf);
+}
+
+/* Writes frame i alone (once frame i-1 was delivered), waits for it; whether it was on offer. */
+static bool alone_offered(channel *a, sink *sb, size_t i, size_t size)
+{
+    pthread_mutex_lock(&sb->mu);
+    size_t before = sb->offered;
+    pthread_mutex_unlock(&sb->mu);
+    write_pattern_frame(a, i, size);
+    assert_true(sink_wait(sb, i + 1, false));
+    pthread_mutex_lock(&sb->mu);
+    bool offered = sb->offered > before;
+    pthread_mutex_unlock(&sb->mu);
+    return offered;
+}
+
+/*
+ * Mid-sized frames (RX_SMALL_CAPACITY in channel.c): one that arrives alone
+ * is copied out of the default buffer, and switches the channel to small
+ * buffers, in which the next ones are on offer. A burst that fills the small
+ * buffer switches back (the next mid-sized frame alone is copied again), and
+ * so does a frame too big for it (it fills the small buffer). Every frame arrives whole, in order.
+ */
+#define MID 5000u
+#define BURST 200u
+static void test_mid_frames_alone_are_lent_in_small_buffers(void **state)
+{
+    (void)state;
+    enum { N = 2 + BURST + 2 + 1 + 2 };
+    static size_t sizes[N];
+    size_t k = 0;
+    sizes[k++] = MID;
+    sizes[k++] = MID;
+    for (size_t i = 0; i < BURST; i++)
+        sizes[k++] = 600;
+    sizes[k++] = MID;
+    sizes[k++] = MID;
+    sizes[k++] = 20000;
+    sizes[k++] = MID;
+    sizes[k++] = MID;
+    assert_int_equal(k, N);
+
+    int sv[2];
+    make_socketpair(sv);
+    int big = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    sink sa, sb;
+    sink_init(&sa);
+    sink_init(&sb);
+    sb.free_blocks = true;
+    sb.pattern_sizes = sizes;
+    sb.pattern_count = N;
+    sb.gate_at = 3; /* the burst's first frame holds the reader while the rest is written */
+    channel *a = open_channel(sv[0], &sa);
+    channel *b = open_channel(sv[1], &sb);
+    assert_int_equal(channel_start(a), 0);
+    assert_int_equal(channel_start(b), 0);
+
+    assert_false(alone_offered(a, &sb, 0, MID)); /* the default buffer: copied */
+    assert_true(alone_offered(a, &sb, 1, MID));  /* a small buffer: on offer */
+
+    write_pattern_frame(a, 2, 600);
+    pthread_mutex_lock(&sb.mu);
+    while (!sb.gate_reached)
+        pthread_cond_wait(&sb.cond, &sb.mu);
+    pthread_mutex_unlock(&sb.mu);
+    for (size_t i = 3; i < 2 + BURST; i++)
+        write_pattern_frame(a, i, 600);
+    pthread_mutex_lock(&sb.mu);
+    sb.gate_open = true;
+    pthread_cond_broadcast(&sb.cond);
+    pthread_mutex_unlock(&sb.mu);
+    assert_true(sink_wait(&sb, 2 + BURST, false));
+
+    size_t i = 2 + BURST;
+    assert_false(alone_offered(a, &sb, i, MID)); /* the burst switched back */
+    assert_true(alone_offered(a, &sb, i + 1, MID));
+    /* Too big for the small buffer, which it fills: back to the default, where it is copied. */
+    assert_false(alone_offered(a, &sb, i + 2, 20000));
+    assert_false(alone_offered(a, &sb, i + 3, MID));
+    assert_true(alone_offered(a, &sb, i + 4, MID));
+
+    flush_io();
+    assert_int_equal(sink_frames(&sb), N);
+    assert_int_equal(sb.order_bad, 0);
+    assert_int_equal(sa.errors + sb.errors, 0);
+    close_channel(a);
+    close_channel(b);
+    sink_destroy(&sa);
+    sink_destroy(&sb);
+}
+
 /*
  * A receiver may free a buffer it took before on_frame returns (a message
  * dropped on arrival, or read and destroyed at once): the frames that came
@@ -1537,6 +1647,7 @@ int main(void)
         T(test_shutdown_from_inside_on_frame),
         T(test_large_frames_can_be_kept),
         T(test_kept_buffer_freed_inside_on_frame),
+        T(test_mid_frames_alone_are_lent_in_small_buffers),
         T(test_concurrent_shutdowns),
         T(test_busy_channel_does_not_starve_another),
         T(test_large_frames_round_trip),

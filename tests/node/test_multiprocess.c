@@ -777,6 +777,42 @@ static MojoMessageHandle read_big(MojoHandle pipe, const uint8_t **data, uint32_
     return m;
 }
 
+/* Sizes of the one-at-a-time phase: around half of the channel's small receive buffer. */
+static const uint32_t mid_sizes[] = {4096, 4100, 5000, 6000, 4096, 3000, 6100, 4500, 4096};
+#define MID_COUNT (sizeof(mid_sizes) / sizeof(mid_sizes[0]))
+
+/* Writes message i: `size` bytes of big_byte(i, .). */
+static void write_big(MojoHandle p, size_t i, uint32_t size)
+{
+    MojoMessageHandle m;
+    void *buf;
+    uint32_t cap;
+    assert_int_equal(MojoCreateMessage(NULL, &m), OK);
+    assert_int_equal(MojoAppendMessageData(m, size, NULL, 0, NULL, &buf, &cap), OK);
+    for (size_t j = 0; j < size; j++)
+        ((uint8_t *)buf)[j] = big_byte(i, j);
+    assert_int_equal(MojoAppendMessageData(m, 0, NULL, 0,
+                                           &(struct MojoAppendMessageDataOptions){
+                                               sizeof(struct MojoAppendMessageDataOptions),
+                                               MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE},
+                                           NULL, NULL),
+                     OK);
+    assert_int_equal(MojoWriteMessage(p, m, NULL), OK);
+}
+
+/* Reads the next message and checks that it is message i, `size` bytes, byte for byte. */
+static void expect_big(MojoHandle p, size_t i, uint32_t size)
+{
+    const uint8_t *data;
+    uint32_t got;
+    MojoMessageHandle m = read_big(p, &data, &got);
+    assert_int_equal(got, size);
+    for (size_t j = 0; j < size; j++)
+        if (data[j] != big_byte(i, j))
+            fail_msg("message %zu (%u bytes): byte %zu differs", i, size, j);
+    assert_int_equal(MojoDestroyMessage(m), OK);
+}
+
 /* The child sends back every message it reads, as it is, until a 16-byte one. */
 static int role_forwarder(const int *fds, size_t n, const char *arg)
 {
@@ -804,9 +840,9 @@ static int role_forwarder(const int *fds, size_t n, const char *arg)
 /*
  * Messages of 16 B to 1 MiB go to a child that writes each message object
  * it read straight back; they return byte for byte, 8-byte aligned, in
- * order. The large ones cross each way without their bytes being copied
- * out of the receive buffer (the child forwards from that buffer); ASan
- * would see a buffer freed twice or read after it was reused.
+ * order: first mid-sized ones one at a time, then all at once. The large ones cross each way
+ * without their bytes being copied out of the receive buffer (the child forwards from that buffer);
+ * ASan would see a buffer freed twice or read after it was reused.
  */
 static void test_large_messages_arrive_and_forward_intact(void **state)
 {
@@ -815,33 +851,19 @@ static void test_large_messages_arrive_and_forward_intact(void **state)
     cmojo_mp_child child;
     (void)state;
     cmojo_mp_invite("forwarder", NULL, names, 1, &p, &child, 0);
-    /* All written before any is read, so several share the child's reads. */
-    for (size_t i = 0; i < BIG_COUNT; i++) {
-        MojoMessageHandle m;
-        void *buf;
-        uint32_t cap;
-        assert_int_equal(MojoCreateMessage(NULL, &m), OK);
-        assert_int_equal(MojoAppendMessageData(m, big_sizes[i], NULL, 0, NULL, &buf, &cap), OK);
-        for (size_t j = 0; j < big_sizes[i]; j++)
-            ((uint8_t *)buf)[j] = big_byte(i, j);
-        assert_int_equal(MojoAppendMessageData(m, 0, NULL, 0,
-                                               &(struct MojoAppendMessageDataOptions){
-                                                   sizeof(struct MojoAppendMessageDataOptions),
-                                                   MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE},
-                                               NULL, NULL),
-                         OK);
-        assert_int_equal(MojoWriteMessage(p, m, NULL), OK);
+    /*
+     * First one at a time, each back before the next: mid-sized messages
+     * that arrive alone are kept in small receive buffers on both sides.
+     */
+    for (size_t k = 0; k < MID_COUNT; k++) {
+        write_big(p, 100 + k, mid_sizes[k]);
+        expect_big(p, 100 + k, mid_sizes[k]);
     }
-    for (size_t i = 0; i + 1 < BIG_COUNT; i++) { /* the last is the child's stop */
-        const uint8_t *data;
-        uint32_t size;
-        MojoMessageHandle m = read_big(p, &data, &size);
-        assert_int_equal(size, big_sizes[i]);
-        for (size_t j = 0; j < size; j++)
-            if (data[j] != big_byte(i, j))
-                fail_msg("message %zu (%u bytes): byte %zu differs", i, size, j);
-        assert_int_equal(MojoDestroyMessage(m), OK);
-    }
+    /* Then all written before any is read, so several share the child's reads. */
+    for (size_t i = 0; i < BIG_COUNT; i++)
+        write_big(p, i, big_sizes[i]);
+    for (size_t i = 0; i + 1 < BIG_COUNT; i++) /* the last is the child's stop */
+        expect_big(p, i, big_sizes[i]);
     assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
     cmojo_mp_expect_peer_closed(p);
     cmojo_mp_close_all(&p, 1);
