@@ -81,6 +81,24 @@ static core_message *message_new(uint32_t max_size)
     return m;
 }
 
+/*
+ * Heap storage for a message's bytes: CORE_MESSAGE_HEADROOM bytes of room in
+ * front of them and CORE_MESSAGE_TAILROOM behind (see message.h). The
+ * pointer handed around is the bytes' start.
+ */
+static uint8_t *heap_bytes_realloc(uint8_t *data, uint32_t capacity)
+{
+    uint8_t *base = data ? data - CORE_MESSAGE_HEADROOM : NULL;
+    base = realloc(base, CORE_MESSAGE_HEADROOM + (size_t)capacity + CORE_MESSAGE_TAILROOM);
+    return base ? base + CORE_MESSAGE_HEADROOM : NULL;
+}
+
+static void heap_bytes_free(uint8_t *data)
+{
+    if (data)
+        free(data - CORE_MESSAGE_HEADROOM);
+}
+
 /* Frees the memory and runs the context destructor; attachments are gone. */
 static void message_free(core_message *m)
 {
@@ -89,7 +107,7 @@ static void message_free(core_message *m)
     if (m->block)
         plat_block_free(m->block);
     else if (m->data != m->inline_data)
-        free(m->data);
+        heap_bytes_free(m->data);
     free(m->attachments);
     free(m);
 }
@@ -271,14 +289,14 @@ static bool reserve(core_message *m, uint32_t capacity)
     uint8_t *data;
     if (m->data == m->inline_data || m->block) {
         /* Leaving the inline bytes or a kept frame: what is there comes along. */
-        data = malloc(grown);
+        data = heap_bytes_realloc(NULL, grown);
         if (!data)
             return false;
         memcpy(data, m->data, m->capacity);
         plat_block_free(m->block);
         m->block = NULL;
     } else {
-        data = realloc(m->data, grown);
+        data = heap_bytes_realloc(m->data, grown);
     }
     if (!data)
         return false;
@@ -766,6 +784,29 @@ void core_message_wire_serialize_head(ports_payload *payload, uint8_t *buf, int 
     (void)wire_serialize_head(m, buf, fds);
     *data = m->data;
     *data_len = m->size;
+}
+
+uint8_t *core_message_wire_serialize_in_place(ports_payload *payload, size_t before, size_t after,
+                                              size_t *envelope_len)
+{
+    core_message *m = (core_message *)payload;
+    if (m->num_attachments || !m->data || m->data == m->inline_data)
+        return NULL;
+    size_t room_before, room_after;
+    if (m->block) {
+        room_before = (size_t)(m->data - (uint8_t *)m->block);
+        room_after = plat_block_size(m->block) - room_before - m->size;
+    } else {
+        room_before = CORE_MESSAGE_HEADROOM;
+        room_after = (size_t)(m->capacity - m->size) + CORE_MESSAGE_TAILROOM;
+    }
+    if (room_before < before + CORE_ENVELOPE_HEADER_SIZE || room_after < after)
+        return NULL;
+    uint8_t *envelope = m->data - CORE_ENVELOPE_HEADER_SIZE;
+    wire_store_u32(envelope, m->size);
+    wire_store_u32(envelope + 4, 0);
+    *envelope_len = CORE_ENVELOPE_HEADER_SIZE + m->size;
+    return envelope - before;
 }
 
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,

@@ -79,6 +79,17 @@ const core_wire_type *core_wire_type_find(uint32_t type);
 /* Payload bytes a message holds without a separate allocation. */
 #define CORE_MESSAGE_INLINE_BYTES 64u
 
+/*
+ * Bytes beyond the inline ones live on the heap with this much room in
+ * front of them and behind them: a message that leaves the process gets its
+ * frame header, ports event and envelope written in front of its bytes (and
+ * the frame's padding behind), and goes to the socket in one piece from
+ * where it is (core_message_wire_serialize_in_place). The front room holds
+ * the frame of a message without attachments (16 + 64 + 8 bytes).
+ */
+#define CORE_MESSAGE_HEADROOM 128u
+#define CORE_MESSAGE_TAILROOM 8u
+
 typedef struct core_message {
     ports_payload base; /* first: what the ports layer carries */
     uint64_t value;     /* name in the message table; 0 while not in it */
@@ -141,6 +152,15 @@ void core_message_wire_serialize(ports_payload *payload, uint8_t *buf, int *fds)
 /* The same without copying the message bytes (node_delegate.payload_serialize_head). */
 void core_message_wire_serialize_head(ports_payload *payload, uint8_t *buf, int *fds,
                                       const void **data, size_t *data_len);
+/*
+ * node_delegate.payload_serialize_in_place: for a message without
+ * attachments whose bytes have room for it (heap bytes, or a kept frame's),
+ * writes the envelope's head in front of the bytes and returns where
+ * `before` more bytes of room start; `after` bytes behind the bytes are
+ * free to write as well. NULL when there is no such room.
+ */
+uint8_t *core_message_wire_serialize_in_place(ports_payload *payload, size_t before, size_t after,
+                                              size_t *envelope_len);
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
                             uint32_t num_ports, int *fds, size_t num_fds, void **block,
                             ports_payload **out, const char **why);

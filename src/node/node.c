@@ -434,49 +434,74 @@ static void send_buf_put(node_controller *n, uint8_t *buf, size_t cap)
  * Messages up to this many bytes are copied into the send buffer behind
  * their event, so that the frame leaves in one piece (channel_write_frame:
  * one sendto, which costs the kernel less than a sendmsg of several
- * pieces); larger ones go from where they are, as an iovec (copying them
- * would cost more than the system call saves).
+ * pieces). Larger ones leave from where they are: in one piece too when the
+ * message has room around its bytes for the frame
+ * (payload_serialize_in_place), else as an iovec. (Copying them would cost
+ * more than the call saves.)
  */
 #define NODE_GATHER_MAX (2u * 1024u)
 
 /*
- * The frame for an event: the ports event, then (user messages) the
- * payload's envelope; its fds go to *fds. The payload starts
- * CHANNEL_WRITE_FRAME_ROOM bytes into the returned send buffer (capacity
- * *cap), which has room behind it for the whole envelope and the frame's
- * padding. The envelope's trailing message bytes may be left where they
- * are: then the buffer holds *len payload bytes and the frame goes on with
- * *tail_len bytes at *tail, which live as long as ev. ev stays the caller's.
- * NULL if the payload refuses to leave.
+ * An event laid out for its channel. The frame's payload starts
+ * CHANNEL_WRITE_FRAME_ROOM bytes after `frame`: `len` bytes there, then
+ * `tail_len` bytes at `tail` (which live as long as the event). `frame` is
+ * `buf` (a send buffer of capacity `cap`, with room behind for the whole
+ * frame and its padding), or lies inside the payload (buf NULL, tail_len 0).
  */
-static uint8_t *serialize_event(node_controller *n, ports_event *ev, size_t *len, size_t *cap,
-                                const void **tail, size_t *tail_len, int **fds, size_t *num_fds)
+typedef struct out_frame {
+    uint8_t *buf;
+    size_t cap;
+    uint8_t *frame;
+    size_t len;
+    const void *tail;
+    size_t tail_len;
+    int *fds;
+    size_t num_fds;
+} out_frame;
+
+/*
+ * The frame for an event: the ports event, then (user messages) the
+ * payload's envelope; its fds go to o->fds. ev stays the caller's. False
+ * if the payload refuses to leave.
+ */
+static bool serialize_event(node_controller *n, ports_event *ev, out_frame *o)
 {
     size_t head = ports_event_serialized_size(ev);
     size_t body = 0, nfds = 0;
     ports_payload *payload = ev->type == PORTS_EVENT_USER_MESSAGE ? ev->u.user.payload : NULL;
     if (payload && n->d.payload_measure(payload, &body, &nfds) != 0)
-        return NULL;
-    uint8_t *buf = send_buf_get(
-        n, CHANNEL_WRITE_FRAME_ROOM + head + body + CHANNEL_WRITE_FRAME_TAIL_ROOM, cap);
-    uint8_t *out = buf + CHANNEL_WRITE_FRAME_ROOM;
-    int *f = nfds ? malloc(nfds * sizeof(*f)) : NULL;
-    if (nfds && !f)
+        return false;
+    *o = (out_frame){.num_fds = nfds};
+    if (payload && !nfds && body > NODE_GATHER_MAX && n->d.payload_serialize_in_place) {
+        size_t envelope_len;
+        uint8_t *frame = n->d.payload_serialize_in_place(
+            payload, CHANNEL_WRITE_FRAME_ROOM + head, CHANNEL_WRITE_FRAME_TAIL_ROOM, &envelope_len);
+        if (frame) {
+            if (envelope_len != body)
+                abort(); /* a codec that contradicts its own measure */
+            ports_event_serialize(ev, frame + CHANNEL_WRITE_FRAME_ROOM);
+            o->frame = frame;
+            o->len = head + body;
+            return true;
+        }
+    }
+    o->buf = send_buf_get(n, CHANNEL_WRITE_FRAME_ROOM + head + body + CHANNEL_WRITE_FRAME_TAIL_ROOM,
+                          &o->cap);
+    o->frame = o->buf;
+    uint8_t *out = o->buf + CHANNEL_WRITE_FRAME_ROOM;
+    o->fds = nfds ? malloc(nfds * sizeof(*o->fds)) : NULL;
+    if (nfds && !o->fds)
         abort();
     ports_event_serialize(ev, out);
-    *tail = NULL;
-    *tail_len = 0;
     if (payload && n->d.payload_serialize_head && (body > NODE_GATHER_MAX || nfds)) {
-        n->d.payload_serialize_head(payload, out + head, f, tail, tail_len);
-        if (*tail_len > body)
+        n->d.payload_serialize_head(payload, out + head, o->fds, &o->tail, &o->tail_len);
+        if (o->tail_len > body)
             abort(); /* a codec that contradicts its own measure */
     } else if (payload) {
-        n->d.payload_serialize(payload, out + head, f);
+        n->d.payload_serialize(payload, out + head, o->fds);
     }
-    *len = head + body - *tail_len;
-    *fds = f;
-    *num_fds = nfds;
-    return buf;
+    o->len = head + body - o->tail_len;
+    return true;
 }
 
 /* ------------------------------------------------------- ports delegate */
@@ -488,11 +513,8 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
         ports_node_accept_event(n->ports, to, ev);
         return;
     }
-    size_t len, cap, tail_len, num_fds;
-    const void *tail;
-    int *fds;
-    uint8_t *buf = serialize_event(n, ev, &len, &cap, &tail, &tail_len, &fds, &num_fds);
-    if (!buf) {
+    out_frame o;
+    if (!serialize_event(n, ev, &o)) {
         ports_event_destroy(ev);
         schedule_lost(n, to);
         return;
@@ -503,25 +525,35 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     if (p) {
         peer_acquire(p);
         plat_mutex_unlock(&n->lock);
-        if (!tail_len && !num_fds) {
-            channel_write_frame(p->ch, NODE_MSG_EVENT, buf, len);
+        if (!o.tail_len && !o.num_fds) {
+            channel_write_frame(p->ch, NODE_MSG_EVENT, o.frame, o.len);
         } else {
             /* The message bytes go from where they are (the channel copies what waits). */
-            struct iovec iov[2] = {{buf + CHANNEL_WRITE_FRAME_ROOM, len}, {(void *)tail, tail_len}};
-            channel_write(p->ch, NODE_MSG_EVENT, iov, tail_len ? 2 : 1, fds, num_fds);
+            struct iovec iov[2] = {{o.frame + CHANNEL_WRITE_FRAME_ROOM, o.len},
+                                   {(void *)o.tail, o.tail_len}};
+            channel_write(p->ch, NODE_MSG_EVENT, iov, o.tail_len ? 2 : 1, o.fds, o.num_fds);
         }
         ports_event_destroy(ev);
-        send_buf_put(n, buf, cap);
-        free(fds);
+        send_buf_put(n, o.buf, o.cap);
+        free(o.fds);
         peer_release(p);
         return;
     }
-    /* Whatever happens next, the frame is whole at the start of buf (it has room). */
-    memmove(buf, buf + CHANNEL_WRITE_FRAME_ROOM, len);
-    if (tail_len)
-        memcpy(buf + len, tail, tail_len);
-    len += tail_len;
+    /* Whatever happens next, the frame is whole at the start of a buffer of ours. */
+    size_t len = o.len + o.tail_len;
+    uint8_t *buf = o.buf;
+    if (!buf) {
+        buf = malloc(len);
+        if (!buf)
+            abort();
+        o.cap = len;
+    }
+    memmove(buf, o.frame + CHANNEL_WRITE_FRAME_ROOM, o.len);
+    if (o.tail_len)
+        memcpy(buf + o.len, o.tail, o.tail_len);
     ports_event_destroy(ev);
+    int *fds = o.fds;
+    size_t num_fds = o.num_fds;
     if (n->broker && !n->shutting_down) {
         /* Ask the broker; hold the frame until it answers. */
         pending_intro *pi = name_map_get(&n->pending, to);
@@ -559,7 +591,7 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     }
     close_fds(fds, num_fds);
     free(fds);
-    send_buf_put(n, buf, cap);
+    send_buf_put(n, buf, o.cap);
     schedule_lost(n, to);
 }
 

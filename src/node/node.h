@@ -59,6 +59,16 @@ typedef struct node_delegate {
     void (*payload_serialize_head)(ports_payload *payload, uint8_t *buf, int *fds,
                                    const void **data, size_t *data_len);
     /*
+     * Optional; for a payload without fds that has room around itself:
+     * writes the envelope (*envelope_len bytes) into the payload's own
+     * memory and returns a pointer to `before` bytes of room that precede
+     * it, with `after` bytes of room behind it, all the node's to write
+     * until the payload is destroyed. NULL when it has no such room (then
+     * payload_serialize and the like are used).
+     */
+    uint8_t *(*payload_serialize_in_place)(ports_payload *payload, size_t before, size_t after,
+                                           size_t *envelope_len);
+    /*
      * Parses an envelope that arrived from node `from` with an event that
      * carries num_ports ports. On success *out is a payload owning the fds;
      * on failure every fd is closed, *why says why, and the sender is cut

@@ -535,6 +535,27 @@ int cmojo_mp_core_teardown(void **state)
 /* ------------------------------------------------------------------------ */
 /* cmojo helpers for both sides of a multi-process test.                    */
 
+/*
+ * Every CMOJO_MP_LARGE_EVERY-th sequence number (from CMOJO_MP_LARGE_FIRST)
+ * sends CMOJO_MP_LARGE_SIZE bytes: the body, then a pattern the receiver
+ * checks. So messages big enough to leave from their own memory (and to be
+ * held for an introduction) travel in every test among the small ones.
+ */
+#define CMOJO_MP_LARGE_EVERY 16u
+#define CMOJO_MP_LARGE_FIRST 5u
+#define CMOJO_MP_LARGE_SIZE 3000u
+
+static uint32_t mp_body_size(uint32_t seq)
+{
+    return seq % CMOJO_MP_LARGE_EVERY == CMOJO_MP_LARGE_FIRST ? CMOJO_MP_LARGE_SIZE
+                                                              : (uint32_t)sizeof(cmojo_mp_msg);
+}
+
+static uint8_t mp_pad_byte(uint32_t seq, size_t j)
+{
+    return (uint8_t)(seq * 7u + j);
+}
+
 void cmojo_mp_send(MojoHandle pipe, uint32_t tag, uint32_t seq, uint64_t value,
                    const MojoHandle *handles, uint32_t num_handles)
 {
@@ -543,12 +564,14 @@ void cmojo_mp_send(MojoHandle pipe, uint32_t tag, uint32_t seq, uint64_t value,
     MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
     void *buf = NULL;
     cmojo_mp_msg body = {tag, seq, value};
+    uint32_t size = mp_body_size(seq);
 
     CMOJO_MP_CHECK_RESULT(MojoCreateMessage(NULL, &m), MOJO_RESULT_OK);
-    CMOJO_MP_CHECK_RESULT(
-        MojoAppendMessageData(m, sizeof(body), handles, num_handles, &commit, &buf, NULL),
-        MOJO_RESULT_OK);
+    CMOJO_MP_CHECK_RESULT(MojoAppendMessageData(m, size, handles, num_handles, &commit, &buf, NULL),
+                          MOJO_RESULT_OK);
     memcpy(buf, &body, sizeof(body));
+    for (size_t j = sizeof(body); j < size; j++)
+        ((uint8_t *)buf)[j] = mp_pad_byte(seq, j);
     CMOJO_MP_CHECK_RESULT(MojoWriteMessage(pipe, m, NULL), MOJO_RESULT_OK);
 }
 
@@ -564,8 +587,11 @@ MojoResult cmojo_mp_try_recv(MojoHandle pipe, cmojo_mp_msg *out, MojoHandle *han
     if (r != MOJO_RESULT_OK)
         return r;
     CMOJO_MP_CHECK_RESULT(MojoGetMessageData(m, NULL, &buf, &len, handles, &n), MOJO_RESULT_OK);
-    CMOJO_MP_CHECK_RESULT(len, sizeof(cmojo_mp_msg));
+    CMOJO_MP_CHECK(len >= sizeof(cmojo_mp_msg));
     memcpy(out, buf, sizeof(cmojo_mp_msg));
+    CMOJO_MP_CHECK_RESULT(len, mp_body_size(out->seq));
+    for (size_t j = sizeof(cmojo_mp_msg); j < len; j++)
+        CMOJO_MP_CHECK_RESULT(((const uint8_t *)buf)[j], mp_pad_byte(out->seq, j));
     if (num_handles != NULL)
         *num_handles = n;
     else
