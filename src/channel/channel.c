@@ -521,7 +521,15 @@ static bool rx_make_room(channel *c)
         if (cap > c->rx_need + RX_SLACK)
             cap = c->rx_need + RX_SLACK;
     }
-    uint8_t *rx = plat_block_realloc(c->rx, cap);
+    uint8_t *rx;
+    if (pending == 0) {
+        /* Nothing to keep: a block this thread kept may serve (first, then ours is kept). */
+        rx = plat_block_alloc(cap);
+        if (rx != NULL)
+            plat_block_free(c->rx);
+    } else {
+        rx = plat_block_realloc(c->rx, cap);
+    }
     if (rx == NULL)
         return false;
     c->rx = rx;
@@ -697,8 +705,8 @@ static bool rx_read(channel *c, bool hangup)
                 fail_on_io(c, 0, "peer closed the connection");
             return false;
         }
-        if (c->rx_small && (size_t)n == room)
-            c->rx_small = false; /* more is coming than a small buffer holds */
+        if (c->rx_small && c->rx_start == 0 && c->rx_end + (size_t)n == c->rx_cap)
+            c->rx_small = false; /* filled: more is coming than a small buffer holds */
         c->rx_end += (size_t)n;
         budget -= (size_t)n;
         if (!rx_deliver(c))

@@ -790,7 +790,7 @@ uint8_t *core_message_wire_serialize_in_place(ports_payload *payload, size_t bef
                                               size_t *envelope_len)
 {
     core_message *m = (core_message *)payload;
-    if (m->num_attachments || !m->data || m->data == m->inline_data)
+    if (!is_core_message(payload) || m->num_attachments || !m->data || m->data == m->inline_data)
         return NULL;
     size_t room_before, room_after;
     if (m->block) {
