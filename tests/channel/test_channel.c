@@ -73,6 +73,13 @@ static void make_socketpair(int sv[2])
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 }
 
+/* A socketpair whose first end can hold `sndbuf` bytes unread, so that writers run ahead. */
+static void make_roomy_socketpair(int sv[2], int sndbuf)
+{
+    make_socketpair(sv);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+}
+
 /* ---- the receiving side: records what a channel delivers ---- */
 
 #define SINK_MAX_FDS 1024
@@ -1372,9 +1379,7 @@ static void test_large_frames_keep_the_grown_buffer(void **state)
 {
     (void)state;
     int sv[2];
-    make_socketpair(sv);
-    int big = 1 << 20;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    make_roomy_socketpair(sv, 1 << 20);
     sink sa, sb;
     sink_init(&sa);
     sink_init(&sb);
@@ -1439,9 +1444,7 @@ static size_t write_pattern(channel *c, const size_t *sizes, size_t n)
 static void deliver_pattern(sink *sb, const size_t *sizes, size_t n)
 {
     int sv[2];
-    make_socketpair(sv);
-    int big = 4 << 20;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    make_roomy_socketpair(sv, 4 << 20);
     sink sa;
     sink_init(&sa);
     channel *a = open_channel(sv[0], &sa);
@@ -1549,9 +1552,7 @@ static void test_mid_frames_alone_are_lent_in_small_buffers(void **state)
     assert_int_equal(k, N);
 
     int sv[2];
-    make_socketpair(sv);
-    int big = 1 << 20;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    make_roomy_socketpair(sv, 1 << 20);
     sink sa, sb;
     sink_init(&sa);
     sink_init(&sb);
