@@ -54,9 +54,10 @@ static core_state *create_state(void)
         .enter = core_rc_enter_system,
         .leave = core_rc_leave_system,
     };
-    if (core_table_init(&core->handles, CMOJO_MAX_HANDLES, core_dispatcher_acquire_obj) != 0)
+    if (core_table_init(&core->handles, CMOJO_MAX_HANDLES, core_dispatcher_acquire_obj,
+                        core_dispatcher_release_obj) != 0)
         goto fail;
-    if (core_table_init(&core->messages, CMOJO_MAX_MESSAGES, NULL) != 0)
+    if (core_table_init(&core->messages, CMOJO_MAX_MESSAGES, NULL, NULL) != 0)
         goto fail;
     if (node_create(&delegate, &core->nc) != 0)
         goto fail;
@@ -120,6 +121,29 @@ MojoResult core_resolve(MojoHandle handle, core_dispatcher_type type, core_dispa
     }
     *out = d;
     return MOJO_RESULT_OK;
+}
+
+MojoResult core_pin(core_state *core, MojoHandle handle, core_dispatcher_type type,
+                    core_dispatcher **out)
+{
+    if (!core)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    void *obj;
+    MojoResult rv = core_table_pin(&core->handles, handle, &obj);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    core_dispatcher *d = obj;
+    if (type && d->type != type) {
+        core_table_unpin(&core->handles, handle);
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    }
+    *out = d;
+    return MOJO_RESULT_OK;
+}
+
+void core_unpin(core_state *core, MojoHandle handle)
+{
+    core_table_unpin(&core->handles, handle);
 }
 
 MojoResult core_take_handle(MojoHandle handle, core_dispatcher_type type, core_dispatcher **out)

@@ -43,6 +43,17 @@ MojoResult core_resolve(MojoHandle handle, core_dispatcher_type type, core_dispa
 MojoResult core_add_dispatcher(core_state *core, core_dispatcher *d, MojoHandle *out);
 
 /*
+ * The cheaper lookup for the span of one call (handle_table.h, "pins"):
+ * *out is valid, without a reference of its own, until core_unpin with the
+ * same core and handle, which must follow exactly once; anything kept beyond
+ * that takes a reference first. core is core_get()'s (NULL: nothing is open).
+ * Results as core_resolve's.
+ */
+MojoResult core_pin(core_state *core, MojoHandle handle, core_dispatcher_type type,
+                    core_dispatcher **out);
+void core_unpin(core_state *core, MojoHandle handle);
+
+/*
  * For the unwrap entry points: removes `handle`, which must be open and of
  * `type`, from the table for good. Only the thread whose remove wins gets
  * OK and the table's reference in *out; it takes out what it unwraps, then

@@ -1,15 +1,35 @@
 #include "core/handle_table.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include "platform/lock.h"
 
+/*
+ * A slot's word: generation << 32 | pins << 2 | BUSY | LIVE.
+ *
+ * LIVE: the entry is in the table (added, not removed). BUSY: in transit.
+ * Pins: lookups in progress; while there are any the slot is not retired.
+ * The generation changes when the slot is retired, so a value names one
+ * occupant only. A slot is retired (back on the free list, the table's
+ * reference dropped) exactly once per occupant, by whoever sees it neither
+ * LIVE nor pinned any more: the remover, or the last unpinner.
+ */
+#define W_LIVE 1u
+#define W_BUSY 2u
+#define W_PIN 4u
+#define W_PINS 0xfffffffcu /* the pin count's bits */
+
 struct core_table_slot {
-    void *obj;          /* NULL when free */
-    uint32_t gen;       /* bumped every time the slot is freed; never 0 */
-    uint32_t busy;      /* in transit */
-    uint32_t next_free; /* slot + 1, while free */
+    _Atomic uint64_t word;
+    _Atomic(void *) obj; /* the occupant; stable while LIVE or pinned */
+    uint32_t next_free;  /* slot + 1, while on the free list (table lock) */
 };
+
+static uint32_t gen_of(uint64_t word)
+{
+    return (uint32_t)(word >> 32);
+}
 
 static uint64_t make_value(uint32_t index, uint32_t gen)
 {
@@ -22,41 +42,115 @@ static core_table_slot *slot_at(core_table *t, uint32_t index)
 }
 
 /*
- * The slot a value names if it is live, else NULL. Lock held. Inline: it is
- * most of what a lookup does, and every API call makes one or two.
+ * The slot a value's index names, or NULL if no such slot was ever handed
+ * out. Lock-free: a slot's chunk is published before num_slots counts it.
  */
-static inline core_table_slot *lookup(core_table *t, uint64_t value)
+static core_table_slot *slot_of(core_table *t, uint64_t value)
 {
     uint64_t low = value & 0xffffffffu;
-    uint32_t gen = (uint32_t)(value >> 32);
-    if (low == 0 || low > t->num_slots)
+    if (low == 0 || low > atomic_load_explicit(&t->num_slots, memory_order_acquire))
         return NULL;
-    core_table_slot *s = slot_at(t, (uint32_t)(low - 1));
-    return s->obj && s->gen == gen ? s : NULL;
+    return slot_at(t, (uint32_t)(low - 1));
 }
 
-static void free_slot(core_table *t, uint64_t value, core_table_slot *s)
+/* Why word does not let value's occupant be used, or OK. */
+static MojoResult usable(uint64_t word, uint64_t value)
 {
-    s->obj = NULL;
-    s->busy = 0;
-    s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
+    if (gen_of(word) != (uint32_t)(value >> 32) || !(word & W_LIVE))
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    if (word & W_BUSY)
+        return MOJO_RESULT_BUSY;
+    return MOJO_RESULT_OK;
+}
+
+/*
+ * Puts a slot that is neither LIVE nor pinned back on the free list under a
+ * new generation, then drops the table's reference (never under the lock:
+ * it may free the object, which may call back into the table).
+ */
+static void retire(core_table *t, core_table_slot *s, uint64_t value)
+{
+    void *obj = atomic_load_explicit(&s->obj, memory_order_relaxed);
+    plat_mutex_lock(&t->lock);
+    uint64_t word = atomic_load_explicit(&s->word, memory_order_relaxed);
+    assert((word & (W_LIVE | W_PINS)) == 0);
+    uint32_t gen = gen_of(word) == UINT32_MAX ? 1 : gen_of(word) + 1;
+    atomic_store_explicit(&s->obj, NULL, memory_order_relaxed);
+    atomic_store_explicit(&s->word, (uint64_t)gen << 32, memory_order_relaxed);
     s->next_free = t->free_head;
     t->free_head = (uint32_t)(value & 0xffffffffu);
     t->live--;
+    plat_mutex_unlock(&t->lock);
+    if (t->release)
+        t->release(obj);
 }
 
-int core_table_init(core_table *t, uint32_t max_slots, void (*acquire)(void *obj))
+/*
+ * Pins value's slot if its word passes check (usable, or for shutdown any
+ * live word), with extra bits set in the same step. OK, or why not.
+ */
+static MojoResult pin_slot(core_table_slot *s, uint64_t value, bool ignore_busy, uint64_t extra)
 {
+    uint64_t word = atomic_load_explicit(&s->word, memory_order_relaxed);
+    do {
+        MojoResult rv = usable(ignore_busy ? word & ~(uint64_t)W_BUSY : word, value);
+        if (rv != MOJO_RESULT_OK)
+            return rv;
+        if ((word & W_PINS) == W_PINS)
+            return MOJO_RESULT_RESOURCE_EXHAUSTED; /* 2^30 lookups at once: cannot happen */
+    } while (!atomic_compare_exchange_weak_explicit(&s->word, &word, (word + W_PIN) | extra,
+                                                    memory_order_acquire, memory_order_relaxed));
+    return MOJO_RESULT_OK;
+}
+
+static void unpin_slot(core_table *t, core_table_slot *s, uint64_t value)
+{
+    uint64_t was = atomic_fetch_sub_explicit(&s->word, W_PIN, memory_order_acq_rel);
+    assert(was & W_PINS);
+    if ((was & (W_PINS | W_LIVE)) == W_PIN)
+        retire(t, s, value); /* the last pin of a removed entry */
+}
+
+/*
+ * Clears LIVE (and BUSY) on value's slot if its word passes the checks;
+ * retires the slot at once if nobody has it pinned. OK, or why not. *obj
+ * (if asked for) is the occupant as of the change.
+ */
+static MojoResult unpublish(core_table *t, core_table_slot *s, uint64_t value, bool want_busy,
+                            bool ignore_busy, void **obj)
+{
+    uint64_t word = atomic_load_explicit(&s->word, memory_order_relaxed);
+    uint64_t next;
+    do {
+        if (gen_of(word) != (uint32_t)(value >> 32) || !(word & W_LIVE))
+            return MOJO_RESULT_INVALID_ARGUMENT;
+        if (!ignore_busy && !!(word & W_BUSY) != want_busy)
+            return want_busy ? MOJO_RESULT_INVALID_ARGUMENT : MOJO_RESULT_BUSY;
+        next = word & ~(uint64_t)(W_LIVE | W_BUSY);
+    } while (!atomic_compare_exchange_weak_explicit(&s->word, &word, next, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    if (obj)
+        *obj = atomic_load_explicit(&s->obj, memory_order_relaxed);
+    if ((next & W_PINS) == 0)
+        retire(t, s, value);
+    return MOJO_RESULT_OK;
+}
+
+int core_table_init(core_table *t, uint32_t max_slots, void (*acquire)(void *obj),
+                    void (*release)(void *obj))
+{
+    assert(!acquire == !release);
     uint32_t chunks = (max_slots + CORE_TABLE_CHUNK_SLOTS - 1) / CORE_TABLE_CHUNK_SLOTS;
     t->chunks = calloc(chunks ? chunks : 1, sizeof(*t->chunks));
     if (!t->chunks)
         return -1;
     plat_mutex_init(&t->lock);
     t->max_slots = chunks * CORE_TABLE_CHUNK_SLOTS;
-    t->num_slots = 0;
+    atomic_init(&t->num_slots, 0);
     t->free_head = 0;
     t->live = 0;
     t->acquire = acquire;
+    t->release = release;
     return 0;
 }
 
@@ -75,15 +169,16 @@ MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
 {
     plat_mutex_lock(&t->lock);
     uint32_t index;
+    uint32_t num = atomic_load_explicit(&t->num_slots, memory_order_relaxed);
     if (t->free_head) {
         index = t->free_head - 1;
         t->free_head = slot_at(t, index)->next_free;
     } else {
-        if (t->num_slots == t->max_slots) {
+        if (num == t->max_slots) {
             plat_mutex_unlock(&t->lock);
             return MOJO_RESULT_RESOURCE_EXHAUSTED;
         }
-        index = t->num_slots;
+        index = num;
         core_table_slot **chunk = &t->chunks[index / CORE_TABLE_CHUNK_SLOTS];
         if (!*chunk) {
             *chunk = calloc(CORE_TABLE_CHUNK_SLOTS, sizeof(**chunk));
@@ -92,121 +187,152 @@ MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
                 return MOJO_RESULT_RESOURCE_EXHAUSTED;
             }
             for (uint32_t i = 0; i < CORE_TABLE_CHUNK_SLOTS; i++)
-                (*chunk)[i].gen = 1;
+                atomic_init(&(*chunk)[i].word, (uint64_t)1 << 32);
         }
-        t->num_slots++;
+        atomic_store_explicit(&t->num_slots, num + 1, memory_order_release);
     }
     core_table_slot *s = slot_at(t, index);
-    s->obj = obj;
-    s->busy = 0;
+    uint32_t gen = gen_of(atomic_load_explicit(&s->word, memory_order_relaxed));
+    atomic_store_explicit(&s->obj, obj, memory_order_relaxed);
+    /* Publishes obj to lock-free lookups. */
+    atomic_store_explicit(&s->word, ((uint64_t)gen << 32) | W_LIVE, memory_order_release);
     t->live++;
-    *value = make_value(index, s->gen);
+    *value = make_value(index, gen);
     plat_mutex_unlock(&t->lock);
     return MOJO_RESULT_OK;
 }
 
+MojoResult core_table_pin(core_table *t, uint64_t value, void **obj)
+{
+    assert(t->acquire);
+    core_table_slot *s = slot_of(t, value);
+    if (!s)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    MojoResult rv = pin_slot(s, value, false, 0);
+    if (rv == MOJO_RESULT_OK)
+        *obj = atomic_load_explicit(&s->obj, memory_order_relaxed);
+    return rv;
+}
+
+void core_table_unpin(core_table *t, uint64_t value)
+{
+    core_table_slot *s = slot_of(t, value);
+    assert(s);
+    unpin_slot(t, s, value);
+}
+
 MojoResult core_table_get(core_table *t, uint64_t value, void **obj)
 {
-    MojoResult rv = MOJO_RESULT_OK;
-    plat_mutex_lock(&t->lock);
-    core_table_slot *s = lookup(t, value);
-    if (!s) {
-        rv = MOJO_RESULT_INVALID_ARGUMENT;
-    } else if (s->busy) {
-        rv = MOJO_RESULT_BUSY;
-    } else {
-        if (t->acquire)
-            t->acquire(s->obj);
-        *obj = s->obj;
+    MojoResult rv = core_table_pin(t, value, obj);
+    if (rv == MOJO_RESULT_OK) {
+        t->acquire(*obj);
+        core_table_unpin(t, value);
     }
-    plat_mutex_unlock(&t->lock);
     return rv;
+}
+
+MojoResult core_table_peek(core_table *t, uint64_t value, void **obj)
+{
+    assert(!t->acquire);
+    core_table_slot *s = slot_of(t, value);
+    if (!s)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    MojoResult rv = usable(atomic_load_explicit(&s->word, memory_order_acquire), value);
+    if (rv == MOJO_RESULT_OK)
+        *obj = atomic_load_explicit(&s->obj, memory_order_relaxed);
+    return rv;
+}
+
+/* Removes value's entry, busy or not as asked, handing the caller a reference. */
+static MojoResult remove_entry(core_table *t, uint64_t value, bool ignore_busy, void **obj)
+{
+    core_table_slot *s = slot_of(t, value);
+    if (!s)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    if (!t->acquire) {
+        /* Nobody pins: the entry's one owner is removing it. */
+        return unpublish(t, s, value, false, ignore_busy, obj);
+    }
+    /*
+     * The table's reference is dropped by whoever lets go of the slot last,
+     * which may be another thread the moment LIVE is cleared; so the caller's
+     * reference is taken first, under a pin of our own.
+     */
+    MojoResult rv = pin_slot(s, value, ignore_busy, 0);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    void *o = atomic_load_explicit(&s->obj, memory_order_relaxed);
+    t->acquire(o);
+    rv = unpublish(t, s, value, false, ignore_busy, NULL);
+    unpin_slot(t, s, value);
+    if (rv != MOJO_RESULT_OK) {
+        t->release(o); /* another remover won, or the entry went into transit */
+        return rv;
+    }
+    *obj = o;
+    return MOJO_RESULT_OK;
 }
 
 MojoResult core_table_remove(core_table *t, uint64_t value, void **obj)
 {
-    MojoResult rv = MOJO_RESULT_OK;
-    plat_mutex_lock(&t->lock);
-    core_table_slot *s = lookup(t, value);
-    if (!s) {
-        rv = MOJO_RESULT_INVALID_ARGUMENT;
-    } else if (s->busy) {
-        rv = MOJO_RESULT_BUSY;
-    } else {
-        *obj = s->obj;
-        free_slot(t, value, s);
-    }
-    plat_mutex_unlock(&t->lock);
-    return rv;
+    return remove_entry(t, value, false, obj);
+}
+
+/* Clears BUSY on value's slot if it is still that occupant's and busy. */
+static void cancel_one(core_table *t, uint64_t value)
+{
+    core_table_slot *s = slot_of(t, value);
+    if (!s)
+        return;
+    uint64_t word = atomic_load_explicit(&s->word, memory_order_relaxed);
+    do {
+        if (gen_of(word) != (uint32_t)(value >> 32) ||
+            (word & (W_LIVE | W_BUSY)) != (W_LIVE | W_BUSY))
+            return;
+    } while (!atomic_compare_exchange_weak_explicit(&s->word, &word, word & ~(uint64_t)W_BUSY,
+                                                    memory_order_release, memory_order_relaxed));
 }
 
 MojoResult core_table_begin_transit(core_table *t, const uint64_t *values, uint32_t n,
                                     MojoResult (*check)(void *obj), void **objs)
 {
+    assert(t->acquire);
     MojoResult rv = MOJO_RESULT_OK;
     uint32_t marked = 0;
-    plat_mutex_lock(&t->lock);
+    /* Each entry is marked busy and pinned in one step: no one else can take it now. */
     for (; marked < n; marked++) {
-        core_table_slot *s = lookup(t, values[marked]);
-        if (!s) {
-            rv = MOJO_RESULT_INVALID_ARGUMENT;
+        core_table_slot *s = slot_of(t, values[marked]);
+        rv = s ? pin_slot(s, values[marked], false, W_BUSY) : MOJO_RESULT_INVALID_ARGUMENT;
+        if (rv != MOJO_RESULT_OK)
             break;
-        }
-        if (s->busy) {
-            rv = MOJO_RESULT_BUSY;
-            break;
-        }
-        if (check && (rv = check(s->obj)) != MOJO_RESULT_OK)
-            break;
-        s->busy = 1;
+        objs[marked] = atomic_load_explicit(&s->obj, memory_order_relaxed);
     }
-    if (rv != MOJO_RESULT_OK) {
-        for (uint32_t i = 0; i < marked; i++)
-            lookup(t, values[i])->busy = 0;
-    } else {
-        for (uint32_t i = 0; i < n; i++) {
-            objs[i] = lookup(t, values[i])->obj;
-            if (t->acquire)
-                t->acquire(objs[i]);
-        }
+    for (uint32_t i = 0; rv == MOJO_RESULT_OK && check && i < n; i++)
+        rv = check(objs[i]);
+    for (uint32_t i = 0; i < marked; i++) {
+        if (rv == MOJO_RESULT_OK)
+            t->acquire(objs[i]);
+        else
+            cancel_one(t, values[i]);
+        core_table_unpin(t, values[i]);
     }
-    plat_mutex_unlock(&t->lock);
     return rv;
 }
 
-void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t n,
-                                 void (*release)(void *obj))
+void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t n)
 {
-    /*
-     * Releasing may free an object, which must never happen under the table
-     * lock; so work in batches small enough for the stack.
-     */
-    for (uint32_t done = 0; done < n;) {
-        void *dropped[16];
-        uint32_t ndropped = 0;
-        plat_mutex_lock(&t->lock);
-        for (; done < n && ndropped < 16; done++) {
-            core_table_slot *s = lookup(t, values[done]);
-            if (s) {
-                dropped[ndropped++] = s->obj;
-                free_slot(t, values[done], s);
-            }
-        }
-        plat_mutex_unlock(&t->lock);
-        for (uint32_t i = 0; i < ndropped; i++)
-            release(dropped[i]);
+    for (uint32_t i = 0; i < n; i++) {
+        core_table_slot *s = slot_of(t, values[i]);
+        if (s)
+            (void)unpublish(t, s, values[i], true, false,
+                            NULL); /* gone meanwhile (shutdown): nothing */
     }
 }
 
 void core_table_cancel_transit(core_table *t, const uint64_t *values, uint32_t n)
 {
-    plat_mutex_lock(&t->lock);
-    for (uint32_t i = 0; i < n; i++) {
-        core_table_slot *s = lookup(t, values[i]);
-        if (s)
-            s->busy = 0;
-    }
-    plat_mutex_unlock(&t->lock);
+    for (uint32_t i = 0; i < n; i++)
+        cancel_one(t, values[i]);
 }
 
 size_t core_table_count(core_table *t)
@@ -219,17 +345,20 @@ size_t core_table_count(core_table *t)
 
 int core_table_take_any(core_table *t, uint64_t *value, void **obj)
 {
-    int found = 0;
-    plat_mutex_lock(&t->lock);
-    for (uint32_t i = 0; i < t->num_slots && !found; i++) {
-        core_table_slot *s = slot_at(t, i);
-        if (s->obj) {
-            *value = make_value(i, s->gen);
-            *obj = s->obj;
-            free_slot(t, *value, s);
-            found = 1;
+    for (;;) {
+        uint64_t found = 0;
+        uint32_t num = atomic_load_explicit(&t->num_slots, memory_order_acquire);
+        for (uint32_t i = 0; i < num && !found; i++) {
+            uint64_t word = atomic_load_explicit(&slot_at(t, i)->word, memory_order_acquire);
+            if (word & W_LIVE)
+                found = make_value(i, gen_of(word));
         }
+        if (!found)
+            return 0;
+        if (remove_entry(t, found, true, obj) == MOJO_RESULT_OK) {
+            *value = found;
+            return 1;
+        }
+        /* Removed by someone else meanwhile: look again. */
     }
-    plat_mutex_unlock(&t->lock);
-    return found;
 }

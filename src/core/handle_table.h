@@ -10,11 +10,24 @@
  * yet): lookups and removals of a busy entry fail with MOJO_RESULT_BUSY until
  * the transit completes (the entry is removed) or is cancelled.
  *
- * References: the table owns one reference to each object it holds. Lookups
- * take another through the table's acquire callback while the table lock is
- * held, so an object found cannot be freed under the caller even if another
- * thread removes it at once. Removal hands the table's reference to the
- * caller.
+ * References (tables made with acquire/release callbacks, i.e. dispatchers):
+ * the table owns one reference to each object it holds. Lookups never lock:
+ * an entry is "pinned" by one compare-and-swap on its slot, and while any pin
+ * is held the slot is not reused and the table's reference is not dropped, so
+ * the object cannot be freed under the pinner even if another thread removes
+ * the entry at once. A pin is the cheapest way to use an object for the span
+ * of one call (core_table_pin/unpin: two atomic operations); core_table_get
+ * pins, takes a reference of the caller's own and unpins. Removing an entry
+ * hands the caller a reference; the table's own is dropped by whoever lets go
+ * of the slot last, the remover or the last pinner.
+ *
+ * Tables without callbacks (messages) are not referenced: their objects have
+ * one owner, who looks them up with core_table_peek (no atomic write at all)
+ * and is the only one to remove them. A made-up or stale value is still
+ * refused cleanly.
+ *
+ * Adding an entry and retiring a slot (putting it back on the free list)
+ * take the table lock; nothing else does.
  *
  * Threads: every function may be called from any thread.
  */
@@ -32,17 +45,22 @@ typedef struct core_table_slot core_table_slot;
 #define CORE_TABLE_CHUNK_SLOTS 4096u
 
 typedef struct core_table {
-    plat_mutex lock;
+    plat_mutex lock;          /* adding entries and retiring slots */
     core_table_slot **chunks; /* max_slots / CORE_TABLE_CHUNK_SLOTS pointers */
     uint32_t max_slots;
-    uint32_t num_slots;         /* slots ever handed out (chunks allocated cover them) */
-    uint32_t free_head;         /* slot + 1 of the first free slot, 0 if none */
-    size_t live;                /* occupied slots */
-    void (*acquire)(void *obj); /* NULL: lookups take no reference */
+    _Atomic uint32_t num_slots; /* slots ever handed out; their chunks exist (release store) */
+    uint32_t free_head;         /* slot + 1 of the first free slot, 0 if none (lock) */
+    size_t live;                /* entries not yet retired (lock) */
+    void (*acquire)(void *obj); /* both NULL: an unreferenced table */
+    void (*release)(void *obj);
 } core_table;
 
-/* max_slots is rounded up to a whole chunk. Returns 0 or -1 (ENOMEM). */
-int core_table_init(core_table *t, uint32_t max_slots, void (*acquire)(void *obj));
+/*
+ * max_slots is rounded up to a whole chunk. acquire and release are both set
+ * (a referenced table) or both NULL. Returns 0 or -1 (ENOMEM).
+ */
+int core_table_init(core_table *t, uint32_t max_slots, void (*acquire)(void *obj),
+                    void (*release)(void *obj));
 
 /* Frees the table's memory; the objects still in it are not touched. */
 void core_table_destroy(core_table *t);
@@ -53,8 +71,22 @@ void core_table_destroy(core_table *t);
  */
 MojoResult core_table_add(core_table *t, void *obj, uint64_t *value);
 
-/* Looks value up and acquires a reference. INVALID_ARGUMENT, BUSY. */
+/* Referenced tables: looks value up and acquires a reference. INVALID_ARGUMENT, BUSY. */
 MojoResult core_table_get(core_table *t, uint64_t value, void **obj);
+
+/*
+ * Referenced tables: looks value up and pins its slot; *obj stays valid
+ * until core_table_unpin(t, value), which must follow exactly once.
+ * INVALID_ARGUMENT, BUSY.
+ */
+MojoResult core_table_pin(core_table *t, uint64_t value, void **obj);
+void core_table_unpin(core_table *t, uint64_t value);
+
+/*
+ * Unreferenced tables: the object value names, or INVALID_ARGUMENT/BUSY.
+ * Nothing is written: the caller, as the object's owner, keeps it alive.
+ */
+MojoResult core_table_peek(core_table *t, uint64_t value, void **obj);
 
 /* Removes value, handing its reference to *obj. INVALID_ARGUMENT, BUSY. */
 MojoResult core_table_remove(core_table *t, uint64_t value, void **obj);
@@ -71,11 +103,10 @@ MojoResult core_table_begin_transit(core_table *t, const uint64_t *values, uint3
 
 /*
  * Ends a transit that succeeded: the entries are removed and the table's
- * references are dropped through release (the caller keeps the references
- * begin_transit gave it).
+ * references are dropped (the caller keeps the references begin_transit gave
+ * it).
  */
-void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t n,
-                                 void (*release)(void *obj));
+void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t n);
 
 /* Ends a transit that failed: the entries are usable again. */
 void core_table_cancel_transit(core_table *t, const uint64_t *values, uint32_t n);

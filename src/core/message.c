@@ -214,7 +214,7 @@ static void close_attachments(core_state *core, core_attachment *att, uint32_t n
     for (uint32_t i = 0; i < n; i++) {
         if (att[i].dispatcher && att[i].handle) {
             uint64_t value = att[i].handle;
-            core_table_complete_transit(core_handles(core), &value, 1, core_dispatcher_release_obj);
+            core_table_complete_transit(core_handles(core), &value, 1);
             close_object(&att[i]);
         } else if (att[i].dispatcher) {
             close_object(&att[i]);
@@ -267,7 +267,7 @@ static core_message *lookup(MojoMessageHandle handle)
 {
     core_state *core = core_get();
     void *obj;
-    if (!core || core_table_get(core_messages(core), handle, &obj) != MOJO_RESULT_OK)
+    if (!core || core_table_peek(core_messages(core), handle, &obj) != MOJO_RESULT_OK)
         return NULL;
     return obj;
 }

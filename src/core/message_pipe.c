@@ -298,8 +298,7 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
     bool dropped = core_message_send_end();
 
     if (rv == MOJO_RESULT_OK) {
-        core_table_complete_transit(core_handles(core), values, nvalues,
-                                    core_dispatcher_release_obj);
+        core_table_complete_transit(core_handles(core), values, nvalues);
         for (uint32_t i = 0; i < n; i++) {
             core_dispatcher *d = att[i].dispatcher;
             if (d && !object[i]) {
@@ -363,12 +362,12 @@ MojoResult MojoWriteMessage(MojoHandle message_pipe_handle, MojoMessageHandle me
     if (rv != MOJO_RESULT_OK)
         return rv;
     core_state *core = core_get();
-    core_pipe *p = NULL;
+    core_dispatcher *d = NULL;
     core_rc_enter();
     if (!core_options_ok(options, 0, NULL))
         rv = MOJO_RESULT_INVALID_ARGUMENT;
     else
-        rv = get_pipe(message_pipe_handle, &p);
+        rv = core_pin(core, message_pipe_handle, CORE_DISPATCHER_MESSAGE_PIPE, &d);
     if (rv == MOJO_RESULT_BUSY) {
         /* Busy because this very message carries it: the caller's mistake. */
         for (uint32_t i = 0; i < m->num_attachments; i++)
@@ -378,11 +377,11 @@ MojoResult MojoWriteMessage(MojoHandle message_pipe_handle, MojoMessageHandle me
     if (rv == MOJO_RESULT_OK)
         rv = core_message_check_writable(m);
     if (rv == MOJO_RESULT_OK)
-        rv = pipe_write(core, p, m);
+        rv = pipe_write(core, (core_pipe *)d, m);
     else
         give_back(core, m);
-    if (p)
-        core_dispatcher_release(&p->base);
+    if (d)
+        core_unpin(core, message_pipe_handle);
     core_rc_leave();
     return rv;
 }
@@ -394,11 +393,12 @@ MojoResult MojoReadMessage(MojoHandle message_pipe_handle,
 {
     if (!message || !core_options_ok(options, 0, NULL))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_pipe *p;
-    MojoResult rv = get_pipe(message_pipe_handle, &p);
+    core_state *core = core_get();
+    core_dispatcher *d;
+    MojoResult rv = core_pin(core, message_pipe_handle, CORE_DISPATCHER_MESSAGE_PIPE, &d);
     if (rv != MOJO_RESULT_OK)
         return rv;
-    core_state *core = core_get();
+    core_pipe *p = (core_pipe *)d;
     core_rc_enter();
     ports_event *ev = NULL;
     rv = from_ports(ports_node_get_message(core_node(core), &p->port, &ev));
@@ -413,7 +413,7 @@ MojoResult MojoReadMessage(MojoHandle message_pipe_handle,
         /* READABLE (or a quota) may have cleared. */
         core_dispatcher_notify(&p->base);
     }
-    core_dispatcher_release(&p->base);
+    core_unpin(core, message_pipe_handle);
     core_rc_leave();
     return rv;
 }

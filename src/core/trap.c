@@ -439,11 +439,12 @@ MojoResult MojoArmTrap(MojoHandle trap_handle, const struct MojoArmTrapOptions *
     if (!core_options_ok(options, 0, NULL) ||
         (num_blocking_events && *num_blocking_events && !blocking_events))
         return MOJO_RESULT_INVALID_ARGUMENT;
-    core_trap *trap;
-    MojoResult rv = get_trap(trap_handle, &trap);
+    core_state *core = core_get();
+    core_dispatcher *d;
+    MojoResult rv = core_pin(core, trap_handle, CORE_DISPATCHER_TRAP, &d);
     if (rv != MOJO_RESULT_OK)
         return rv;
-    rv = trap_arm(trap, num_blocking_events, blocking_events);
-    core_dispatcher_release(&trap->base);
+    rv = trap_arm((core_trap *)d, num_blocking_events, blocking_events);
+    core_unpin(core, trap_handle);
     return rv;
 }

@@ -1,0 +1,366 @@
+/*
+ * core_table: values name one occupant (made-up, stale and reused values are
+ * refused), busy entries and transits, the unreferenced (message) table's
+ * peek, and the lock-free lookups: a pin keeps its object and its slot
+ * until it is let go, whoever removes the entry meanwhile, and the table's
+ * reference is dropped exactly once, by the last one out. The stress test
+ * races pins, lookups and transits against removals and re-adds; its ASan
+ * and TSan runs are the ones that would see a use after free or a race.
+ */
+#include "cmojo_test.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "core/handle_table.h"
+
+/* A referenced object: freed when its count drops to zero. */
+typedef struct obj {
+    atomic_int refs;
+    int id;
+} obj;
+
+static atomic_int g_made, g_freed;
+
+static obj *obj_new(int id)
+{
+    obj *o = malloc(sizeof(*o));
+    assert_non_null(o);
+    atomic_init(&o->refs, 1);
+    o->id = id;
+    atomic_fetch_add(&g_made, 1);
+    return o;
+}
+
+static void obj_acquire(void *p)
+{
+    atomic_fetch_add(&((obj *)p)->refs, 1);
+}
+
+static void obj_release(void *p)
+{
+    obj *o = p;
+    int was = atomic_fetch_sub(&o->refs, 1);
+    if (was <= 0)
+        abort(); /* released once too often (helper threads cannot use cmocka's asserts) */
+    if (was == 1) {
+        free(o);
+        atomic_fetch_add(&g_freed, 1);
+    }
+}
+
+static int refs_of(obj *o)
+{
+    return atomic_load(&o->refs);
+}
+
+static int setup(void **state)
+{
+    core_table *t = calloc(1, sizeof(*t));
+    assert_non_null(t);
+    assert_int_equal(core_table_init(t, 2 * CORE_TABLE_CHUNK_SLOTS, obj_acquire, obj_release), 0);
+    atomic_store(&g_made, 0);
+    atomic_store(&g_freed, 0);
+    *state = t;
+    return 0;
+}
+
+/* Every object the test made has been freed once, and the table is empty. */
+static int teardown(void **state)
+{
+    core_table *t = *state;
+    assert_int_equal(core_table_count(t), 0);
+    assert_int_equal(atomic_load(&g_freed), atomic_load(&g_made));
+    core_table_destroy(t);
+    free(t);
+    return 0;
+}
+
+static void test_values_name_one_occupant(void **state)
+{
+    core_table *t = *state;
+    obj *a = obj_new(1);
+    uint64_t va;
+    assert_int_equal(core_table_add(t, a, &va), MOJO_RESULT_OK);
+    assert_int_not_equal(va, 0);
+    assert_int_equal(core_table_count(t), 1);
+
+    void *got;
+    assert_int_equal(core_table_get(t, va, &got), MOJO_RESULT_OK);
+    assert_ptr_equal(got, a);
+    assert_int_equal(refs_of(a), 2);
+    obj_release(a);
+
+    /* Made up: no slot, slot 0, a slot never handed out, the wrong generation. */
+    assert_int_equal(core_table_get(t, 0, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_get(t, va & 0xffffffff00000000u, &got),
+                     MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_get(t, va + 1, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_get(t, va + ((uint64_t)1 << 32), &got),
+                     MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_pin(t, va + ((uint64_t)1 << 32), &got),
+                     MOJO_RESULT_INVALID_ARGUMENT);
+
+    /* Removal hands the table's reference over; a second removal fails. */
+    assert_int_equal(core_table_remove(t, va, &got), MOJO_RESULT_OK);
+    assert_ptr_equal(got, a);
+    assert_int_equal(refs_of(a), 1);
+    assert_int_equal(core_table_remove(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_count(t), 0);
+
+    /* The slot comes back under a new generation: the old value stays dead. */
+    obj *b = obj_new(2);
+    uint64_t vb;
+    assert_int_equal(core_table_add(t, b, &vb), MOJO_RESULT_OK);
+    assert_int_equal(vb & 0xffffffffu, va & 0xffffffffu);
+    assert_int_not_equal(vb, va);
+    assert_int_equal(core_table_get(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_remove(t, vb, &got), MOJO_RESULT_OK);
+    obj_release(a);
+    obj_release(b);
+}
+
+static void test_a_pin_outlives_the_removal(void **state)
+{
+    core_table *t = *state;
+    obj *a = obj_new(1);
+    uint64_t va;
+    assert_int_equal(core_table_add(t, a, &va), MOJO_RESULT_OK);
+    void *pinned, *got;
+    assert_int_equal(core_table_pin(t, va, &pinned), MOJO_RESULT_OK);
+    assert_ptr_equal(pinned, a);
+    assert_int_equal(refs_of(a), 1);                               /* a pin takes no reference */
+    assert_int_equal(core_table_pin(t, va, &got), MOJO_RESULT_OK); /* pins stack */
+
+    /* Removed while pinned: the remover has a reference, so has the table still. */
+    assert_int_equal(core_table_remove(t, va, &got), MOJO_RESULT_OK);
+    assert_ptr_equal(got, a);
+    assert_int_equal(refs_of(a), 2);
+    assert_int_equal(core_table_get(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_pin(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    obj_release(a); /* the remover is done with it */
+    assert_int_equal(refs_of(a), 1);
+    assert_int_equal(((obj *)pinned)->id, 1); /* still there for the pinners */
+
+    /* The pinned slot is not reused. */
+    obj *b = obj_new(2);
+    uint64_t vb;
+    assert_int_equal(core_table_add(t, b, &vb), MOJO_RESULT_OK);
+    assert_int_not_equal(vb & 0xffffffffu, va & 0xffffffffu);
+
+    core_table_unpin(t, va);
+    assert_int_equal(atomic_load(&g_freed), 0);
+    assert_int_equal(core_table_count(t), 2); /* a's slot is retired by the last pin */
+    core_table_unpin(t, va);                  /* the last one out drops the table's reference */
+    assert_int_equal(atomic_load(&g_freed), 1);
+    assert_int_equal(core_table_count(t), 1);
+
+    /* Now the slot is free again, under a new generation. */
+    obj *c = obj_new(3);
+    uint64_t vc;
+    assert_int_equal(core_table_add(t, c, &vc), MOJO_RESULT_OK);
+    assert_int_equal(vc & 0xffffffffu, va & 0xffffffffu);
+    assert_int_not_equal(vc, va);
+    assert_int_equal(core_table_remove(t, vb, &got), MOJO_RESULT_OK);
+    obj_release(got);
+    assert_int_equal(core_table_remove(t, vc, &got), MOJO_RESULT_OK);
+    obj_release(got);
+}
+
+static MojoResult refuse_id_7(void *o)
+{
+    return ((obj *)o)->id == 7 ? MOJO_RESULT_FAILED_PRECONDITION : MOJO_RESULT_OK;
+}
+
+static void test_transits_are_all_or_nothing(void **state)
+{
+    core_table *t = *state;
+    obj *o[3] = {obj_new(1), obj_new(2), obj_new(7)};
+    uint64_t v[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(core_table_add(t, o[i], &v[i]), MOJO_RESULT_OK);
+    void *objs[4], *got;
+
+    /* A dead value, a value listed twice, a refused object: nothing is marked. */
+    uint64_t dead[2] = {v[0], v[1] + ((uint64_t)1 << 32)};
+    assert_int_equal(core_table_begin_transit(t, dead, 2, NULL, objs),
+                     MOJO_RESULT_INVALID_ARGUMENT);
+    uint64_t twice[3] = {v[0], v[1], v[0]};
+    assert_int_equal(core_table_begin_transit(t, twice, 3, NULL, objs), MOJO_RESULT_BUSY);
+    assert_int_equal(core_table_begin_transit(t, v, 3, refuse_id_7, objs),
+                     MOJO_RESULT_FAILED_PRECONDITION);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(core_table_get(t, v[i], &got), MOJO_RESULT_OK);
+        obj_release(got);
+        assert_int_equal(refs_of(o[i]), 1);
+    }
+
+    /* Busy: no lookup, pin or removal; cancelled: usable again. */
+    assert_int_equal(core_table_begin_transit(t, v, 2, refuse_id_7, objs), MOJO_RESULT_OK);
+    assert_ptr_equal(objs[0], o[0]);
+    assert_ptr_equal(objs[1], o[1]);
+    assert_int_equal(refs_of(o[0]), 2);
+    assert_int_equal(core_table_get(t, v[0], &got), MOJO_RESULT_BUSY);
+    assert_int_equal(core_table_pin(t, v[1], &got), MOJO_RESULT_BUSY);
+    assert_int_equal(core_table_remove(t, v[0], &got), MOJO_RESULT_BUSY);
+    core_table_cancel_transit(t, v, 2);
+    assert_int_equal(core_table_pin(t, v[1], &got), MOJO_RESULT_OK);
+    core_table_unpin(t, v[1]);
+    obj_release(o[0]);
+    obj_release(o[1]);
+
+    /* Completed: the entries are gone, the transit's references remain. */
+    assert_int_equal(core_table_begin_transit(t, v, 2, NULL, objs), MOJO_RESULT_OK);
+    core_table_complete_transit(t, v, 2);
+    assert_int_equal(core_table_count(t), 1);
+    assert_int_equal(refs_of(o[0]), 1);
+    assert_int_equal(core_table_get(t, v[0], &got), MOJO_RESULT_INVALID_ARGUMENT);
+    obj_release(o[0]);
+    obj_release(o[1]);
+
+    /* Shutdown takes busy entries too. */
+    assert_int_equal(core_table_begin_transit(t, &v[2], 1, NULL, objs), MOJO_RESULT_OK);
+    uint64_t value;
+    assert_int_equal(core_table_take_any(t, &value, &got), 1);
+    assert_int_equal(value, v[2]);
+    assert_int_equal(core_table_take_any(t, &value, &got), 0);
+    core_table_complete_transit(t, &v[2], 1); /* gone meanwhile: nothing happens */
+    core_table_cancel_transit(t, &v[2], 1);
+    assert_int_equal(refs_of(o[2]), 2);
+    obj_release(o[2]);
+    obj_release(o[2]);
+}
+
+static void test_the_message_table_takes_no_references(void **state)
+{
+    (void)state;
+    core_table m;
+    assert_int_equal(core_table_init(&m, 10, NULL, NULL), 0);
+    int a = 1, b = 2;
+    uint64_t va, vb;
+    assert_int_equal(core_table_add(&m, &a, &va), MOJO_RESULT_OK);
+    assert_int_equal(core_table_add(&m, &b, &vb), MOJO_RESULT_OK);
+    void *got;
+    assert_int_equal(core_table_peek(&m, va, &got), MOJO_RESULT_OK);
+    assert_ptr_equal(got, &a);
+    assert_int_equal(core_table_peek(&m, vb + ((uint64_t)1 << 32), &got),
+                     MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_peek(&m, 0, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_remove(&m, va, &got), MOJO_RESULT_OK);
+    assert_ptr_equal(got, &a);
+    assert_int_equal(core_table_peek(&m, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_remove(&m, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(core_table_count(&m), 1);
+    uint64_t value;
+    assert_int_equal(core_table_take_any(&m, &value, &got), 1);
+    assert_int_equal(value, vb);
+    assert_int_equal(core_table_count(&m), 0);
+    core_table_destroy(&m);
+}
+
+/* ------------------------------------------------------------- stress */
+
+#define STRESS_SLOTS 4
+#define STRESS_ROUNDS 20000
+
+typedef struct stress {
+    core_table *t;
+    _Atomic uint64_t values[STRESS_SLOTS]; /* what each shared slot holds now, or 0 */
+    atomic_int stop;
+    atomic_long uses;
+    atomic_long bad; /* objects found with an id no object ever had */
+} stress;
+
+/* Reads the object: ASan fails the test here if it was freed. */
+static void use(stress *s, void *got)
+{
+    if (((obj *)got)->id < 0)
+        atomic_fetch_add(&s->bad, 1);
+    atomic_fetch_add(&s->uses, 1);
+}
+
+/* Pins, lookups and one-entry transits of whatever values are current. */
+static void *stress_user(void *arg)
+{
+    stress *s = arg;
+    unsigned r = 1;
+    while (!atomic_load(&s->stop)) {
+        r = r * 1103515245u + 12345u;
+        uint64_t v = atomic_load(&s->values[(r >> 8) % STRESS_SLOTS]);
+        void *got;
+        switch ((r >> 16) % 3) {
+        case 0:
+            if (core_table_pin(s->t, v, &got) == MOJO_RESULT_OK) {
+                use(s, got);
+                core_table_unpin(s->t, v);
+            }
+            break;
+        case 1:
+            if (core_table_get(s->t, v, &got) == MOJO_RESULT_OK) {
+                use(s, got);
+                obj_release(got);
+            }
+            break;
+        default:
+            if (core_table_begin_transit(s->t, &v, 1, NULL, &got) == MOJO_RESULT_OK) {
+                use(s, got);
+                core_table_cancel_transit(s->t, &v, 1);
+                obj_release(got);
+            }
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void test_lookups_race_removals(void **state)
+{
+    stress s = {.t = *state};
+    for (int i = 0; i < STRESS_SLOTS; i++) {
+        uint64_t v;
+        assert_int_equal(core_table_add(s.t, obj_new(i), &v), MOJO_RESULT_OK);
+        atomic_store(&s.values[i], v);
+    }
+    pthread_t users[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&users[i], NULL, stress_user, &s), 0);
+    long removed = 0;
+    for (int round = 0; round < STRESS_ROUNDS; round++) {
+        int i = round % STRESS_SLOTS;
+        uint64_t v = atomic_load(&s.values[i]);
+        void *got;
+        MojoResult rv = core_table_remove(s.t, v, &got);
+        if (rv == MOJO_RESULT_BUSY)
+            continue; /* a user has it in transit this instant */
+        assert_int_equal(rv, MOJO_RESULT_OK);
+        removed++;
+        obj_release(got);
+        assert_int_equal(core_table_add(s.t, obj_new(round), &v), MOJO_RESULT_OK);
+        atomic_store(&s.values[i], v);
+    }
+    atomic_store(&s.stop, 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_join(users[i], NULL), 0);
+    assert_true(removed > STRESS_ROUNDS / 2);
+    assert_true(atomic_load(&s.uses) > 0);
+    assert_int_equal(atomic_load(&s.bad), 0);
+    for (int i = 0; i < STRESS_SLOTS; i++) {
+        void *got;
+        assert_int_equal(core_table_remove(s.t, atomic_load(&s.values[i]), &got), MOJO_RESULT_OK);
+        obj_release(got);
+    }
+    /* teardown: every object freed exactly once, nothing left. */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_values_name_one_occupant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_pin_outlives_the_removal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transits_are_all_or_nothing, setup, teardown),
+        cmocka_unit_test(test_the_message_table_takes_no_references),
+        cmocka_unit_test_setup_teardown(test_lookups_race_removals, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
