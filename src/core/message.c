@@ -84,19 +84,22 @@ static core_message *message_new(uint32_t max_size)
 /*
  * Heap storage for a message's bytes: CORE_MESSAGE_HEADROOM bytes of room in
  * front of them and CORE_MESSAGE_TAILROOM behind (see message.h). The
- * pointer handed around is the bytes' start.
+ * pointer handed around is the bytes' start. A block (platform/block.h), so
+ * that a thread that sends a large message after each one it receives
+ * reuses the bytes of the last one.
  */
 static uint8_t *heap_bytes_realloc(uint8_t *data, uint32_t capacity)
 {
     uint8_t *base = data ? data - CORE_MESSAGE_HEADROOM : NULL;
-    base = realloc(base, CORE_MESSAGE_HEADROOM + (size_t)capacity + CORE_MESSAGE_TAILROOM);
+    base =
+        plat_block_realloc(base, CORE_MESSAGE_HEADROOM + (size_t)capacity + CORE_MESSAGE_TAILROOM);
     return base ? base + CORE_MESSAGE_HEADROOM : NULL;
 }
 
 static void heap_bytes_free(uint8_t *data)
 {
     if (data)
-        free(data - CORE_MESSAGE_HEADROOM);
+        plat_block_free(data - CORE_MESSAGE_HEADROOM);
 }
 
 /* Frees the memory and runs the context destructor; attachments are gone. */

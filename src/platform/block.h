@@ -8,11 +8,14 @@
  * makes glibc give the top of the heap back to the kernel on every free
  * (the freed block merges into a top beyond the trim threshold) and take it
  * back on the next allocation, page faults included: one per round trip in
- * bench_ipc's MojoWait case, 2 us of 30. So each thread keeps the last block
- * it freed (one, up to PLAT_BLOCK_CACHE_MAX bytes; the one it kept before
- * goes back to the heap) and hands it out again for its next request of
- * about that size: at least half of the block. A thread's block goes back to the heap
- * when the thread exits.
+ * bench_ipc's MojoWait case, 2 us of 30. So each thread keeps the last
+ * PLAT_BLOCK_KEPT blocks it freed (of PLAT_BLOCK_KEEP_MIN to
+ * PLAT_BLOCK_CACHE_MAX bytes; the oldest goes back to the heap) and hands one
+ * out again for its next request of about that size: at least half of the
+ * block. Two, because a thread that answers messages frees two kinds in turn:
+ * the receive buffer a message kept and the bytes of a message it sent. That
+ * also spares the heap's lock, which glibc takes for blocks over 1 KiB. A
+ * thread's blocks go back to the heap when the thread exits.
  *
  * Blocks are 16-byte aligned, as malloc's.
  *
@@ -23,7 +26,9 @@
 
 #include <stddef.h>
 
-/* The largest block a thread keeps for reuse. */
+/* The blocks a thread keeps for reuse: how many, the smallest, the largest. */
+#define PLAT_BLOCK_KEPT 2
+#define PLAT_BLOCK_KEEP_MIN 1024u
 #define PLAT_BLOCK_CACHE_MAX (320u * 1024u)
 
 /* At least size bytes (size > 0), or NULL. */

@@ -1,15 +1,18 @@
 /*
- * plat_block_*: aligned blocks of the size asked for; the block a thread
- * freed last comes back for its next request of about that size (the point:
- * no heap trim and refault per received frame), and never for a request
- * that would waste most of it; blocks freed on other threads, and the block
- * a thread kept when it exits, go back to the heap (the ASan and LSan runs
- * of this test would report a leak or a double free), and key destructors
- * that run after that one can still use blocks.
+ * plat_block_*: aligned blocks of the size asked for; the two blocks a
+ * thread freed last come back for its next requests of about their sizes
+ * (the point: no heap trim and refault per received frame, no heap lock per
+ * large message), and never for a request that would waste most of one;
+ * small blocks are not kept; kept blocks are poisoned for ASan; blocks
+ * freed on other threads, and the blocks a thread kept when it exits, go
+ * back to the heap (the ASan and LSan runs of this test would report a leak
+ * or a double free), and key destructors that run after that one can still
+ * use blocks.
  */
 #include "cmojo_test.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -49,34 +52,102 @@ static void test_realloc_keeps_the_bytes(void **state)
     plat_block_free(p);
 }
 
-static void test_the_last_freed_block_comes_back(void **state)
+/*
+ * Whether p is a kept block handed out again: those keep their own size,
+ * which is not what was asked for here; a new block has the size asked for.
+ */
+static bool reused(void *p, size_t asked)
+{
+    return plat_block_size(p) != asked;
+}
+
+static void test_the_last_freed_blocks_come_back(void **state)
 {
     (void)state;
     void *a = plat_block_alloc(70000);
-    void *b = plat_block_alloc(70000);
+    void *b = plat_block_alloc(5000);
+    void *c = plat_block_alloc(70000);
     assert_non_null(a);
     assert_non_null(b);
-    plat_block_free(b);
-    plat_block_free(a); /* kept; b, kept before it, goes back to the heap */
-    void *c = plat_block_alloc(69000);
-    assert_ptr_equal(c, a);
-    /* Less than half of it: not worth the memory it would pin. */
+    assert_non_null(c);
     plat_block_free(c);
-    void *d = plat_block_alloc(30000);
-    assert_non_null(d);
-    assert_ptr_not_equal(d, a); /* a is still kept: malloc cannot have it */
-    void *e = plat_block_alloc(70000);
+    plat_block_free(b);
+    plat_block_free(a); /* kept with b; c, the oldest, goes back to the heap */
+    /* Each request gets the kept block that fits it. */
+    void *d = plat_block_alloc(4500);
+    assert_true(reused(d, 4500));
+    assert_ptr_equal(d, b);
+    void *e = plat_block_alloc(69000);
+    assert_true(reused(e, 69000));
     assert_ptr_equal(e, a);
-    plat_block_free(d);
-    plat_block_free(e); /* kept; d goes */
+    /* Less than half of a kept block: not worth the memory it would pin. */
+    plat_block_free(e);
+    void *f = plat_block_alloc(30000);
+    assert_false(reused(f, 30000));
     /* Larger than the kept block: a new one. */
-    void *f = plat_block_alloc(80000);
-    assert_non_null(f);
-    assert_ptr_not_equal(f, e);
-    void *g = plat_block_alloc(70000);
-    assert_ptr_equal(g, e);
+    void *g = plat_block_alloc(80000);
+    assert_false(reused(g, 80000));
+    void *h = plat_block_alloc(69000);
+    assert_true(reused(h, 69000));
+    assert_ptr_equal(h, a);
+    plat_block_free(d);
     plat_block_free(f);
     plat_block_free(g);
+    plat_block_free(h);
+}
+
+static void test_small_blocks_are_not_kept(void **state)
+{
+    (void)state;
+    /* Two large blocks kept, then a small one freed. */
+    void *a = plat_block_alloc(70000);
+    void *b = plat_block_alloc(71000);
+    _Static_assert(100 < PLAT_BLOCK_KEEP_MIN, "100 bytes is a small block");
+    void *small = plat_block_alloc(100);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(small);
+    plat_block_free(a);
+    plat_block_free(b);
+    plat_block_free(small); /* straight back to the heap: both large ones stay kept */
+    void *c = plat_block_alloc(69000);
+    void *d = plat_block_alloc(69000);
+    assert_true(reused(c, 69000));
+    assert_true(reused(d, 69000));
+    plat_block_free(c);
+    plat_block_free(d);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+
+#ifdef TEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+/* Under ASan a kept block is poisoned, so a use after free of it is still caught. */
+static void test_kept_blocks_are_poisoned(void **state)
+{
+    (void)state;
+#ifdef TEST_ASAN
+    uint8_t *a = plat_block_alloc(8000);
+    assert_non_null(a);
+    assert_false(__asan_address_is_poisoned(a + 4000));
+    plat_block_free(a);
+    assert_true(__asan_address_is_poisoned(a));
+    assert_true(__asan_address_is_poisoned(a + 7999));
+    uint8_t *b = plat_block_alloc(8000);
+    assert_ptr_equal(b, a);
+    assert_false(__asan_address_is_poisoned(b + 7999));
+    plat_block_free(b);
+#else
+    skip();
+#endif
 }
 
 /* Frees the block it is given and one of its own, then exits with the latter kept. */
@@ -153,7 +224,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_blocks_are_aligned_and_usable),
         cmocka_unit_test(test_realloc_keeps_the_bytes),
-        cmocka_unit_test(test_the_last_freed_block_comes_back),
+        cmocka_unit_test(test_the_last_freed_blocks_come_back),
+        cmocka_unit_test(test_small_blocks_are_not_kept),
+        cmocka_unit_test(test_kept_blocks_are_poisoned),
         cmocka_unit_test(test_other_threads_free_and_exit_cleanly),
         cmocka_unit_test(test_destructors_after_exit_are_safe),
     };
