@@ -75,7 +75,7 @@ static void retire(core_table *t, core_table_slot *s, uint64_t value)
     uint64_t word = atomic_load_explicit(&s->word, memory_order_relaxed);
     assert((word & (W_LIVE | W_PINS)) == 0);
     uint32_t gen = gen_of(word) == UINT32_MAX ? 1 : gen_of(word) + 1;
-    atomic_store_explicit(&s->obj, NULL, memory_order_relaxed);
+    atomic_store_explicit(&s->obj, NULL, memory_order_release); /* see core_table_peek */
     atomic_store_explicit(&s->word, (uint64_t)gen << 32, memory_order_relaxed);
     s->next_free = t->free_head;
     t->free_head = (uint32_t)(value & 0xffffffffu);
@@ -193,7 +193,7 @@ MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
     }
     core_table_slot *s = slot_at(t, index);
     uint32_t gen = gen_of(atomic_load_explicit(&s->word, memory_order_relaxed));
-    atomic_store_explicit(&s->obj, obj, memory_order_relaxed);
+    atomic_store_explicit(&s->obj, obj, memory_order_release); /* see core_table_peek */
     /* Publishes obj to lock-free lookups. */
     atomic_store_explicit(&s->word, ((uint64_t)gen << 32) | W_LIVE, memory_order_release);
     t->live++;
@@ -237,10 +237,22 @@ MojoResult core_table_peek(core_table *t, uint64_t value, void **obj)
     core_table_slot *s = slot_of(t, value);
     if (!s)
         return MOJO_RESULT_INVALID_ARGUMENT;
-    MojoResult rv = usable(atomic_load_explicit(&s->word, memory_order_acquire), value);
-    if (rv == MOJO_RESULT_OK)
-        *obj = atomic_load_explicit(&s->obj, memory_order_relaxed);
-    return rv;
+    uint64_t word = atomic_load_explicit(&s->word, memory_order_acquire);
+    MojoResult rv = usable(word, value);
+    if (rv != MOJO_RESULT_OK)
+        return rv;
+    /*
+     * Nothing stops another thread from retiring the slot and reusing it
+     * between the two loads (a stale value used while its message is being
+     * destroyed), so check the word again, as a seqlock reader does: obj is
+     * stored (release) after every change of the word that goes with it, so
+     * an obj that is not the occupant's shows as a changed word.
+     */
+    void *o = atomic_load_explicit(&s->obj, memory_order_acquire);
+    if (atomic_load_explicit(&s->word, memory_order_relaxed) != word)
+        return MOJO_RESULT_INVALID_ARGUMENT;
+    *obj = o;
+    return MOJO_RESULT_OK;
 }
 
 /* Removes value's entry, busy or not as asked, handing the caller a reference. */
@@ -299,16 +311,21 @@ MojoResult core_table_begin_transit(core_table *t, const uint64_t *values, uint3
     assert(t->acquire);
     MojoResult rv = MOJO_RESULT_OK;
     uint32_t marked = 0;
-    /* Each entry is marked busy and pinned in one step: no one else can take it now. */
+    /*
+     * In order, each entry is marked busy and pinned in one step (no one
+     * else can take it now) and then vetted; the first failure decides.
+     */
     for (; marked < n; marked++) {
         core_table_slot *s = slot_of(t, values[marked]);
         rv = s ? pin_slot(s, values[marked], false, W_BUSY) : MOJO_RESULT_INVALID_ARGUMENT;
         if (rv != MOJO_RESULT_OK)
             break;
         objs[marked] = atomic_load_explicit(&s->obj, memory_order_relaxed);
+        if (check && (rv = check(objs[marked])) != MOJO_RESULT_OK) {
+            marked++; /* this one is marked too: undone below */
+            break;
+        }
     }
-    for (uint32_t i = 0; rv == MOJO_RESULT_OK && check && i < n; i++)
-        rv = check(objs[i]);
     for (uint32_t i = 0; i < marked; i++) {
         if (rv == MOJO_RESULT_OK)
             t->acquire(objs[i]);

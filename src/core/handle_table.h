@@ -93,10 +93,13 @@ MojoResult core_table_remove(core_table *t, uint64_t value, void **obj);
 
 /*
  * Marks every value busy and acquires a reference to each object (objs[i]),
- * all or nothing. The first value in order that is not live gives
- * INVALID_ARGUMENT; one already busy (or listed twice) gives BUSY. check(obj)
- * (may be NULL) vets each object under the lock: a nonzero MojoResult from it
- * fails the whole call with that result.
+ * all or nothing. In order, each value is marked and its object vetted by
+ * check(obj) (may be NULL; it runs with the entry pinned, no lock held); the
+ * first failure decides the result: INVALID_ARGUMENT for a value that is not
+ * live, BUSY for one already busy (or listed twice), or check's nonzero
+ * MojoResult. Then the entries marked so far are unmarked; another thread
+ * may have found one of them BUSY meanwhile, as it may while a transit that
+ * succeeds is under way.
  */
 MojoResult core_table_begin_transit(core_table *t, const uint64_t *values, uint32_t n,
                                     MojoResult (*check)(void *obj), void **objs);

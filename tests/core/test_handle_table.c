@@ -19,6 +19,7 @@
 typedef struct obj {
     atomic_int refs;
     int id;
+    _Atomic uint64_t value; /* the value it was added under (the stress tests) */
 } obj;
 
 static atomic_int g_made, g_freed;
@@ -29,6 +30,7 @@ static obj *obj_new(int id)
     assert_non_null(o);
     atomic_init(&o->refs, 1);
     o->id = id;
+    atomic_init(&o->value, 0);
     atomic_fetch_add(&g_made, 1);
     return o;
 }
@@ -262,21 +264,39 @@ static void test_the_message_table_takes_no_references(void **state)
 /* ------------------------------------------------------------- stress */
 
 #define STRESS_SLOTS 4
+#define STRESS_USERS 2
+#define STRESS_REMOVERS 2
 #define STRESS_ROUNDS 20000
 
 typedef struct stress {
     core_table *t;
-    _Atomic uint64_t values[STRESS_SLOTS]; /* what each shared slot holds now, or 0 */
+    _Atomic uint64_t values[STRESS_SLOTS]; /* what each shared slot holds now */
     atomic_int stop;
     atomic_long uses;
-    atomic_long bad; /* objects found with an id no object ever had */
+    atomic_long removed, added;
+    atomic_long wrong; /* lookups that found another value's object */
 } stress;
 
-/* Reads the object: ASan fails the test here if it was freed. */
-static void use(stress *s, void *got)
+/*
+ * Adds a new object under slot i's value. The object records its value
+ * before anyone can look it up, so a lookup can tell it got the right one.
+ */
+static void stress_add(stress *s, int i, int id)
 {
-    if (((obj *)got)->id < 0)
-        atomic_fetch_add(&s->bad, 1);
+    obj *o = obj_new(id);
+    uint64_t v;
+    if (core_table_add(s->t, o, &v) != MOJO_RESULT_OK)
+        abort();
+    atomic_store(&o->value, v);
+    atomic_store(&s->values[i], v);
+    atomic_fetch_add(&s->added, 1);
+}
+
+/* Reads the object (ASan fails the test here if it was freed) and checks it is v's. */
+static void use(stress *s, void *got, uint64_t v)
+{
+    if (atomic_load(&((obj *)got)->value) != v)
+        atomic_fetch_add(&s->wrong, 1);
     atomic_fetch_add(&s->uses, 1);
 }
 
@@ -284,27 +304,41 @@ static void use(stress *s, void *got)
 static void *stress_user(void *arg)
 {
     stress *s = arg;
-    unsigned r = 1;
+    unsigned r = (unsigned)(uintptr_t)&r;
     while (!atomic_load(&s->stop)) {
         r = r * 1103515245u + 12345u;
         uint64_t v = atomic_load(&s->values[(r >> 8) % STRESS_SLOTS]);
         void *got;
-        switch ((r >> 16) % 3) {
+        switch ((r >> 16) % 4) {
         case 0:
             if (core_table_pin(s->t, v, &got) == MOJO_RESULT_OK) {
-                use(s, got);
+                use(s, got, v);
                 core_table_unpin(s->t, v);
             }
             break;
         case 1:
             if (core_table_get(s->t, v, &got) == MOJO_RESULT_OK) {
-                use(s, got);
+                use(s, got, v);
                 obj_release(got);
+            }
+            break;
+        case 2:
+            /* Pinned across a removal by another thread, and removed while pinned. */
+            if (core_table_pin(s->t, v, &got) == MOJO_RESULT_OK) {
+                void *removed;
+                if (core_table_remove(s->t, v, &removed) == MOJO_RESULT_OK) {
+                    if (removed != got)
+                        atomic_fetch_add(&s->wrong, 1);
+                    atomic_fetch_add(&s->removed, 1);
+                    obj_release(removed);
+                }
+                use(s, got, v);
+                core_table_unpin(s->t, v);
             }
             break;
         default:
             if (core_table_begin_transit(s->t, &v, 1, NULL, &got) == MOJO_RESULT_OK) {
-                use(s, got);
+                use(s, got, v);
                 core_table_cancel_transit(s->t, &v, 1);
                 obj_release(got);
             }
@@ -314,43 +348,119 @@ static void *stress_user(void *arg)
     return NULL;
 }
 
+/* Removes and replaces the shared entries; two of these race for each removal. */
+static void *stress_remover(void *arg)
+{
+    stress *s = arg;
+    for (int round = 0; round < STRESS_ROUNDS; round++) {
+        int i = round % STRESS_SLOTS;
+        uint64_t v = atomic_load(&s->values[i]);
+        void *got;
+        if (core_table_remove(s->t, v, &got) == MOJO_RESULT_OK) {
+            atomic_fetch_add(&s->removed, 1);
+            use(s, got, v);
+            obj_release(got);
+        }
+        /* Whoever sees the slot's value dead puts a new one there. */
+        MojoResult rv = core_table_get(s->t, atomic_load(&s->values[i]), &got);
+        if (rv == MOJO_RESULT_OK)
+            obj_release(got);
+        else if (rv == MOJO_RESULT_INVALID_ARGUMENT &&
+                 atomic_compare_exchange_strong(&s->values[i], &v, 0))
+            stress_add(s, i, round);
+    }
+    return NULL;
+}
+
 static void test_lookups_race_removals(void **state)
 {
     stress s = {.t = *state};
-    for (int i = 0; i < STRESS_SLOTS; i++) {
-        uint64_t v;
-        assert_int_equal(core_table_add(s.t, obj_new(i), &v), MOJO_RESULT_OK);
-        atomic_store(&s.values[i], v);
-    }
-    pthread_t users[3];
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < STRESS_SLOTS; i++)
+        stress_add(&s, i, i);
+    pthread_t users[STRESS_USERS], removers[STRESS_REMOVERS];
+    for (int i = 0; i < STRESS_USERS; i++)
         assert_int_equal(pthread_create(&users[i], NULL, stress_user, &s), 0);
-    long removed = 0;
-    for (int round = 0; round < STRESS_ROUNDS; round++) {
-        int i = round % STRESS_SLOTS;
-        uint64_t v = atomic_load(&s.values[i]);
-        void *got;
-        MojoResult rv = core_table_remove(s.t, v, &got);
-        if (rv == MOJO_RESULT_BUSY)
-            continue; /* a user has it in transit this instant */
-        assert_int_equal(rv, MOJO_RESULT_OK);
-        removed++;
-        obj_release(got);
-        assert_int_equal(core_table_add(s.t, obj_new(round), &v), MOJO_RESULT_OK);
-        atomic_store(&s.values[i], v);
-    }
+    for (int i = 0; i < STRESS_REMOVERS; i++)
+        assert_int_equal(pthread_create(&removers[i], NULL, stress_remover, &s), 0);
+    for (int i = 0; i < STRESS_REMOVERS; i++)
+        assert_int_equal(pthread_join(removers[i], NULL), 0);
     atomic_store(&s.stop, 1);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < STRESS_USERS; i++)
         assert_int_equal(pthread_join(users[i], NULL), 0);
-    assert_true(removed > STRESS_ROUNDS / 2);
+
+    assert_int_equal(atomic_load(&s.wrong), 0);
     assert_true(atomic_load(&s.uses) > 0);
-    assert_int_equal(atomic_load(&s.bad), 0);
-    for (int i = 0; i < STRESS_SLOTS; i++) {
-        void *got;
-        assert_int_equal(core_table_remove(s.t, atomic_load(&s.values[i]), &got), MOJO_RESULT_OK);
+    assert_true(atomic_load(&s.removed) > STRESS_ROUNDS / 2);
+    /* Every entry was removed once (one winner each) or is still there. */
+    size_t left = core_table_count(s.t);
+    assert_int_equal(atomic_load(&s.added) - atomic_load(&s.removed), (long)left);
+    uint64_t value;
+    void *got;
+    while (core_table_take_any(s.t, &value, &got))
         obj_release(got);
-    }
     /* teardown: every object freed exactly once, nothing left. */
+}
+
+/*
+ * The message table: one thread destroys and makes entries in one slot
+ * while others look up current and stale values. A lookup finds the
+ * object of the value it asked for or nothing, never the next occupant's.
+ * (Objects are never freed here, so a late look at one is safe.)
+ */
+#define PEEK_ROUNDS 100000
+
+typedef struct peek_stress {
+    core_table t;
+    obj *pool; /* PEEK_ROUNDS objects, one per entry ever made */
+    _Atomic uint64_t current, stale;
+    atomic_int stop;
+    atomic_long found, wrong;
+} peek_stress;
+
+static void *peeker(void *arg)
+{
+    peek_stress *p = arg;
+    unsigned r = 0;
+    while (!atomic_load(&p->stop)) {
+        uint64_t v = atomic_load(++r % 2 ? &p->current : &p->stale);
+        void *got;
+        if (core_table_peek(&p->t, v, &got) == MOJO_RESULT_OK) {
+            if (got == NULL || atomic_load(&((obj *)got)->value) != v)
+                atomic_fetch_add(&p->wrong, 1);
+            atomic_fetch_add(&p->found, 1);
+        }
+    }
+    return NULL;
+}
+
+static void test_message_lookups_never_alias(void **state)
+{
+    (void)state;
+    peek_stress p = {0};
+    assert_int_equal(core_table_init(&p.t, 10, NULL, NULL), 0);
+    p.pool = calloc(PEEK_ROUNDS, sizeof(*p.pool));
+    assert_non_null(p.pool);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, peeker, &p), 0);
+    for (int round = 0; round < PEEK_ROUNDS; round++) {
+        uint64_t v;
+        obj *o = &p.pool[round];
+        assert_int_equal(core_table_add(&p.t, o, &v), MOJO_RESULT_OK);
+        atomic_store(&o->value, v);
+        atomic_store(&p.current, v);
+        void *got;
+        assert_int_equal(core_table_remove(&p.t, v, &got), MOJO_RESULT_OK);
+        assert_ptr_equal(got, o);
+        atomic_store(&p.stale, v);
+    }
+    atomic_store(&p.stop, 1);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(atomic_load(&p.wrong), 0);
+    assert_int_equal(core_table_count(&p.t), 0);
+    core_table_destroy(&p.t);
+    free(p.pool);
 }
 
 int main(void)
@@ -361,6 +471,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transits_are_all_or_nothing, setup, teardown),
         cmocka_unit_test(test_the_message_table_takes_no_references),
         cmocka_unit_test_setup_teardown(test_lookups_race_removals, setup, teardown),
+        cmocka_unit_test(test_message_lookups_never_alias),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
