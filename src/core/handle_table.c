@@ -22,9 +22,18 @@
 
 struct core_table_slot {
     _Atomic uint64_t word;
-    _Atomic(void *) obj; /* the occupant; stable while LIVE or pinned */
-    uint32_t next_free;  /* slot + 1, while on the free list (table lock) */
+    _Atomic(void *) obj;        /* the occupant; stable while LIVE or pinned */
+    _Atomic uint32_t next_free; /* slot + 1 below it on the free list, while there */
 };
+
+/*
+ * The free list is a lock-free stack of slots: its top is tag << 32 | slot
+ * + 1 (0: empty). Every push and pop changes the tag, so a pop that read a
+ * slot's next_free before another thread popped that slot, used it and
+ * pushed it back (ABA) fails its compare-and-swap instead of corrupting the
+ * list.
+ */
+#define TOP_TAG ((uint64_t)1 << 32)
 
 static uint32_t gen_of(uint64_t word)
 {
@@ -65,24 +74,43 @@ static MojoResult usable(uint64_t word, uint64_t value)
 
 /*
  * Puts a slot that is neither LIVE nor pinned back on the free list under a
- * new generation, then drops the table's reference (never under the lock:
- * it may free the object, which may call back into the table).
+ * new generation, then drops the table's reference (it may free the object,
+ * which may call back into the table).
  */
 static void retire(core_table *t, core_table_slot *s, uint64_t value)
 {
     void *obj = atomic_load_explicit(&s->obj, memory_order_relaxed);
-    plat_mutex_lock(&t->lock);
     uint64_t word = atomic_load_explicit(&s->word, memory_order_relaxed);
     assert((word & (W_LIVE | W_PINS)) == 0);
     uint32_t gen = gen_of(word) == UINT32_MAX ? 1 : gen_of(word) + 1;
-    atomic_store_explicit(&s->obj, NULL, memory_order_release); /* see core_table_peek */
     atomic_store_explicit(&s->word, (uint64_t)gen << 32, memory_order_relaxed);
-    s->next_free = t->free_head;
-    t->free_head = (uint32_t)(value & 0xffffffffu);
-    t->live--;
-    plat_mutex_unlock(&t->lock);
+    atomic_store_explicit(&s->obj, NULL, memory_order_release); /* see core_table_peek */
+    uint32_t index1 = (uint32_t)(value & 0xffffffffu);
+    uint64_t top = atomic_load_explicit(&t->free_top, memory_order_relaxed);
+    do {
+        atomic_store_explicit(&s->next_free, (uint32_t)top, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak_explicit(&t->free_top, &top,
+                                                    ((top & ~0xffffffffu) + TOP_TAG) | index1,
+                                                    memory_order_release, memory_order_relaxed));
     if (t->release)
         t->release(obj);
+}
+
+/* Takes a slot off the free list: its index + 1, or 0 if the list is empty. */
+static uint32_t pop_free(core_table *t)
+{
+    uint64_t top = atomic_load_explicit(&t->free_top, memory_order_acquire);
+    uint64_t next;
+    do {
+        uint32_t index1 = (uint32_t)top;
+        if (index1 == 0)
+            return 0;
+        uint32_t below =
+            atomic_load_explicit(&slot_at(t, index1 - 1)->next_free, memory_order_relaxed);
+        next = ((top & ~0xffffffffu) + TOP_TAG) | below;
+    } while (!atomic_compare_exchange_weak_explicit(&t->free_top, &top, next, memory_order_acquire,
+                                                    memory_order_acquire));
+    return (uint32_t)top;
 }
 
 /*
@@ -147,8 +175,7 @@ int core_table_init(core_table *t, uint32_t max_slots, void (*acquire)(void *obj
     plat_mutex_init(&t->lock);
     t->max_slots = chunks * CORE_TABLE_CHUNK_SLOTS;
     atomic_init(&t->num_slots, 0);
-    t->free_head = 0;
-    t->live = 0;
+    atomic_init(&t->free_top, 0);
     t->acquire = acquire;
     t->release = release;
     return 0;
@@ -167,19 +194,16 @@ void core_table_destroy(core_table *t)
 
 MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
 {
-    plat_mutex_lock(&t->lock);
-    uint32_t index;
-    uint32_t num = atomic_load_explicit(&t->num_slots, memory_order_relaxed);
-    if (t->free_head) {
-        index = t->free_head - 1;
-        t->free_head = slot_at(t, index)->next_free;
-    } else {
+    uint32_t index1 = pop_free(t);
+    if (index1 == 0) {
+        /* A slot never used before: the table grows by one, under the lock. */
+        plat_mutex_lock(&t->lock);
+        uint32_t num = atomic_load_explicit(&t->num_slots, memory_order_relaxed);
         if (num == t->max_slots) {
             plat_mutex_unlock(&t->lock);
             return MOJO_RESULT_RESOURCE_EXHAUSTED;
         }
-        index = num;
-        core_table_slot **chunk = &t->chunks[index / CORE_TABLE_CHUNK_SLOTS];
+        core_table_slot **chunk = &t->chunks[num / CORE_TABLE_CHUNK_SLOTS];
         if (!*chunk) {
             *chunk = calloc(CORE_TABLE_CHUNK_SLOTS, sizeof(**chunk));
             if (!*chunk) {
@@ -190,15 +214,15 @@ MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
                 atomic_init(&(*chunk)[i].word, (uint64_t)1 << 32);
         }
         atomic_store_explicit(&t->num_slots, num + 1, memory_order_release);
+        plat_mutex_unlock(&t->lock);
+        index1 = num + 1;
     }
-    core_table_slot *s = slot_at(t, index);
+    core_table_slot *s = slot_at(t, index1 - 1);
     uint32_t gen = gen_of(atomic_load_explicit(&s->word, memory_order_relaxed));
     atomic_store_explicit(&s->obj, obj, memory_order_release); /* see core_table_peek */
     /* Publishes obj to lock-free lookups. */
     atomic_store_explicit(&s->word, ((uint64_t)gen << 32) | W_LIVE, memory_order_release);
-    t->live++;
-    *value = make_value(index, gen);
-    plat_mutex_unlock(&t->lock);
+    *value = make_value(index1 - 1, gen);
     return MOJO_RESULT_OK;
 }
 
@@ -354,9 +378,10 @@ void core_table_cancel_transit(core_table *t, const uint64_t *values, uint32_t n
 
 size_t core_table_count(core_table *t)
 {
-    plat_mutex_lock(&t->lock);
-    size_t n = t->live;
-    plat_mutex_unlock(&t->lock);
+    size_t n = 0;
+    uint32_t num = atomic_load_explicit(&t->num_slots, memory_order_acquire);
+    for (uint32_t i = 0; i < num; i++)
+        n += atomic_load_explicit(&slot_at(t, i)->word, memory_order_relaxed) & W_LIVE;
     return n;
 }
 

@@ -26,8 +26,8 @@
  * and is the only one to remove them. A made-up or stale value is still
  * refused cleanly.
  *
- * Adding an entry and retiring a slot (putting it back on the free list)
- * take the table lock; nothing else does.
+ * Free slots are kept on a lock-free stack; only a table that has none
+ * free and grows takes the table lock.
  *
  * Threads: every function may be called from any thread.
  */
@@ -45,12 +45,11 @@ typedef struct core_table_slot core_table_slot;
 #define CORE_TABLE_CHUNK_SLOTS 4096u
 
 typedef struct core_table {
-    plat_mutex lock;          /* adding entries and retiring slots */
+    plat_mutex lock;          /* growing the table by a slot */
     core_table_slot **chunks; /* max_slots / CORE_TABLE_CHUNK_SLOTS pointers */
     uint32_t max_slots;
     _Atomic uint32_t num_slots; /* slots ever handed out; their chunks exist (release store) */
-    uint32_t free_head;         /* slot + 1 of the first free slot, 0 if none (lock) */
-    size_t live;                /* entries not yet retired (lock) */
+    _Atomic uint64_t free_top;  /* the free list (handle_table.c) */
     void (*acquire)(void *obj); /* both NULL: an unreferenced table */
     void (*release)(void *obj);
 } core_table;
@@ -114,6 +113,7 @@ void core_table_complete_transit(core_table *t, const uint64_t *values, uint32_t
 /* Ends a transit that failed: the entries are usable again. */
 void core_table_cancel_transit(core_table *t, const uint64_t *values, uint32_t n);
 
+/* The entries in the table now (not those removed and still pinned). For tests. */
 size_t core_table_count(core_table *t);
 
 /*

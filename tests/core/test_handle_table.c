@@ -151,10 +151,10 @@ static void test_a_pin_outlives_the_removal(void **state)
     assert_int_equal(core_table_add(t, b, &vb), MOJO_RESULT_OK);
     assert_int_not_equal(vb & 0xffffffffu, va & 0xffffffffu);
 
+    assert_int_equal(core_table_count(t), 1); /* b: a removed entry counts no more */
     core_table_unpin(t, va);
     assert_int_equal(atomic_load(&g_freed), 0);
-    assert_int_equal(core_table_count(t), 2); /* a's slot is retired by the last pin */
-    core_table_unpin(t, va);                  /* the last one out drops the table's reference */
+    core_table_unpin(t, va); /* the last one out drops the table's reference */
     assert_int_equal(atomic_load(&g_freed), 1);
     assert_int_equal(core_table_count(t), 1);
 
@@ -402,6 +402,68 @@ static void test_lookups_race_removals(void **state)
 }
 
 /*
+ * Threads fill the table past its first chunk and empty it again, round
+ * after round, all at once: the free list and the growth are shared. Every
+ * entry must be found as its own object (two adds given the same slot and
+ * generation would find each other's).
+ */
+#define FILL_THREADS 3
+#define FILL_ENTRIES 2000
+#define FILL_ROUNDS 10
+
+typedef struct filler {
+    core_table *t;
+    int id;
+    atomic_long *wrong;
+} filler;
+
+static void *fill_and_empty(void *arg)
+{
+    filler *f = arg;
+    static _Thread_local uint64_t values[FILL_ENTRIES];
+    static _Thread_local obj *objs[FILL_ENTRIES];
+    for (int round = 0; round < FILL_ROUNDS; round++) {
+        for (int i = 0; i < FILL_ENTRIES; i++) {
+            objs[i] = obj_new(f->id);
+            if (core_table_add(f->t, objs[i], &values[i]) != MOJO_RESULT_OK)
+                abort();
+        }
+        for (int i = 0; i < FILL_ENTRIES; i++) {
+            void *got;
+            if (core_table_pin(f->t, values[i], &got) != MOJO_RESULT_OK || got != objs[i])
+                atomic_fetch_add(f->wrong, 1);
+            else
+                core_table_unpin(f->t, values[i]);
+        }
+        for (int i = 0; i < FILL_ENTRIES; i++) {
+            void *got;
+            if (core_table_remove(f->t, values[i], &got) != MOJO_RESULT_OK || got != objs[i])
+                atomic_fetch_add(f->wrong, 1);
+            else
+                obj_release(got); /* obj_new's, which the table had */
+        }
+    }
+    return NULL;
+}
+
+static void test_threads_fill_and_empty_the_table(void **state)
+{
+    core_table *t = *state;
+    atomic_long wrong = 0;
+    filler f[FILL_THREADS];
+    pthread_t th[FILL_THREADS];
+    for (int i = 0; i < FILL_THREADS; i++) {
+        f[i] = (filler){.t = t, .id = i, .wrong = &wrong};
+        assert_int_equal(pthread_create(&th[i], NULL, fill_and_empty, &f[i]), 0);
+    }
+    for (int i = 0; i < FILL_THREADS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(atomic_load(&wrong), 0);
+    assert_true(atomic_load(&t->num_slots) > CORE_TABLE_CHUNK_SLOTS / 2);
+    assert_true(atomic_load(&t->num_slots) <= FILL_THREADS * FILL_ENTRIES);
+}
+
+/*
  * The message table: one thread destroys and makes entries in one slot
  * while others look up current and stale values. A lookup finds the
  * object of the value it asked for or nothing, never the next occupant's.
@@ -471,6 +533,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transits_are_all_or_nothing, setup, teardown),
         cmocka_unit_test(test_the_message_table_takes_no_references),
         cmocka_unit_test_setup_teardown(test_lookups_race_removals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_fill_and_empty_the_table, setup, teardown),
         cmocka_unit_test(test_message_lookups_never_alias),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
