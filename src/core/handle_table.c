@@ -34,6 +34,7 @@ struct core_table_slot {
  * list.
  */
 #define TOP_TAG ((uint64_t)1 << 32)
+#define TOP_TAGS (~(uint64_t)0 << 32)
 
 static uint32_t gen_of(uint64_t word)
 {
@@ -90,7 +91,7 @@ static void retire(core_table *t, core_table_slot *s, uint64_t value)
     do {
         atomic_store_explicit(&s->next_free, (uint32_t)top, memory_order_relaxed);
     } while (!atomic_compare_exchange_weak_explicit(&t->free_top, &top,
-                                                    ((top & ~0xffffffffu) + TOP_TAG) | index1,
+                                                    ((top & TOP_TAGS) + TOP_TAG) | index1,
                                                     memory_order_release, memory_order_relaxed));
     if (t->release)
         t->release(obj);
@@ -107,7 +108,7 @@ static uint32_t pop_free(core_table *t)
             return 0;
         uint32_t below =
             atomic_load_explicit(&slot_at(t, index1 - 1)->next_free, memory_order_relaxed);
-        next = ((top & ~0xffffffffu) + TOP_TAG) | below;
+        next = ((top & TOP_TAGS) + TOP_TAG) | below;
     } while (!atomic_compare_exchange_weak_explicit(&t->free_top, &top, next, memory_order_acquire,
                                                     memory_order_acquire));
     return (uint32_t)top;

@@ -170,6 +170,28 @@ static void test_a_pin_outlives_the_removal(void **state)
     obj_release(got);
 }
 
+/*
+ * Every push and pop of the free list changes its tag: what keeps a pop that
+ * was overtaken (its slot taken, used and given back meanwhile) from
+ * succeeding. No test can force that interleaving, so check the tag itself.
+ */
+static void test_the_free_list_tags_every_change(void **state)
+{
+    core_table *t = *state;
+    obj *a = obj_new(1);
+    uint64_t va, vb;
+    void *got;
+    assert_int_equal(core_table_add(t, a, &va), MOJO_RESULT_OK); /* grows: no pop */
+    uint64_t tag0 = atomic_load(&t->free_top) >> 32;
+    assert_int_equal(core_table_remove(t, va, &got), MOJO_RESULT_OK); /* a push */
+    assert_int_equal(atomic_load(&t->free_top) >> 32, tag0 + 1);
+    assert_int_equal(core_table_add(t, a, &vb), MOJO_RESULT_OK); /* a pop, same slot */
+    assert_int_equal(atomic_load(&t->free_top) >> 32, tag0 + 2);
+    assert_int_equal(vb & 0xffffffffu, va & 0xffffffffu);
+    assert_int_equal(core_table_remove(t, vb, &got), MOJO_RESULT_OK);
+    obj_release(got);
+}
+
 static MojoResult refuse_id_7(void *o)
 {
     return ((obj *)o)->id == 7 ? MOJO_RESULT_FAILED_PRECONDITION : MOJO_RESULT_OK;
@@ -530,6 +552,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_values_name_one_occupant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_pin_outlives_the_removal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_free_list_tags_every_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transits_are_all_or_nothing, setup, teardown),
         cmocka_unit_test(test_the_message_table_takes_no_references),
         cmocka_unit_test_setup_teardown(test_lookups_race_removals, setup, teardown),
