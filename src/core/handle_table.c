@@ -193,31 +193,39 @@ void core_table_destroy(core_table *t)
     plat_mutex_destroy(&t->lock);
 }
 
+/*
+ * A slot never used before, for an add that found the free list empty: the
+ * table grows by one, under the lock. Its index + 1, or 0 if the table is
+ * full (and no slot was freed meanwhile) or out of memory.
+ */
+static uint32_t grow(core_table *t)
+{
+    plat_mutex_lock(&t->lock);
+    uint32_t num = atomic_load_explicit(&t->num_slots, memory_order_relaxed);
+    if (num == t->max_slots) {
+        plat_mutex_unlock(&t->lock);
+        return pop_free(t);
+    }
+    core_table_slot **chunk = &t->chunks[num / CORE_TABLE_CHUNK_SLOTS];
+    if (!*chunk) {
+        *chunk = calloc(CORE_TABLE_CHUNK_SLOTS, sizeof(**chunk));
+        if (!*chunk) {
+            plat_mutex_unlock(&t->lock);
+            return 0;
+        }
+        for (uint32_t i = 0; i < CORE_TABLE_CHUNK_SLOTS; i++)
+            atomic_init(&(*chunk)[i].word, (uint64_t)1 << 32);
+    }
+    atomic_store_explicit(&t->num_slots, num + 1, memory_order_release);
+    plat_mutex_unlock(&t->lock);
+    return num + 1;
+}
+
 MojoResult core_table_add(core_table *t, void *obj, uint64_t *value)
 {
     uint32_t index1 = pop_free(t);
-    if (index1 == 0) {
-        /* A slot never used before: the table grows by one, under the lock. */
-        plat_mutex_lock(&t->lock);
-        uint32_t num = atomic_load_explicit(&t->num_slots, memory_order_relaxed);
-        if (num == t->max_slots) {
-            plat_mutex_unlock(&t->lock);
-            return MOJO_RESULT_RESOURCE_EXHAUSTED;
-        }
-        core_table_slot **chunk = &t->chunks[num / CORE_TABLE_CHUNK_SLOTS];
-        if (!*chunk) {
-            *chunk = calloc(CORE_TABLE_CHUNK_SLOTS, sizeof(**chunk));
-            if (!*chunk) {
-                plat_mutex_unlock(&t->lock);
-                return MOJO_RESULT_RESOURCE_EXHAUSTED;
-            }
-            for (uint32_t i = 0; i < CORE_TABLE_CHUNK_SLOTS; i++)
-                atomic_init(&(*chunk)[i].word, (uint64_t)1 << 32);
-        }
-        atomic_store_explicit(&t->num_slots, num + 1, memory_order_release);
-        plat_mutex_unlock(&t->lock);
-        index1 = num + 1;
-    }
+    if (index1 == 0 && (index1 = grow(t)) == 0)
+        return MOJO_RESULT_RESOURCE_EXHAUSTED;
     core_table_slot *s = slot_at(t, index1 - 1);
     uint32_t gen = gen_of(atomic_load_explicit(&s->word, memory_order_relaxed));
     atomic_store_explicit(&s->obj, obj, memory_order_release); /* see core_table_peek */
