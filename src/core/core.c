@@ -108,17 +108,12 @@ core_table *core_messages(core_state *core)
 MojoResult core_resolve(MojoHandle handle, core_dispatcher_type type, core_dispatcher **out)
 {
     core_state *core = core_get();
-    if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT; /* nothing can be open */
-    void *obj;
-    MojoResult rv = core_table_get(&core->handles, handle, &obj);
+    core_dispatcher *d;
+    MojoResult rv = core_pin(core, handle, type, &d);
     if (rv != MOJO_RESULT_OK)
         return rv;
-    core_dispatcher *d = obj;
-    if (type && d->type != type) {
-        core_dispatcher_release(d);
-        return MOJO_RESULT_INVALID_ARGUMENT;
-    }
+    core_dispatcher_acquire(d); /* the caller's, for as long as it likes */
+    core_unpin(core, handle);
     *out = d;
     return MOJO_RESULT_OK;
 }
@@ -127,7 +122,7 @@ MojoResult core_pin(core_state *core, MojoHandle handle, core_dispatcher_type ty
                     core_dispatcher **out)
 {
     if (!core)
-        return MOJO_RESULT_INVALID_ARGUMENT;
+        return MOJO_RESULT_INVALID_ARGUMENT; /* nothing can be open */
     void *obj;
     MojoResult rv = core_table_pin(&core->handles, handle, &obj);
     if (rv != MOJO_RESULT_OK)

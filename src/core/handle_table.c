@@ -254,16 +254,6 @@ void core_table_unpin(core_table *t, uint64_t value)
     unpin_slot(t, s, value);
 }
 
-MojoResult core_table_get(core_table *t, uint64_t value, void **obj)
-{
-    MojoResult rv = core_table_pin(t, value, obj);
-    if (rv == MOJO_RESULT_OK) {
-        t->acquire(*obj);
-        core_table_unpin(t, value);
-    }
-    return rv;
-}
-
 MojoResult core_table_peek(core_table *t, uint64_t value, void **obj)
 {
     assert(!t->acquire);

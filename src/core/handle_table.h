@@ -16,8 +16,8 @@
  * is held the slot is not reused and the table's reference is not dropped, so
  * the object cannot be freed under the pinner even if another thread removes
  * the entry at once. A pin is the cheapest way to use an object for the span
- * of one call (core_table_pin/unpin: two atomic operations); core_table_get
- * pins, takes a reference of the caller's own and unpins. Removing an entry
+ * of one call (core_table_pin/unpin: two atomic operations); to keep the
+ * object longer, take a reference while it is pinned. Removing an entry
  * hands the caller a reference; the table's own is dropped by whoever lets go
  * of the slot last, the remover or the last pinner.
  *
@@ -69,9 +69,6 @@ void core_table_destroy(core_table *t);
  * when full or out of memory.
  */
 MojoResult core_table_add(core_table *t, void *obj, uint64_t *value);
-
-/* Referenced tables: looks value up and acquires a reference. INVALID_ARGUMENT, BUSY. */
-MojoResult core_table_get(core_table *t, uint64_t value, void **obj);
 
 /*
  * Referenced tables: looks value up and pins its slot; *obj stays valid

@@ -52,6 +52,17 @@ static void obj_release(void *p)
     }
 }
 
+/* A lookup that keeps the object: a reference taken while it is pinned. */
+static MojoResult lookup_ref(core_table *t, uint64_t value, void **got)
+{
+    MojoResult rv = core_table_pin(t, value, got);
+    if (rv == MOJO_RESULT_OK) {
+        obj_acquire(*got);
+        core_table_unpin(t, value);
+    }
+    return rv;
+}
+
 static int refs_of(obj *o)
 {
     return atomic_load(&o->refs);
@@ -89,18 +100,16 @@ static void test_values_name_one_occupant(void **state)
     assert_int_equal(core_table_count(t), 1);
 
     void *got;
-    assert_int_equal(core_table_get(t, va, &got), MOJO_RESULT_OK);
+    assert_int_equal(lookup_ref(t, va, &got), MOJO_RESULT_OK);
     assert_ptr_equal(got, a);
     assert_int_equal(refs_of(a), 2);
     obj_release(a);
 
     /* Made up: no slot, slot 0, a slot never handed out, the wrong generation. */
-    assert_int_equal(core_table_get(t, 0, &got), MOJO_RESULT_INVALID_ARGUMENT);
-    assert_int_equal(core_table_get(t, va & 0xffffffff00000000u, &got),
-                     MOJO_RESULT_INVALID_ARGUMENT);
-    assert_int_equal(core_table_get(t, va + 1, &got), MOJO_RESULT_INVALID_ARGUMENT);
-    assert_int_equal(core_table_get(t, va + ((uint64_t)1 << 32), &got),
-                     MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(lookup_ref(t, 0, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(lookup_ref(t, va & 0xffffffff00000000u, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(lookup_ref(t, va + 1, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(lookup_ref(t, va + ((uint64_t)1 << 32), &got), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(core_table_pin(t, va + ((uint64_t)1 << 32), &got),
                      MOJO_RESULT_INVALID_ARGUMENT);
 
@@ -117,7 +126,7 @@ static void test_values_name_one_occupant(void **state)
     assert_int_equal(core_table_add(t, b, &vb), MOJO_RESULT_OK);
     assert_int_equal(vb & 0xffffffffu, va & 0xffffffffu);
     assert_int_not_equal(vb, va);
-    assert_int_equal(core_table_get(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(lookup_ref(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(core_table_remove(t, vb, &got), MOJO_RESULT_OK);
     obj_release(a);
     obj_release(b);
@@ -139,7 +148,7 @@ static void test_a_pin_outlives_the_removal(void **state)
     assert_int_equal(core_table_remove(t, va, &got), MOJO_RESULT_OK);
     assert_ptr_equal(got, a);
     assert_int_equal(refs_of(a), 2);
-    assert_int_equal(core_table_get(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(lookup_ref(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(core_table_pin(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
     obj_release(a); /* the remover is done with it */
     assert_int_equal(refs_of(a), 1);
@@ -215,7 +224,7 @@ static void test_transits_are_all_or_nothing(void **state)
     assert_int_equal(core_table_begin_transit(t, v, 3, refuse_id_7, objs),
                      MOJO_RESULT_FAILED_PRECONDITION);
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(core_table_get(t, v[i], &got), MOJO_RESULT_OK);
+        assert_int_equal(lookup_ref(t, v[i], &got), MOJO_RESULT_OK);
         obj_release(got);
         assert_int_equal(refs_of(o[i]), 1);
     }
@@ -225,7 +234,7 @@ static void test_transits_are_all_or_nothing(void **state)
     assert_ptr_equal(objs[0], o[0]);
     assert_ptr_equal(objs[1], o[1]);
     assert_int_equal(refs_of(o[0]), 2);
-    assert_int_equal(core_table_get(t, v[0], &got), MOJO_RESULT_BUSY);
+    assert_int_equal(lookup_ref(t, v[0], &got), MOJO_RESULT_BUSY);
     assert_int_equal(core_table_pin(t, v[1], &got), MOJO_RESULT_BUSY);
     assert_int_equal(core_table_remove(t, v[0], &got), MOJO_RESULT_BUSY);
     core_table_cancel_transit(t, v, 2);
@@ -239,7 +248,7 @@ static void test_transits_are_all_or_nothing(void **state)
     core_table_complete_transit(t, v, 2);
     assert_int_equal(core_table_count(t), 1);
     assert_int_equal(refs_of(o[0]), 1);
-    assert_int_equal(core_table_get(t, v[0], &got), MOJO_RESULT_INVALID_ARGUMENT);
+    assert_int_equal(lookup_ref(t, v[0], &got), MOJO_RESULT_INVALID_ARGUMENT);
     obj_release(o[0]);
     obj_release(o[1]);
 
@@ -339,7 +348,7 @@ static void *stress_user(void *arg)
             }
             break;
         case 1:
-            if (core_table_get(s->t, v, &got) == MOJO_RESULT_OK) {
+            if (lookup_ref(s->t, v, &got) == MOJO_RESULT_OK) {
                 use(s, got, v);
                 obj_release(got);
             }
@@ -384,7 +393,7 @@ static void *stress_remover(void *arg)
             obj_release(got);
         }
         /* Whoever sees the slot's value dead puts a new one there. */
-        MojoResult rv = core_table_get(s->t, atomic_load(&s->values[i]), &got);
+        MojoResult rv = lookup_ref(s->t, atomic_load(&s->values[i]), &got);
         if (rv == MOJO_RESULT_OK)
             obj_release(got);
         else if (rv == MOJO_RESULT_INVALID_ARGUMENT &&
