@@ -63,6 +63,16 @@ static MojoResult lookup_ref(core_table *t, uint64_t value, void **got)
     return rv;
 }
 
+/* Adds o and checks it took old's slot under a new generation; its value. */
+static uint64_t add_into_freed_slot(core_table *t, obj *o, uint64_t old)
+{
+    uint64_t v;
+    assert_int_equal(core_table_add(t, o, &v), MOJO_RESULT_OK);
+    assert_int_equal(v & 0xffffffffu, old & 0xffffffffu);
+    assert_int_not_equal(v, old);
+    return v;
+}
+
 static int refs_of(obj *o)
 {
     return atomic_load(&o->refs);
@@ -72,7 +82,7 @@ static int setup(void **state)
 {
     core_table *t = calloc(1, sizeof(*t));
     assert_non_null(t);
-    assert_int_equal(core_table_init(t, 2 * CORE_TABLE_CHUNK_SLOTS, obj_acquire, obj_release), 0);
+    assert_int_equal(core_table_init(t, 4 * CORE_TABLE_CHUNK_SLOTS, obj_acquire, obj_release), 0);
     atomic_store(&g_made, 0);
     atomic_store(&g_freed, 0);
     *state = t;
@@ -122,10 +132,7 @@ static void test_values_name_one_occupant(void **state)
 
     /* The slot comes back under a new generation: the old value stays dead. */
     obj *b = obj_new(2);
-    uint64_t vb;
-    assert_int_equal(core_table_add(t, b, &vb), MOJO_RESULT_OK);
-    assert_int_equal(vb & 0xffffffffu, va & 0xffffffffu);
-    assert_int_not_equal(vb, va);
+    uint64_t vb = add_into_freed_slot(t, b, va);
     assert_int_equal(lookup_ref(t, va, &got), MOJO_RESULT_INVALID_ARGUMENT);
     assert_int_equal(core_table_remove(t, vb, &got), MOJO_RESULT_OK);
     obj_release(a);
@@ -169,10 +176,7 @@ static void test_a_pin_outlives_the_removal(void **state)
 
     /* Now the slot is free again, under a new generation. */
     obj *c = obj_new(3);
-    uint64_t vc;
-    assert_int_equal(core_table_add(t, c, &vc), MOJO_RESULT_OK);
-    assert_int_equal(vc & 0xffffffffu, va & 0xffffffffu);
-    assert_int_not_equal(vc, va);
+    uint64_t vc = add_into_freed_slot(t, c, va);
     assert_int_equal(core_table_remove(t, vb, &got), MOJO_RESULT_OK);
     obj_release(got);
     assert_int_equal(core_table_remove(t, vc, &got), MOJO_RESULT_OK);
@@ -439,8 +443,8 @@ static void test_lookups_race_removals(void **state)
  * generation would find each other's).
  */
 #define FILL_THREADS 3
-#define FILL_ENTRIES 2000
-#define FILL_ROUNDS 10
+#define FILL_ENTRIES ((int)CORE_TABLE_CHUNK_SLOTS + 400) /* each thread alone fills a chunk */
+#define FILL_ROUNDS 5
 
 typedef struct filler {
     core_table *t;
@@ -490,7 +494,7 @@ static void test_threads_fill_and_empty_the_table(void **state)
     for (int i = 0; i < FILL_THREADS; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
     assert_int_equal(atomic_load(&wrong), 0);
-    assert_true(atomic_load(&t->num_slots) > CORE_TABLE_CHUNK_SLOTS / 2);
+    assert_true(atomic_load(&t->num_slots) >= (uint32_t)FILL_ENTRIES); /* past the first chunk */
     assert_true(atomic_load(&t->num_slots) <= FILL_THREADS * FILL_ENTRIES);
 }
 
