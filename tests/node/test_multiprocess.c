@@ -789,6 +789,8 @@ static void write_big(MojoHandle p, size_t i, uint32_t size)
     uint32_t cap;
     assert_int_equal(MojoCreateMessage(NULL, &m), OK);
     assert_int_equal(MojoAppendMessageData(m, size, NULL, 0, NULL, &buf, &cap), OK);
+    /* Junk beyond the payload: it must not travel, nor show in the frame's padding. */
+    memset(buf, 0xa5, cap);
     for (size_t j = 0; j < size; j++)
         ((uint8_t *)buf)[j] = big_byte(i, j);
     assert_int_equal(MojoAppendMessageData(m, 0, NULL, 0,

@@ -293,11 +293,14 @@ MOJO_SYSTEM_EXPORT MojoResult MojoReserveMessageCapacity(MojoMessageHandle messa
                                                          uint32_t *buffer_size);
 
 /*
- * Grows the payload of |message| by |additional_payload_size| bytes (zeroed)
- * and attaches |num_handles| handles, which become in transit. On success
+ * Grows the payload of |message| by |additional_payload_size| bytes and
+ * attaches |num_handles| handles, which become in transit. On success
  * |*buffer| (if not NULL) points at the whole payload and |*buffer_size| (if
  * not NULL) gives its capacity; earlier bytes are kept but may have moved.
- * The buffer stays writable until the message is written or destroyed. With
+ * The new bytes are not initialised, as in Mojo: the caller writes all of
+ * them, or whatever the memory held before goes with the message. Only
+ * the payload's size is ever sent, never the rest of the capacity. The
+ * buffer stays writable until the message is written or destroyed. With
  * MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE the size is final and the message
  * may be written; no more data or handles may be appended after that.
  *
