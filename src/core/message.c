@@ -740,6 +740,9 @@ int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t 
     core_message *m = (core_message *)payload;
     if (!is_core_message(payload) || !m->has_data || !m->committed)
         return -1;
+    /* Larger (UNLIMITED_SIZE) is for this process only: another would refuse it. */
+    if (m->size > CMOJO_MAX_MESSAGE_NUM_BYTES)
+        return -1;
     *num_bytes = envelope_head_size(m) + m->size;
     size_t fds = 0;
     for (uint32_t i = 0; i < m->num_attachments; i++)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "cmojo_limits.h"
 #include "core/core.h"
 #include "core/handle_table.h"
 #include "core/message.h"
@@ -222,13 +223,22 @@ static void give_back(core_state *core, core_message *m)
  */
 static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
 {
-    if (m->context) {
-        /* Bound for another process: serialize now, while handles can still be attached. */
+    if (m->context || m->size > CMOJO_MAX_MESSAGE_NUM_BYTES) {
         ports_port_status st;
-        if (ports_node_get_status(core_node(core), &p->port, &st) == PORTS_OK && st.peer_remote &&
-            core_message_serialize_for_transit(m) != 0) {
+        bool remote =
+            ports_node_get_status(core_node(core), &p->port, &st) == PORTS_OK && st.peer_remote;
+        /* Bound for another process: serialize now, while handles can still be attached. */
+        if (remote && m->context && core_message_serialize_for_transit(m) != 0) {
             give_back(core, m);
             return MOJO_RESULT_INVALID_ARGUMENT;
+        }
+        /*
+         * Only a message within the limit is sure to fit one frame; a larger
+         * one (MOJO_CREATE_MESSAGE_FLAG_UNLIMITED_SIZE) stays in this process.
+         */
+        if (remote && m->size > CMOJO_MAX_MESSAGE_NUM_BYTES) {
+            give_back(core, m);
+            return MOJO_RESULT_RESOURCE_EXHAUSTED;
         }
     }
     uint32_t n = m->num_attachments;

@@ -219,6 +219,39 @@ static void lost_task_run(void *arg)
     free(t);
 }
 
+typedef struct drop_task {
+    peer *p;
+    const char *why;
+} drop_task;
+
+static void drop_peer(peer *p, const char *why, bool protocol);
+
+static void drop_task_run(void *arg)
+{
+    drop_task *t = arg;
+    node_controller *n = t->p->n;
+    n->d.enter();
+    drop_peer(t->p, t->why, false);
+    n->d.leave();
+    peer_release(t->p);
+    free(t);
+}
+
+/*
+ * Cuts the connection to p, later, on the IO thread: a frame for it could
+ * not be written (too large), and the ports behind it cannot skip the event
+ * it carried, so they fail rather than wait for it forever.
+ */
+static void schedule_drop(peer *p, const char *why)
+{
+    drop_task *t = malloc(sizeof(*t));
+    if (!t)
+        abort(); /* see README: allocation failure inside a protocol step */
+    peer_acquire(p);
+    *t = (drop_task){.p = p, .why = why};
+    run_on_io(p->n, drop_task_run, t);
+}
+
 /* Fails every port routed through `name`, later, on the IO thread. */
 static void schedule_lost(node_controller *n, const ports_name *name)
 {
@@ -516,7 +549,17 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     out_frame o;
     if (!serialize_event(n, ev, &o)) {
         ports_event_destroy(ev);
-        schedule_lost(n, to);
+        /* The ports behind the event cannot skip it: they fail, loudly, at both ends. */
+        plat_mutex_lock(&n->lock);
+        peer *p = name_map_get(&n->peers, to);
+        if (p)
+            peer_acquire(p);
+        plat_mutex_unlock(&n->lock);
+        if (p)
+            schedule_drop(p, "an event that cannot leave this process");
+        else
+            schedule_lost(n, to);
+        peer_release(p);
         return;
     }
 
@@ -525,14 +568,17 @@ static void forward_event(void *ctx, const ports_name *to, ports_event *ev)
     if (p) {
         peer_acquire(p);
         plat_mutex_unlock(&n->lock);
+        int rc;
         if (!o.tail_len && !o.num_fds) {
-            channel_write_frame(p->ch, NODE_MSG_EVENT, o.frame, o.len);
+            rc = channel_write_frame(p->ch, NODE_MSG_EVENT, o.frame, o.len);
         } else {
             /* The message bytes go from where they are (the channel copies what waits). */
             struct iovec iov[2] = {{o.frame + CHANNEL_WRITE_FRAME_ROOM, o.len},
                                    {(void *)o.tail, o.tail_len}};
-            channel_write(p->ch, NODE_MSG_EVENT, iov, o.tail_len ? 2 : 1, o.fds, o.num_fds);
+            rc = channel_write(p->ch, NODE_MSG_EVENT, iov, o.tail_len ? 2 : 1, o.fds, o.num_fds);
         }
+        if (rc == -EMSGSIZE)
+            schedule_drop(p, "an event too large for one frame");
         ports_event_destroy(ev);
         send_buf_put(n, o.buf, o.cap);
         free(o.fds);
@@ -1131,9 +1177,11 @@ static void introduced(node_controller *n, const ports_name *name, int fd)
     peer_acquire(p);
     pending_intro *pi = name_map_remove(&n->pending, name);
     /* What waited goes first, before any event sent after this unlock. */
+    bool too_large = false;
     for (pending_frame *f = pi ? pi->head : NULL; f; f = f->next) {
         struct iovec iov = {.iov_base = f->bytes, .iov_len = f->len};
-        channel_write(p->ch, NODE_MSG_EVENT, &iov, 1, f->fds, f->num_fds);
+        if (channel_write(p->ch, NODE_MSG_EVENT, &iov, 1, f->fds, f->num_fds) == -EMSGSIZE)
+            too_large = true;
         f->num_fds = 0;
     }
     int rv = channel_start(p->ch);
@@ -1142,6 +1190,8 @@ static void introduced(node_controller *n, const ports_name *name, int fd)
         pending_free(pi);
     if (rv != 0)
         drop_peer(p, "could not start the channel", false);
+    else if (too_large)
+        schedule_drop(p, "an event too large for one frame");
 }
 
 /* ------------------------------------------------------------- public */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cmojo/wait.h"
+#include "cmojo_limits.h"
 #include "core/core.h"
 #include "mojo/public/c/system/core.h"
 
@@ -317,6 +318,33 @@ static void test_create_message_accepts_known_flags_and_larger_struct(void **sta
     assert_true(m1 != MOJO_MESSAGE_HANDLE_INVALID && m2 != MOJO_MESSAGE_HANDLE_INVALID);
     assert_int_equal(MojoDestroyMessage(m1), MOJO_RESULT_OK);
     assert_int_equal(MojoDestroyMessage(m2), MOJO_RESULT_OK);
+}
+
+/* UNLIMITED_SIZE lifts the payload limit for a pipe within this process. */
+static void test_unlimited_message_over_the_limit_travels_in_process(void **state)
+{
+    (void)state;
+    const struct MojoCreateMessageOptions opts = {sizeof(opts),
+                                                  MOJO_CREATE_MESSAGE_FLAG_UNLIMITED_SIZE};
+    const uint32_t size = CMOJO_MAX_MESSAGE_NUM_BYTES + 8u;
+    MojoHandle a, b;
+    MojoMessageHandle m;
+    void *buf;
+
+    cmojo_test_make_pipe(&a, &b);
+    assert_int_equal(MojoCreateMessage(&opts, &m), MOJO_RESULT_OK);
+    assert_int_equal(MojoAppendMessageData(m, size, NULL, 0, &commit_opts, &buf, NULL),
+                     MOJO_RESULT_OK);
+    memset(buf, 0x3c, size);
+    assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
+    assert_int_equal(MojoReadMessage(b, NULL, &m), MOJO_RESULT_OK);
+    uint32_t n = 0;
+    assert_int_equal(MojoGetMessageData(m, NULL, &buf, &n, NULL, NULL), MOJO_RESULT_OK);
+    assert_int_equal(n, size);
+    assert_int_equal(((unsigned char *)buf)[size - 1], 0x3c);
+    assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
+    cmojo_test_close_ok(a);
+    cmojo_test_close_ok(b);
 }
 
 static void test_destroy_message_twice_is_invalid_argument(void **state)
@@ -1501,6 +1529,7 @@ int main(void)
         T(test_create_message_null_out_is_invalid_argument),
         T(test_create_message_rejects_malformed_options_leaving_output),
         T(test_create_message_accepts_known_flags_and_larger_struct),
+        T(test_unlimited_message_over_the_limit_travels_in_process),
         T(test_destroy_message_twice_is_invalid_argument),
         T(test_append_then_commit_gives_payload_back),
         T(test_append_grows_payload_keeping_earlier_bytes),

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "cmojo/wait.h"
+#include "cmojo_limits.h"
 #include "core/core.h"
 #include "mojo/public/c/system/core.h"
 #include "mojo/public/c/system/invitation.h"
@@ -872,6 +873,130 @@ static void test_large_messages_arrive_and_forward_intact(void **state)
     assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
 }
 
+/* An UNLIMITED_SIZE message just over the limit every message may carry to another process. */
+static MojoMessageHandle over_the_limit(const MojoHandle *handles, uint32_t num_handles)
+{
+    const struct MojoCreateMessageOptions unlimited = {sizeof(unlimited),
+                                                       MOJO_CREATE_MESSAGE_FLAG_UNLIMITED_SIZE};
+    const struct MojoAppendMessageDataOptions commit = {sizeof(commit),
+                                                        MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
+    MojoMessageHandle m;
+    void *buf;
+    assert_int_equal(MojoCreateMessage(&unlimited, &m), OK);
+    assert_int_equal(MojoAppendMessageData(m, CMOJO_MAX_MESSAGE_NUM_BYTES + 8u, handles,
+                                           num_handles, &commit, &buf, NULL),
+                     OK);
+    memset(buf, 0x5a, CMOJO_MAX_MESSAGE_NUM_BYTES + 8u);
+    return m;
+}
+
+/*
+ * A message larger than CMOJO_MAX_MESSAGE_NUM_BYTES (UNLIMITED_SIZE) cannot
+ * go to another process: MojoWriteMessage says so, the handles it carried are
+ * the caller's again, and the pipe goes on working. (Such a message stays
+ * deliverable in this process; test_messages shows that.)
+ */
+static void test_message_over_the_limit_is_refused_for_another_process(void **state)
+{
+    static const char *const names[] = {"big"};
+    MojoHandle p, a, b;
+    cmojo_mp_child child;
+    (void)state;
+    cmojo_mp_invite("forwarder", NULL, names, 1, &p, &child, 0);
+    cmojo_mp_expect_peer_remote(p);
+
+    assert_int_equal(MojoCreateMessagePipe(NULL, &a, &b), OK);
+    MojoMessageHandle m = over_the_limit(&b, 1);
+    assert_int_equal(MojoWriteMessage(p, m, NULL), MOJO_RESULT_RESOURCE_EXHAUSTED);
+    /* The carried end is usable again, its pipe whole. */
+    cmojo_test_write_text(a, "ok", NULL, 0);
+    cmojo_test_expect_text(b, "ok", NULL, 0);
+
+    write_big(p, 1, 4100);
+    expect_big(p, 1, 4100);
+    write_big(p, 2, 16); /* the forwarder's stop */
+    assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
+    cmojo_mp_expect_peer_closed(p);
+    MojoHandle all[] = {p, a, b};
+    cmojo_mp_close_all(all, 3);
+    assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
+    assert_int_equal(cmojo_mp_log(0).reports, 1); /* the disconnection, nothing else */
+}
+
+static char until_cut_error[128];
+
+static void until_cut_on_error(const struct MojoProcessErrorDetails *details)
+{
+    snprintf(until_cut_error, sizeof(until_cut_error), "%.*s", (int)details->error_message_length,
+             details->error_message != NULL ? details->error_message : "");
+}
+
+/*
+ * The child holds its pipe until the parent cuts the connection, which it
+ * must see as the parent going away, not as malformed input from it.
+ */
+static int role_until_cut(const int *fds, size_t n, const char *arg)
+{
+    static const char *const names[] = {"big"};
+    MojoHandle p;
+    struct MojoHandleSignalsState st;
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], names, 1, &p);
+    CHECK_RESULT(MojoSetDefaultProcessErrorHandler(NULL, NULL), OK);
+    CHECK_RESULT(MojoSetDefaultProcessErrorHandler(until_cut_on_error, NULL), OK);
+    CHECK_RESULT(MojoWait(p, PEER_CLOSED, (MojoDeadline)IO_TIMEOUT_MS * 1000, &st), OK);
+    /* Whatever arrived before the cut goes, with the ends it carried. */
+    MojoMessageHandle m;
+    while (MojoReadMessage(p, NULL, &m) == OK)
+        CHECK_RESULT(MojoDestroyMessage(m), OK);
+    int rc = cmojo_mp_child_finish("until_cut", &p, 1);
+    /* After MojoShutdown: any report has been made. Only malformed input is reported. */
+    if (rc == 0 && until_cut_error[0] != '\0') {
+        fprintf(stderr, "until_cut: the parent was blamed: \"%s\"\n", until_cut_error);
+        rc = 2;
+    }
+    return rc;
+}
+
+/*
+ * Written while its peer was in this process, a message over the limit is
+ * accepted; when that peer then moves to another process, the message cannot
+ * follow it (the other process would take it for an attack). The ports
+ * behind it cannot skip it, so the connection is cut (both processes see
+ * their pipes close, and the child blames nobody) rather than the message
+ * being dropped and the pipe stalling without a word.
+ */
+static void test_message_over_the_limit_that_must_follow_its_peer_cuts_the_connection(void **state)
+{
+    static const char *const names[] = {"big"};
+    MojoHandle p, a, b;
+    cmojo_mp_child child;
+    (void)state;
+    cmojo_mp_invite("until_cut", NULL, names, 1, &p, &child, 0);
+    cmojo_mp_expect_peer_remote(p);
+
+    assert_int_equal(MojoCreateMessagePipe(NULL, &a, &b), OK);
+    assert_int_equal(MojoWriteMessage(a, over_the_limit(NULL, 0), NULL), OK);
+    MojoMessageHandle carrier;
+    void *buf;
+    assert_int_equal(MojoCreateMessage(NULL, &carrier), OK);
+    assert_int_equal(MojoAppendMessageData(carrier, 0, &b, 1,
+                                           &(struct MojoAppendMessageDataOptions){
+                                               sizeof(struct MojoAppendMessageDataOptions),
+                                               MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE},
+                                           &buf, NULL),
+                     OK);
+    assert_int_equal(MojoWriteMessage(p, carrier, NULL), OK);
+
+    cmojo_mp_expect_peer_closed(p);
+    cmojo_mp_expect_peer_closed(a);
+    assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
+    MojoHandle all[] = {p, a};
+    cmojo_mp_close_all(all, 2);
+    assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
+}
+
 /* ------------------------------------------------------------------------ */
 
 static int setup(void **state)
@@ -881,17 +1006,10 @@ static int setup(void **state)
 }
 
 static const cmojo_mp_role roles[] = {
-    {"pair", role_pair},
-    {"bulk_a", role_bulk_a},
-    {"bulk_b", role_bulk_b},
-    {"ring1", role_ring1},
-    {"ring2", role_ring2},
-    {"ring3", role_ring3},
-    {"many_fds", role_many_fds},
-    {"victim", role_victim},
-    {"survivor", role_survivor},
-    {"forwarder", role_forwarder},
-    {NULL, NULL},
+    {"pair", role_pair},           {"bulk_a", role_bulk_a},       {"bulk_b", role_bulk_b},
+    {"ring1", role_ring1},         {"ring2", role_ring2},         {"ring3", role_ring3},
+    {"many_fds", role_many_fds},   {"victim", role_victim},       {"survivor", role_survivor},
+    {"forwarder", role_forwarder}, {"until_cut", role_until_cut}, {NULL, NULL},
 };
 
 int main(int argc, char **argv)
@@ -914,6 +1032,11 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_kill_9_child, setup, cmojo_mp_core_teardown),
         cmocka_unit_test_setup_teardown(test_large_messages_arrive_and_forward_intact, setup,
                                         cmojo_mp_core_teardown),
+        cmocka_unit_test_setup_teardown(test_message_over_the_limit_is_refused_for_another_process,
+                                        setup, cmojo_mp_core_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_message_over_the_limit_that_must_follow_its_peer_cuts_the_connection, setup,
+            cmojo_mp_core_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

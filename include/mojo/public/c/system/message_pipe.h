@@ -213,6 +213,14 @@ MojoCreateMessagePipe(const struct MojoCreateMessagePipeOptions *options,
  *   MOJO_RESULT_NOT_FOUND            the message has neither data nor context.
  *   MOJO_RESULT_BUSY                 the endpoint is in transit in another
  *                                    message (in this one: INVALID_ARGUMENT).
+ *   MOJO_RESULT_RESOURCE_EXHAUSTED   the peer is in another process and the
+ *                                    payload is over CMOJO_MAX_MESSAGE_NUM_BYTES
+ *                                    (MOJO_CREATE_MESSAGE_FLAG_UNLIMITED_SIZE
+ *                                    lifts the limit within a process only).
+ *
+ * Such a message written while its peer was here cannot follow that peer to
+ * another process later: the connection to that process is then cut (every
+ * pipe through it sees PEER_CLOSED) rather than the pipe silently stalling.
  */
 MOJO_SYSTEM_EXPORT MojoResult MojoWriteMessage(MojoHandle message_pipe_handle,
                                                MojoMessageHandle message,
