@@ -66,6 +66,7 @@ struct peer {
      */
     bool introduced;
     bool broker_says_lost;
+    bool cut; /* we cut it (schedule_drop): our ports through it fail, whoever introduced it */
     node_error_fn fn;
     uintptr_t ctx;
     named_port *attachments; /* we invited it: ports waiting for its MERGE_PORT */
@@ -230,6 +231,9 @@ static void drop_task_run(void *arg)
 {
     drop_task *t = arg;
     node_controller *n = t->p->n;
+    plat_mutex_lock(&n->lock);
+    t->p->cut = true;
+    plat_mutex_unlock(&n->lock);
     n->d.enter();
     drop_peer(t->p, t->why, false);
     n->d.leave();
@@ -322,7 +326,7 @@ static void drop_peer(peer *p, const char *why, bool protocol)
     }
     bool had_name = p->state == PEER_CONNECTED;
     set_state_locked(p, PEER_GONE);
-    bool fail_ports = had_name && (!p->introduced || p->broker_says_lost || protocol ||
+    bool fail_ports = had_name && (!p->introduced || p->broker_says_lost || p->cut || protocol ||
                                    !n->broker || n->shutting_down);
     for (peer **pp = &n->all; *pp; pp = &(*pp)->next_all) {
         if (*pp == p) {
@@ -1185,6 +1189,7 @@ static void introduced(node_controller *n, const ports_name *name, int fd)
         f->num_fds = 0;
     }
     int rv = channel_start(p->ch);
+    peer_acquire(p); /* ours, for what follows the unlock */
     plat_mutex_unlock(&n->lock);
     if (pi)
         pending_free(pi);
@@ -1192,6 +1197,7 @@ static void introduced(node_controller *n, const ports_name *name, int fd)
         drop_peer(p, "could not start the channel", false);
     else if (too_large)
         schedule_drop(p, "an event too large for one frame");
+    peer_release(p);
 }
 
 /* ------------------------------------------------------------- public */

@@ -407,39 +407,6 @@ static void test_append_grows_payload_keeping_earlier_bytes(void **state)
     assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
 }
 
-/*
- * The capacity beyond the payload may hold anything (the bytes are not
- * initialised, as in Mojo); the reader gets the payload's size and bytes,
- * none of the rest.
- */
-static void test_only_the_payload_is_delivered_not_the_capacity(void **state)
-{
-    (void)state;
-    MojoHandle a, b;
-    MojoMessageHandle m = cmojo_test_new_message();
-    void *out = NULL;
-    uint32_t cap = 0;
-
-    cmojo_test_make_pipe(&a, &b);
-    assert_int_equal(MojoAppendMessageData(m, 5, NULL, 0, NULL, &out, &cap), MOJO_RESULT_OK);
-    assert_true(cap >= 5);
-    memset(out, 0xa5, cap);
-    memcpy(out, "hello", 5);
-    assert_int_equal(MojoAppendMessageData(m, 0, NULL, 0, &commit_opts, NULL, NULL),
-                     MOJO_RESULT_OK);
-    assert_int_equal(MojoWriteMessage(a, m, NULL), MOJO_RESULT_OK);
-
-    MojoMessageHandle r = MOJO_MESSAGE_HANDLE_INVALID;
-    uint32_t n = 0;
-    assert_int_equal(MojoReadMessage(b, NULL, &r), MOJO_RESULT_OK);
-    assert_int_equal(MojoGetMessageData(r, NULL, &out, &n, NULL, NULL), MOJO_RESULT_OK);
-    assert_int_equal(n, 5);
-    assert_memory_equal(out, "hello", 5);
-    assert_int_equal(MojoDestroyMessage(r), MOJO_RESULT_OK);
-    cmojo_test_close_ok(a);
-    cmojo_test_close_ok(b);
-}
-
 static void test_append_with_null_buffer_outputs_is_ok(void **state)
 {
     (void)state;
@@ -1533,7 +1500,6 @@ int main(void)
         T(test_destroy_message_twice_is_invalid_argument),
         T(test_append_then_commit_gives_payload_back),
         T(test_append_grows_payload_keeping_earlier_bytes),
-        T(test_only_the_payload_is_delivered_not_the_capacity),
         T(test_append_with_null_buffer_outputs_is_ok),
         T(test_append_after_commit_fails_precondition),
         T(test_append_to_context_message_fails_precondition),

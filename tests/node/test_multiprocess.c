@@ -789,8 +789,13 @@ static void write_big(MojoHandle p, size_t i, uint32_t size)
     void *buf;
     uint32_t cap;
     assert_int_equal(MojoCreateMessage(NULL, &m), OK);
+    /*
+     * Room beyond the payload, filled with junk: it must not travel, nor
+     * show in the frame's padding (the receiver refuses nonzero padding).
+     */
+    assert_int_equal(MojoReserveMessageCapacity(m, size + 64, &cap), OK);
     assert_int_equal(MojoAppendMessageData(m, size, NULL, 0, NULL, &buf, &cap), OK);
-    /* Junk beyond the payload: it must not travel, nor show in the frame's padding. */
+    assert_true(cap >= size + 64);
     memset(buf, 0xa5, cap);
     for (size_t j = 0; j < size; j++)
         ((uint8_t *)buf)[j] = big_byte(i, j);
