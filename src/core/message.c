@@ -735,13 +735,17 @@ static size_t envelope_head_size(const core_message *m)
     return n;
 }
 
+bool core_message_may_leave_process(const core_message *m)
+{
+    return m->size <= CMOJO_MAX_MESSAGE_NUM_BYTES;
+}
+
 int core_message_wire_measure(ports_payload *payload, size_t *num_bytes, size_t *num_fds)
 {
     core_message *m = (core_message *)payload;
     if (!is_core_message(payload) || !m->has_data || !m->committed)
         return -1;
-    /* Larger (UNLIMITED_SIZE) is for this process only: another would refuse it. */
-    if (m->size > CMOJO_MAX_MESSAGE_NUM_BYTES)
+    if (!core_message_may_leave_process(m))
         return -1;
     *num_bytes = envelope_head_size(m) + m->size;
     size_t fds = 0;

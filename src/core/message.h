@@ -196,4 +196,11 @@ void core_message_free_shell(core_message *m);
  */
 MojoResult core_message_check_writable(const core_message *m);
 
+/*
+ * Whether m may go to another process: its payload is within
+ * CMOJO_MAX_MESSAGE_NUM_BYTES (UNLIMITED_SIZE lifts that limit for this
+ * process only; another process refuses more, and more may not fit a frame).
+ */
+bool core_message_may_leave_process(const core_message *m);
+
 #endif /* CMOJO_CORE_MESSAGE_H_ */

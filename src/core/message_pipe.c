@@ -8,7 +8,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#include "cmojo_limits.h"
 #include "core/core.h"
 #include "core/handle_table.h"
 #include "core/message.h"
@@ -223,7 +222,7 @@ static void give_back(core_state *core, core_message *m)
  */
 static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
 {
-    if (m->context || m->size > CMOJO_MAX_MESSAGE_NUM_BYTES) {
+    if (m->context || !core_message_may_leave_process(m)) {
         ports_port_status st;
         bool remote =
             ports_node_get_status(core_node(core), &p->port, &st) == PORTS_OK && st.peer_remote;
@@ -232,11 +231,7 @@ static MojoResult pipe_write(core_state *core, core_pipe *p, core_message *m)
             give_back(core, m);
             return MOJO_RESULT_INVALID_ARGUMENT;
         }
-        /*
-         * Only a message within the limit is sure to fit one frame; a larger
-         * one (MOJO_CREATE_MESSAGE_FLAG_UNLIMITED_SIZE) stays in this process.
-         */
-        if (remote && m->size > CMOJO_MAX_MESSAGE_NUM_BYTES) {
+        if (remote && !core_message_may_leave_process(m)) {
             give_back(core, m);
             return MOJO_RESULT_RESOURCE_EXHAUSTED;
         }

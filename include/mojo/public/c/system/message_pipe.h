@@ -219,8 +219,8 @@ MojoCreateMessagePipe(const struct MojoCreateMessagePipeOptions *options,
  *                                    lifts the limit within a process only).
  *
  * Such a message written while its peer was here cannot follow that peer to
- * another process later: the connection to that process is then cut (every
- * pipe through it sees PEER_CLOSED) rather than the pipe silently stalling.
+ * another process later: this process then cuts its connection to that one
+ * (this process's pipes through it see PEER_CLOSED) rather than send it.
  */
 MOJO_SYSTEM_EXPORT MojoResult MojoWriteMessage(MojoHandle message_pipe_handle,
                                                MojoMessageHandle message,
