@@ -80,14 +80,25 @@ void core_dispatcher_cancel_watchers(core_dispatcher *d)
     cancel_list(watchers);
 }
 
+static void fill_from_ops(core_dispatcher *d, const void *arg, struct MojoHandleSignalsState *out)
+{
+    (void)arg;
+    d->ops->get_signals(d, out);
+}
+
 void core_dispatcher_notify(core_dispatcher *d)
+{
+    core_dispatcher_notify_with(d, fill_from_ops, NULL);
+}
+
+void core_dispatcher_notify_with(core_dispatcher *d, core_signals_fill fill, const void *arg)
 {
     if (!atomic_load(&d->watched))
         return;
     plat_mutex_lock(&d->lock);
     if (!d->closed && d->watchers) {
         struct MojoHandleSignalsState state;
-        d->ops->get_signals(d, &state);
+        fill(d, arg, &state);
         for (core_trigger *t = d->watchers; t; t = t->next_watcher)
             core_trigger_notify(t, &state);
     }

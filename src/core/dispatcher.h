@@ -140,6 +140,14 @@ void core_dispatcher_cancel_watchers(core_dispatcher *d);
 void core_dispatcher_notify(core_dispatcher *d);
 
 /*
+ * core_dispatcher_notify with signals the caller works out: fill(d, arg,
+ * &state) runs under the dispatcher lock in place of ops->get_signals.
+ */
+typedef void (*core_signals_fill)(core_dispatcher *d, const void *arg,
+                                  struct MojoHandleSignalsState *out);
+void core_dispatcher_notify_with(core_dispatcher *d, core_signals_fill fill, const void *arg);
+
+/*
  * Current signals (with the lock): MOJO_RESULT_OK, or INVALID_ARGUMENT if the
  * dispatcher has no signals or is closed.
  */

@@ -23,6 +23,13 @@ typedef struct core_pipe {
     /* Under base.lock. */
     bool transferred; /* the port left with a message or a fuse: do not close it */
     uint64_t quota[NUM_QUOTA_TYPES];
+    /*
+     * The version of the newest port status looked at under the lock. A
+     * status taken before another but handed to the watchers after it may
+     * be stale (it could say READABLE of a queue read meanwhile): it is
+     * replaced by a fresh look instead.
+     */
+    uint64_t status_version;
 } core_pipe;
 
 static ports_node *node(void)
@@ -30,32 +37,65 @@ static ports_node *node(void)
     return core_node(core_get());
 }
 
-static void pipe_get_signals(core_dispatcher *d, struct MojoHandleSignalsState *out)
+/* The signals a port status means. Dispatcher lock held (for the quotas). */
+static void signals_of(const core_pipe *p, const ports_port_status *st,
+                       struct MojoHandleSignalsState *out)
 {
-    core_pipe *p = (core_pipe *)d;
-    ports_port_status st;
     out->satisfied_signals = 0;
     out->satisfiable_signals = 0;
-    if (ports_node_get_status(node(), &p->port, &st) != PORTS_OK)
-        return; /* the port is gone: the endpoint is being closed */
-    if (st.has_messages)
+    if (st->has_messages)
         out->satisfied_signals |= MOJO_HANDLE_SIGNAL_READABLE;
-    if (st.has_messages || st.receiving_messages)
+    if (st->has_messages || st->receiving_messages)
         out->satisfiable_signals |= MOJO_HANDLE_SIGNAL_READABLE;
-    if (!st.peer_closed) {
+    if (!st->peer_closed) {
         out->satisfied_signals |= MOJO_HANDLE_SIGNAL_WRITABLE;
         out->satisfiable_signals |= MOJO_HANDLE_SIGNAL_WRITABLE | MOJO_HANDLE_SIGNAL_READABLE |
                                     MOJO_HANDLE_SIGNAL_PEER_REMOTE;
-        if (st.peer_remote)
+        if (st->peer_remote)
             out->satisfied_signals |= MOJO_HANDLE_SIGNAL_PEER_REMOTE;
     } else {
         out->satisfied_signals |= MOJO_HANDLE_SIGNAL_PEER_CLOSED;
     }
-    if (st.queued_message_count > p->quota[MOJO_QUOTA_TYPE_RECEIVE_QUEUE_LENGTH] ||
-        st.queued_num_bytes > p->quota[MOJO_QUOTA_TYPE_RECEIVE_QUEUE_MEMORY_SIZE] ||
-        st.unacknowledged_message_count > p->quota[MOJO_QUOTA_TYPE_UNREAD_MESSAGE_COUNT])
+    if (st->queued_message_count > p->quota[MOJO_QUOTA_TYPE_RECEIVE_QUEUE_LENGTH] ||
+        st->queued_num_bytes > p->quota[MOJO_QUOTA_TYPE_RECEIVE_QUEUE_MEMORY_SIZE] ||
+        st->unacknowledged_message_count > p->quota[MOJO_QUOTA_TYPE_UNREAD_MESSAGE_COUNT])
         out->satisfied_signals |= MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED;
     out->satisfiable_signals |= MOJO_HANDLE_SIGNAL_PEER_CLOSED | MOJO_HANDLE_SIGNAL_QUOTA_EXCEEDED;
+}
+
+/* Dispatcher lock held: see status_version. */
+static void pipe_get_signals(core_dispatcher *d, struct MojoHandleSignalsState *out)
+{
+    core_pipe *p = (core_pipe *)d;
+    ports_port_status st;
+    if (ports_node_get_status(node(), &p->port, &st) != PORTS_OK) {
+        /* The port is gone: the endpoint is being closed. */
+        out->satisfied_signals = 0;
+        out->satisfiable_signals = 0;
+        return;
+    }
+    if (st.version > p->status_version)
+        p->status_version = st.version;
+    signals_of(p, &st, out);
+}
+
+/* A status the caller took, or the current one if a newer one was seen. */
+static void fill_taken(core_dispatcher *d, const void *arg, struct MojoHandleSignalsState *out)
+{
+    core_pipe *p = (core_pipe *)d;
+    const ports_port_status *st = arg;
+    if (st->version <= p->status_version) {
+        pipe_get_signals(d, out);
+        return;
+    }
+    p->status_version = st->version;
+    signals_of(p, st, out);
+}
+
+/* core_dispatcher_notify with a status taken already (its version is not 0). */
+static void pipe_notify_taken(core_pipe *p, const ports_port_status *st)
+{
+    core_dispatcher_notify_with(&p->base, fill_taken, st);
 }
 
 static void pipe_close(core_dispatcher *d)
@@ -98,12 +138,16 @@ core_dispatcher *core_pipe_new(const ports_port_ref *port)
 
 void core_pipe_port_status_changed(const ports_port_ref *ref)
 {
-    core_dispatcher *d = ports_port_acquire_user_data(ref, core_dispatcher_acquire_obj);
+    ports_port_status st;
+    core_dispatcher *d =
+        ports_node_acquire_user_data_status(node(), ref, core_dispatcher_acquire_obj, &st);
     if (!d)
         return;
     core_rc_enter();
     if (d->ops->port_status_changed)
         d->ops->port_status_changed(d);
+    else if (d->type == CORE_DISPATCHER_MESSAGE_PIPE && st.version != 0)
+        pipe_notify_taken((core_pipe *)d, &st);
     else
         core_dispatcher_notify(d);
     core_dispatcher_release(d);
@@ -406,7 +450,8 @@ MojoResult MojoReadMessage(MojoHandle message_pipe_handle,
     core_pipe *p = (core_pipe *)d;
     core_rc_enter();
     ports_event *ev = NULL;
-    rv = from_ports(ports_node_get_message(core_node(core), &p->port, &ev));
+    ports_port_status after;
+    rv = from_ports(ports_node_get_message_status(core_node(core), &p->port, &ev, &after));
     if (rv == MOJO_RESULT_OK && !ev)
         rv = MOJO_RESULT_SHOULD_WAIT;
     if (rv == MOJO_RESULT_OK) {
@@ -416,7 +461,7 @@ MojoResult MojoReadMessage(MojoHandle message_pipe_handle,
         else if ((rv = core_message_publish(m, message)) != MOJO_RESULT_OK)
             core_message_destroy(m);
         /* READABLE (or a quota) may have cleared. */
-        core_dispatcher_notify(&p->base);
+        pipe_notify_taken(p, &after);
     }
     core_unpin(core, message_pipe_handle);
     core_rc_leave();

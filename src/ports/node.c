@@ -1035,6 +1035,21 @@ int ports_node_close_port(ports_node *node, const ports_port_ref *ref)
 
 /* --------------------------------------------------------------- status */
 
+/* Port lock held, the port receiving. */
+static void status_locked(ports_node *node, ports_port *p, ports_port_status *out)
+{
+    /* Exactly what get_message would hand out: nothing past the stream's end. */
+    out->receiving_messages = can_accept_more_messages(p);
+    out->has_messages = out->receiving_messages && mq_has_next(&p->mq);
+    out->peer_closed = p->peer_closed;
+    out->peer_remote = !is_self(node, &p->peer_node);
+    out->queued_message_count = mq_count(&p->mq);
+    out->queued_num_bytes = p->mq.queued_bytes;
+    out->unacknowledged_message_count =
+        p->next_sequence_num_to_send - p->last_sequence_num_acknowledged - 1;
+    out->version = ++p->status_version;
+}
+
 int ports_node_get_status(ports_node *node, const ports_port_ref *ref, ports_port_status *out)
 {
     if (!node || !ref || !ref->port || !out)
@@ -1045,22 +1060,35 @@ int ports_node_get_status(ports_node *node, const ports_port_ref *ref, ports_por
         unlock_port(p);
         return PORTS_ERROR_PORT_STATE_UNEXPECTED;
     }
-    /* Exactly what get_message would hand out: nothing past the stream's end. */
-    out->receiving_messages = can_accept_more_messages(p);
-    out->has_messages = out->receiving_messages && mq_has_next(&p->mq);
-    out->peer_closed = p->peer_closed;
-    out->peer_remote = !is_self(node, &p->peer_node);
-    out->queued_message_count = mq_count(&p->mq);
-    out->queued_num_bytes = p->mq.queued_bytes;
-    out->unacknowledged_message_count =
-        p->next_sequence_num_to_send - p->last_sequence_num_acknowledged - 1;
+    status_locked(node, p, out);
     unlock_port(p);
     return PORTS_OK;
+}
+
+void *ports_node_acquire_user_data_status(ports_node *node, const ports_port_ref *ref,
+                                          void (*acquire)(void *data), ports_port_status *status)
+{
+    lock_port(ref->port);
+    void *data = ref->port->user_data;
+    if (data)
+        acquire(data);
+    if (ref->port->state == PORT_RECEIVING)
+        status_locked(node, ref->port, status);
+    else
+        status->version = 0;
+    unlock_port(ref->port);
+    return data;
 }
 
 /* ------------------------------------------------------------- messages */
 
 int ports_node_get_message(ports_node *node, const ports_port_ref *ref, ports_event **out)
+{
+    return ports_node_get_message_status(node, ref, out, NULL);
+}
+
+int ports_node_get_message_status(ports_node *node, const ports_port_ref *ref, ports_event **out,
+                                  ports_port_status *after)
 {
     if (!node || !ref || !ref->port || !out)
         return PORTS_ERROR_INVALID_ARGUMENT;
@@ -1098,6 +1126,8 @@ int ports_node_get_message(ports_node *node, const ports_port_ref *ref, ports_ev
         ack->u.read_ack.sequence_num_acknowledged = p->sequence_num_to_acknowledge;
         peer_node = p->peer_node;
     }
+    if (after && msg)
+        status_locked(node, p, after);
     unlock_port(p);
 
     if (ack)

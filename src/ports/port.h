@@ -96,6 +96,7 @@ struct ports_port {
     ports_name send_on_proxy_removal_node;
 
     void *user_data;
+    uint64_t status_version; /* the last status snapshot's (ports_port_status) */
 };
 
 #endif /* CMOJO_PORTS_PORT_H_ */

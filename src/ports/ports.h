@@ -76,6 +76,12 @@ typedef struct ports_port_status {
     size_t queued_message_count;
     uint64_t queued_num_bytes;
     uint64_t unacknowledged_message_count;
+    /*
+     * Snapshots of one port are numbered in the order they were taken
+     * (under the port's lock, from 1): of two, the larger is the newer. An
+     * embedder that gets them from several threads keeps the newest.
+     */
+    uint64_t version;
 } ports_port_status;
 
 /* Creates a node named *name. The delegate is copied. */
@@ -127,6 +133,13 @@ void *ports_port_get_user_data(const ports_port_ref *port);
 void *ports_port_acquire_user_data(const ports_port_ref *port, void (*acquire)(void *data));
 
 /*
+ * ports_port_acquire_user_data and ports_node_get_status in one look: the
+ * status is filled if the port is receiving, else its version is 0.
+ */
+void *ports_node_acquire_user_data_status(ports_node *node, const ports_port_ref *port,
+                                          void (*acquire)(void *data), ports_port_status *status);
+
+/*
  * Closes a receiving port: the peer will see peer-closed after the last
  * message this port sent. Ports carried by unread messages are closed too.
  */
@@ -142,6 +155,13 @@ int ports_node_get_status(ports_node *node, const ports_port_ref *port, ports_po
  * receiving ports on this node, named in (*out)->u.user.ports.
  */
 int ports_node_get_message(ports_node *node, const ports_port_ref *port, ports_event **out);
+
+/*
+ * ports_node_get_message, and when it returns PORTS_OK the port's status
+ * after the take, from the same look (*after; NULL: not wanted).
+ */
+int ports_node_get_message_status(ports_node *node, const ports_port_ref *port, ports_event **out,
+                                  ports_port_status *after);
 
 /*
  * Sends a user message (ev->u.user.ports names local receiving ports to

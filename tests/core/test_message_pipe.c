@@ -1104,6 +1104,63 @@ static void test_messages_cross_threads_in_order(void **state)
     cmojo_test_close_ok(b);
 }
 
+/*
+ * One reader draining while a writer keeps writing: every wake-up of its
+ * MojoWait(READABLE) must find a message to read. The writer's thread hands
+ * the pipe's status to the watchers a little after taking it; by then the
+ * reader may have read that message and started a new wait. Were the late
+ * status applied, the wait would report READABLE of an empty queue.
+ */
+enum { LATE_STATUS_MESSAGES = 300000 };
+
+static void *late_status_writer(void *arg)
+{
+    struct producer_args *p = arg;
+    for (uint32_t i = 0; i < LATE_STATUS_MESSAGES; i++) {
+        MojoMessageHandle m = MOJO_MESSAGE_HANDLE_INVALID;
+        if (MojoCreateMessage(NULL, &m) != MOJO_RESULT_OK ||
+            MojoAppendMessageData(m, 0, NULL, 0, &commit_opts, NULL, NULL) != MOJO_RESULT_OK ||
+            MojoWriteMessage(p->end, m, NULL) != MOJO_RESULT_OK)
+            p->failures++;
+    }
+    if (MojoClose(p->end) != MOJO_RESULT_OK)
+        p->failures++;
+    return NULL;
+}
+
+static void test_wait_never_wakes_for_a_message_already_read(void **state)
+{
+    (void)state;
+    MojoHandle a, b;
+    pthread_t thread;
+    struct producer_args args = {0, 0};
+    uint32_t read = 0, empty_wakeups = 0;
+
+    cmojo_test_make_pipe(&a, &b);
+    args.end = a;
+    assert_int_equal(pthread_create(&thread, NULL, late_status_writer, &args), 0);
+    for (;;) {
+        MojoResult rv = MojoWait(b, MOJO_HANDLE_SIGNAL_READABLE, MOJO_DEADLINE_INDEFINITE, NULL);
+        if (rv == MOJO_RESULT_FAILED_PRECONDITION)
+            break;
+        assert_int_equal(rv, MOJO_RESULT_OK);
+        MojoMessageHandle m;
+        uint32_t got = 0;
+        while (MojoReadMessage(b, NULL, &m) == MOJO_RESULT_OK) {
+            assert_int_equal(MojoDestroyMessage(m), MOJO_RESULT_OK);
+            got++;
+        }
+        if (got == 0)
+            empty_wakeups++;
+        read += got;
+    }
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(args.failures, 0);
+    assert_int_equal(empty_wakeups, 0);
+    assert_int_equal(read, LATE_STATUS_MESSAGES);
+    cmojo_test_close_ok(b);
+}
+
 static void test_wait_for_readable_on_drained_closed_pipe_fails_precondition(void **state)
 {
     (void)state;
@@ -1178,6 +1235,7 @@ int main(void)
         T(test_moved_end_keeps_peer_local_and_signals_intact),
         T(test_query_with_bad_handle_or_null_state_is_invalid_argument),
         T(test_messages_cross_threads_in_order),
+        T(test_wait_never_wakes_for_a_message_already_read),
         T(test_wait_for_readable_on_drained_closed_pipe_fails_precondition),
     };
 #undef T
