@@ -51,6 +51,7 @@ static core_state *create_state(void)
         .payload_serialize_head = core_message_wire_serialize_head,
         .payload_serialize_in_place = core_message_wire_serialize_in_place,
         .payload_parse = core_message_wire_parse,
+        .payload_event = core_message_wire_event,
         .enter = core_rc_enter_system,
         .leave = core_rc_leave_system,
     };

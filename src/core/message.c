@@ -3,6 +3,7 @@
  */
 #include "core/message.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -823,6 +824,12 @@ uint8_t *core_message_wire_serialize_in_place(ports_payload *payload, size_t bef
     wire_store_u32(envelope + 4, 0);
     *envelope_len = CORE_ENVELOPE_HEADER_SIZE + m->size;
     return envelope - before;
+}
+
+ports_event *core_message_wire_event(ports_payload *payload)
+{
+    assert(is_core_message(payload));
+    return &((core_message *)payload)->event;
 }
 
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,

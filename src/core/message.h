@@ -164,6 +164,8 @@ uint8_t *core_message_wire_serialize_in_place(ports_payload *payload, size_t bef
 int core_message_wire_parse(const ports_name *from, const uint8_t *buf, size_t len,
                             uint32_t num_ports, int *fds, size_t num_fds, void **block,
                             ports_payload **out, const char **why);
+/* The message's own event (node_delegate.payload_event); payload from core_message_wire_parse. */
+ports_event *core_message_wire_event(ports_payload *payload);
 
 /*
  * Runs the context serializer now (a write to a pipe whose peer is in

@@ -702,15 +702,16 @@ static void on_event(peer *p, const uint8_t *buf, size_t len, int *fds, size_t n
                      const ports_name *from, void **block)
 {
     node_controller *n = p->n;
-    ports_event *ev;
+    ports_event storage, *ev;
     /*
      * A user message's envelope goes straight from the receive buffer to
      * the embedder's parser: the ports parser sees only the event in front
      * of it, so the payload is copied at most once (into the message; not
-     * at all when the parser keeps the channel's block), not twice.
+     * at all when the parser keeps the channel's block), not twice. An
+     * event without ports is parsed here and then moved into the payload.
      */
     size_t event_len = user_event_size(buf, len);
-    if (ports_event_parse(buf, event_len ? event_len : len, &ev) != PORTS_OK) {
+    if (ports_event_parse_into(buf, event_len ? event_len : len, &storage, &ev) != PORTS_OK) {
         close_fds(fds, num_fds);
         drop_peer(p, "malformed ports event", true);
         return;
@@ -728,6 +729,10 @@ static void on_event(peer *p, const uint8_t *buf, size_t len, int *fds, size_t n
         }
         ports_payload_destroy(ev->u.user.payload); /* the empty bytes payload of the prefix */
         ev->u.user.payload = payload;
+        if (ev == &storage) {
+            ev = n->d.payload_event(payload);
+            *ev = storage;
+        }
     } else if (num_fds) {
         close_fds(fds, num_fds);
         ports_event_destroy(ev);

@@ -80,6 +80,11 @@ typedef struct node_delegate {
     int (*payload_parse)(const ports_name *from, const uint8_t *buf, size_t len, uint32_t num_ports,
                          int *fds, size_t num_fds, void **block, ports_payload **out,
                          const char **why);
+    /*
+     * Room inside a payload from payload_parse for the event that carries
+     * it, when that event has no ports: it then needs no memory of its own.
+     */
+    ports_event *(*payload_event)(ports_payload *payload);
     /* Bracket IO-thread work that may change handle signals (request context). */
     void (*enter)(void);
     void (*leave)(void);

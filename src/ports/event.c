@@ -390,7 +390,7 @@ static void apply_header(ports_event *ev, const parsed_header *h)
 }
 
 static int parse_user_message(const parsed_header *h, const uint8_t *body, size_t body_len,
-                              ports_event **out)
+                              ports_event *storage, ports_event **out)
 {
     if (body_len < PORTS_USER_MESSAGE_FIXED_SIZE)
         return PORTS_ERROR_MALFORMED;
@@ -425,7 +425,8 @@ static int parse_user_message(const parsed_header *h, const uint8_t *body, size_
             return PORTS_ERROR_MALFORMED;
     }
 
-    ports_event *ev = ports_user_message_new(num_ports, NULL);
+    ports_event *ev = storage && num_ports == 0 ? ports_user_message_init(storage, NULL)
+                                                : ports_user_message_new(num_ports, NULL);
     if (ev == NULL)
         return PORTS_ERROR_NO_MEMORY;
     apply_header(ev, h);
@@ -452,6 +453,11 @@ fail:
 }
 
 int ports_event_parse(const void *buf, size_t len, ports_event **out)
+{
+    return ports_event_parse_into(buf, len, NULL, out);
+}
+
+int ports_event_parse_into(const void *buf, size_t len, ports_event *storage, ports_event **out)
 {
     const uint8_t *p = buf;
     if (len < PORTS_EVENT_HEADER_SIZE || len > CMOJO_MAX_EVENT_SIZE)
@@ -485,7 +491,7 @@ int ports_event_parse(const void *buf, size_t len, ports_event **out)
     const uint8_t *b = p + PORTS_EVENT_HEADER_SIZE;
     size_t body_len = len - PORTS_EVENT_HEADER_SIZE;
     if (h.type == PORTS_EVENT_USER_MESSAGE)
-        return parse_user_message(&h, b, body_len, out);
+        return parse_user_message(&h, b, body_len, storage, out);
 
     /* Fixed-size events: trailing bytes would be silently dropped, so refuse them. */
     if (body_len != body_size[h.type])

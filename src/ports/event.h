@@ -209,6 +209,15 @@ void ports_event_serialize(const ports_event *ev, uint8_t *buf);
  */
 int ports_event_parse(const void *buf, size_t len, ports_event **out);
 
+/*
+ * ports_event_parse, except that a user message carrying no ports is
+ * written to *storage (and *out points there) instead of to a new event. As
+ * for ports_user_message_init's, destroying that event frees nothing but its
+ * payload: the caller moves it where it is to live (inside its payload,
+ * say) before handing it on.
+ */
+int ports_event_parse_into(const void *buf, size_t len, ports_event *storage, ports_event **out);
+
 const char *ports_event_type_name(ports_event_type type);
 
 #endif /* CMOJO_PORTS_EVENT_H_ */
