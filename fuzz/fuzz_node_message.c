@@ -3,7 +3,7 @@
  * (node_wire_parse), and the body of an EVENT frame -- a ports event whose
  * user-message payload is a message envelope (core_message_wire_parse).
  *
- * Input: byte 0 picks the frame type (bits 0-3, mod 10), byte 1 the number
+ * Input: byte 0 picks the frame type (bits 0-3, mod 11), byte 1 the number
  * of fds that "arrived" with it (bits 0-2) and what they are: /dev/null
  * duplicates, or with bit 3 set memfds sealed against shrinking and growing
  * of (byte 1 >> 4) x 4 KB, which data pipe ends accept as their ring, fd i
@@ -91,6 +91,7 @@ static void check_node_message(uint16_t type, const uint8_t *buf, size_t len, si
     case NODE_MSG_ACCEPT:
     case NODE_MSG_REQUEST_INTRO:
     case NODE_MSG_NODE_LOST:
+    case NODE_MSG_PEER_CUT:
         n = node_wire_write_name(out, &m.name);
         break;
     case NODE_MSG_MERGE_PORT:
@@ -173,7 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     /* Counted per input: libFuzzer itself opens and closes files between inputs. */
     int baseline = open_fd_count();
-    uint16_t type = (uint16_t)((data[0] & 15) % 10);
+    uint16_t type = (uint16_t)((data[0] & 15) % 11);
     size_t nfds = data[1] % 8;
     int fds[8];
     for (size_t i = 0; i < nfds; i++)

@@ -62,11 +62,19 @@ struct peer {
      * Introduced by the broker. Its channel closing is not enough to fail
      * the ports routed to it: events it sent through the broker may still
      * be on their way. The broker's NODE_LOST comes after those (same
-     * channel, in order), so both must be seen first.
+     * channel, in order), so both must be seen first. The word comes when
+     * the node is gone, and also when it cut us off while it lives: it
+     * tells the broker so (PEER_CUT, see drop_peer), and the broker tells us.
      */
     bool introduced;
     bool broker_says_lost;
-    bool cut; /* we cut it (schedule_drop): our ports through it fail, whoever introduced it */
+    bool hung_up; /* its channel ended under us (EOF, read error): not our decision */
+    /*
+     * The broker introduced this node again after saying it was lost, while
+     * this channel was still draining: the new channel's socket, connected
+     * once this peer is dropped (see introduced()). -1 if none.
+     */
+    int reintro_fd;
     node_error_fn fn;
     uintptr_t ctx;
     named_port *attachments; /* we invited it: ports waiting for its MERGE_PORT */
@@ -103,6 +111,12 @@ typedef struct pending_frame {
 typedef struct pending_intro {
     pending_frame *head, *tail;
     size_t count;
+    /*
+     * Not asked for: a channel to that node hung up and the broker's word
+     * is due (see drop_peer). Frames for it wait here until NODE_LOST drops
+     * them and fails their ports.
+     */
+    bool awaiting_lost;
 } pending_intro;
 
 struct node_controller {
@@ -153,6 +167,8 @@ static void peer_release(peer *p)
 {
     if (!p || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (p->reintro_fd >= 0)
+        close(p->reintro_fd);
     channel_release(p->ch);
     free(p->attachments);
     free(p->conn_name);
@@ -226,14 +242,13 @@ typedef struct drop_task {
 } drop_task;
 
 static void drop_peer(peer *p, const char *why, bool protocol);
+/* Connects a peer the broker introduced (fd is ours) and sends what waited. */
+static void introduced(node_controller *n, const ports_name *name, int fd);
 
 static void drop_task_run(void *arg)
 {
     drop_task *t = arg;
     node_controller *n = t->p->n;
-    plat_mutex_lock(&n->lock);
-    t->p->cut = true;
-    plat_mutex_unlock(&n->lock);
     n->d.enter();
     drop_peer(t->p, t->why, false);
     n->d.leave();
@@ -244,7 +259,8 @@ static void drop_task_run(void *arg)
 /*
  * Cuts the connection to p, later, on the IO thread: a frame for it could
  * not be written (too large), and the ports behind it cannot skip the event
- * it carried, so they fail rather than wait for it forever.
+ * it carried, so they fail rather than wait for it forever -- at both ends:
+ * drop_peer sees to the far one.
  */
 static void schedule_drop(peer *p, const char *why)
 {
@@ -311,6 +327,14 @@ static void fail_all_pending_locked(node_controller *n, drop_work *w)
         name_map_remove(&n->pending, &w->failed_names[i]);
 }
 
+/* Under n->lock, with a broker: tells it we cut `name` off (see drop_peer). */
+static void send_peer_cut_locked(node_controller *n, const ports_name *name)
+{
+    uint8_t msg[NODE_NAME_WIRE_SIZE];
+    node_wire_write_name(msg, name);
+    send_msg(n->broker, NODE_MSG_PEER_CUT, msg, sizeof(msg), NULL, 0);
+}
+
 /*
  * Cuts p off (once): its channel stops, ports routed through it fail, the
  * broker tells the other clients, and the right error handler hears why.
@@ -326,8 +350,25 @@ static void drop_peer(peer *p, const char *why, bool protocol)
     }
     bool had_name = p->state == PEER_CONNECTED;
     set_state_locked(p, PEER_GONE);
-    bool fail_ports = had_name && (!p->introduced || p->broker_says_lost || p->cut || protocol ||
-                                   !n->broker || n->shutting_down);
+    /* Introduced, and the broker (still ours) has not said it is lost yet. */
+    bool word_due =
+        had_name && p->introduced && !p->broker_says_lost && n->broker && !n->shutting_down;
+    /* Only a channel that hung up waits for the broker's word (struct peer). */
+    bool await_broker = word_due && p->hung_up;
+    bool fail_ports = had_name && !await_broker;
+    if (word_due && !p->hung_up) {
+        /*
+         * We end it (a frame we could not send, a protocol violation) while
+         * that node lives, as far as we know: it sees only the hang-up, and
+         * would wait for the broker's word forever. So the broker hears it
+         * from us, and tells it. Sent under the lock that removes the peer
+         * from n->peers below: a request for a new introduction to it, which
+         * can only follow that, follows this on the broker's channel too, so
+         * the broker's NODE_LOST reaches the other node before the
+         * introduction does (see introduced()).
+         */
+        send_peer_cut_locked(n, &p->name);
+    }
     for (peer **pp = &n->all; *pp; pp = &(*pp)->next_all) {
         if (*pp == p) {
             *pp = p->next_all;
@@ -337,6 +378,24 @@ static void drop_peer(peer *p, const char *why, bool protocol)
     bool in_map = had_name && name_map_get(&n->peers, &p->name) == p;
     if (in_map)
         name_map_remove(&n->peers, &p->name);
+    if (await_broker && in_map && !name_map_get(&n->pending, &p->name) &&
+        n->pending.count < CMOJO_MAX_PENDING_INTRODUCTIONS) {
+        /*
+         * Until the broker's word comes, do not ask it for this node again:
+         * it might answer before it reads that node's PEER_CUT, and the
+         * NODE_LOST that follows would land on the new channel, leaving the
+         * routes of this one hanging. What we send the node meanwhile waits
+         * (bounded, as for an introduction); NODE_LOST drops it and fails
+         * its ports, as it does the ones routed here. (With the pending
+         * table full, we go without, and may ask again.)
+         */
+        pending_intro *pi = calloc(1, sizeof(*pi));
+        if (!pi || name_map_put(&n->pending, &p->name, pi) != 0)
+            abort();
+        pi->awaiting_lost = true;
+    }
+    int reintro_fd = p->reintro_fd;
+    p->reintro_fd = -1;
     if (n->broker == p) {
         n->broker = NULL;
         fail_all_pending_locked(n, &w);
@@ -409,6 +468,9 @@ static void drop_peer(peer *p, const char *why, bool protocol)
         fn(ctx, why, strlen(why), true);
     else if (protocol && default_error)
         default_error(why, strlen(why), true);
+    /* The old channel's routes have failed: the new one starts clean. */
+    if (reintro_fd >= 0)
+        introduced(n, &p->name, reintro_fd);
     if (in_map)
         peer_release(p); /* the name map's reference */
     peer_release(p);     /* the all-list's */
@@ -785,9 +847,6 @@ static void on_broadcast(peer *p, const uint8_t *buf, size_t len, int *fds, size
         drop_peer(p, "ports protocol violation in a broadcast", true);
 }
 
-/* Connects a peer the broker introduced (fd is ours) and sends what waited. */
-static void introduced(node_controller *n, const ports_name *name, int fd);
-
 static void on_invite(peer *p, const node_wire_msg *m)
 {
     node_controller *n = p->n;
@@ -1005,6 +1064,36 @@ static void on_node_lost(peer *p, const node_wire_msg *m)
     }
 }
 
+/*
+ * A client cut its connection to another, which it says is alive (see
+ * drop_peer): tell that one the client is lost to it, so that it fails its
+ * routes to the client once their channel has drained. The lost name is the
+ * sender's, as its channel knows it, never one from the message: a client
+ * can only make another node give up the routes to the client itself, which
+ * it could do anyway by closing its ends, or by sending that node one
+ * malformed frame. A name no longer connected (it went meanwhile) is
+ * nothing to tell.
+ */
+static void on_peer_cut(peer *p, const node_wire_msg *m)
+{
+    node_controller *n = p->n;
+    const char *why = NULL;
+    plat_mutex_lock(&n->lock);
+    if (!n->is_broker || p->isolated)
+        why = "PEER_CUT sent to a node that is not the broker";
+    else if (ports_name_eq(&m->name, &p->name) || ports_name_eq(&m->name, self_name(n)))
+        why = "PEER_CUT naming its sender or the broker";
+    peer *q = why ? NULL : name_map_get(&n->peers, &m->name);
+    if (q && !q->isolated) { /* an isolated peer is never introduced, nor told of losses */
+        uint8_t msg[NODE_NAME_WIRE_SIZE];
+        node_wire_write_name(msg, &p->name);
+        send_msg(q, NODE_MSG_NODE_LOST, msg, sizeof(msg), NULL, 0);
+    }
+    plat_mutex_unlock(&n->lock);
+    if (why)
+        drop_peer(p, why, true);
+}
+
 static void on_bad_message(peer *p, const node_wire_msg *m)
 {
     node_controller *n = p->n;
@@ -1090,6 +1179,9 @@ static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, s
             case NODE_MSG_BAD_MESSAGE:
                 on_bad_message(p, &m);
                 goto out;
+            case NODE_MSG_PEER_CUT:
+                on_peer_cut(p, &m);
+                goto out;
             default:
                 break;
             }
@@ -1108,7 +1200,13 @@ out:
 static void channel_error_cb(void *ctx, int protocol, const char *why)
 {
     peer *p = ctx;
+    node_controller *n = p->n;
     peer_acquire(p);
+    if (!protocol) {
+        plat_mutex_lock(&n->lock);
+        p->hung_up = true;
+        plat_mutex_unlock(&n->lock);
+    }
     drop_peer(p, why, protocol != 0);
     peer_release(p);
 }
@@ -1148,6 +1246,7 @@ static int add_peer_locked(node_controller *n, int fd, peer_state state, peer **
     }
     atomic_init(&p->refs, 1);
     p->n = n;
+    p->reintro_fd = -1;
     set_state_locked(p, state);
     channel_delegate d = {.ctx = p, .on_frame = channel_frame_cb, .on_error = channel_error_cb};
     rv = channel_create(fd, atomic_load_explicit(&n->io, memory_order_relaxed), &d, &p->ch);
@@ -1164,7 +1263,19 @@ static int add_peer_locked(node_controller *n, int fd, peer_state state, peer **
 static void introduced(node_controller *n, const ports_name *name, int fd)
 {
     plat_mutex_lock(&n->lock);
-    if (name_map_get(&n->peers, name)) {
+    peer *old = name_map_get(&n->peers, name);
+    if (old && old->broker_says_lost && old->reintro_fd < 0) {
+        /*
+         * The broker said that node is lost to us (it cut us off), then
+         * introduced it again (it needs us anew), before this old channel
+         * drained. Its failure, by node name, must come before anything
+         * travels on the new one: drop_peer connects it then.
+         */
+        old->reintro_fd = fd;
+        plat_mutex_unlock(&n->lock);
+        return;
+    }
+    if (old) {
         /* Both sides asked at once; the first channel stays. */
         plat_mutex_unlock(&n->lock);
         close(fd);
@@ -1173,6 +1284,9 @@ static void introduced(node_controller *n, const ports_name *name, int fd)
     peer *p;
     if (add_peer_locked(n, fd, PEER_CONNECTED, &p) != 0) {
         pending_intro *pi = name_map_remove(&n->pending, name);
+        /* The other node has its end, and will see it hang up (see drop_peer). */
+        if (n->broker && !n->shutting_down)
+            send_peer_cut_locked(n, name);
         plat_mutex_unlock(&n->lock);
         if (pi)
             pending_free(pi);
@@ -1258,7 +1372,12 @@ static bool flushed(node_controller *n)
     if (!ports_node_can_shutdown_cleanly(n->ports, false))
         return false;
     plat_mutex_lock(&n->lock);
-    bool done = n->pending.count == 0;
+    bool done = true;
+    /* Introductions to come; not a NODE_LOST awaited, which is the broker's to send. */
+    for (size_t i = 0; done && i < n->pending.cap; i++) {
+        pending_intro *pi = n->pending.slots[i].value;
+        done = !pi || pi->awaiting_lost;
+    }
     for (peer *p = n->all; done && p; p = p->next_all)
         if (p->state == PEER_CONNECTED && !channel_write_idle(p->ch))
             done = false;

@@ -18,7 +18,11 @@
  * fds are closed, every port routed through it becomes peer-closed, and the
  * error handler of the invitation that connected it is told why. A peer's
  * name is the one it gave when it connected (or the one the broker gave when
- * introducing it); only the broker may introduce or announce lost nodes.
+ * introducing it); only the broker may introduce or announce lost nodes. A
+ * client that cuts off a peer the broker introduced (as above, or over an
+ * event it cannot send) tells the broker, which announces the client lost
+ * to that peer alone: the only routes a client can end that way are the
+ * ones to itself.
  *
  * Threads: every function may be called from any thread. Frames are handled
  * on the IO thread; the delegate's callbacks run with no node lock held.

@@ -88,6 +88,7 @@ int node_wire_parse(uint16_t type, const uint8_t *buf, size_t len, size_t num_fd
     case NODE_MSG_ACCEPT:
     case NODE_MSG_REQUEST_INTRO:
     case NODE_MSG_NODE_LOST:
+    case NODE_MSG_PEER_CUT:
         if (len != NODE_NAME_WIRE_SIZE)
             return bad(why, "node message of the wrong size");
         if (!load_valid_name(buf, &m.name))

@@ -25,9 +25,13 @@
  *                   ObserveProxy form). A client sends it to the broker with
  *                   origin = itself; the broker relays it to every other
  *                   node, which accepts it as coming from origin
- *   NODE_LOST       broker -> client: name of a node that is gone
+ *   NODE_LOST       broker -> client: name of a node that is gone, or that
+ *                   cut its connection to this client (see PEER_CUT)
  *   BAD_MESSAGE     client -> broker: name of the node a bad message came
  *                   from, u32 length, u32 reserved, reason bytes
+ *   PEER_CUT        client -> broker: name of a node the broker introduced
+ *                   us to whose connection we cut while it lived; the broker
+ *                   answers nothing, and tells that node NODE_LOST(us)
  *
  * Every parser checks exact sizes: a frame of the wrong size, a zero or
  * reserved name where one is not allowed, a nonzero reserved field, fds on a
@@ -54,6 +58,7 @@ typedef enum node_msg_type {
     NODE_MSG_BROADCAST = 7,
     NODE_MSG_NODE_LOST = 8,
     NODE_MSG_BAD_MESSAGE = 9,
+    NODE_MSG_PEER_CUT = 10,
 } node_msg_type;
 
 #define NODE_INVITE_ISOLATED 1u
@@ -74,7 +79,8 @@ typedef struct node_wire_name {
 typedef struct node_wire_msg {
     node_msg_type type;
     ports_name name;            /* INVITE: inviter; ACCEPT: invitee; MERGE_PORT: port;
-                                   REQUEST_INTRO, INTRODUCE, NODE_LOST, BAD_MESSAGE: the node */
+                                   REQUEST_INTRO, INTRODUCE, NODE_LOST, BAD_MESSAGE,
+                                   PEER_CUT: the node */
     ports_name broker;          /* INVITE */
     uint32_t flags;             /* INVITE */
     uint32_t ok;                /* INTRODUCE */
@@ -102,8 +108,8 @@ bool node_wire_next_name(const node_wire_msg *msg, size_t *pos, node_wire_name *
 size_t node_wire_invite_size(const node_wire_name *names, uint32_t n);
 size_t node_wire_write_invite(uint8_t *buf, const ports_name *inviter, const ports_name *broker,
                               uint32_t flags, const node_wire_name *names, uint32_t n);
-size_t node_wire_write_name(uint8_t *buf,
-                            const ports_name *name); /* ACCEPT, REQUEST_INTRO, NODE_LOST */
+/* ACCEPT, REQUEST_INTRO, NODE_LOST, PEER_CUT */
+size_t node_wire_write_name(uint8_t *buf, const ports_name *name);
 size_t node_wire_write_merge_port(uint8_t *buf, const ports_name *port, const void *name,
                                   uint32_t name_len);
 size_t node_wire_write_introduce(uint8_t *buf, const ports_name *name, bool ok);

@@ -83,15 +83,25 @@ static bool read_exact(int s, void *buf, size_t len, int64_t deadline)
 
 uint16_t cmojo_raw_read_frame(int s)
 {
-    uint8_t hdr[CHANNEL_FRAME_HEADER_SIZE];
     static uint8_t body[64 * 1024];
+    size_t len;
+
+    return cmojo_raw_read_frame_payload(s, body, sizeof(body), &len);
+}
+
+uint16_t cmojo_raw_read_frame_payload(int s, uint8_t *payload, size_t cap, size_t *len)
+{
+    uint8_t hdr[CHANNEL_FRAME_HEADER_SIZE];
     int64_t deadline = cmojo_mp_now_ms() + CMOJO_RAW_TIMEOUT_MS;
 
     CHECK(read_exact(s, hdr, sizeof(hdr), deadline));
     uint32_t total = wire_load_u32(hdr);
-    CHECK(total >= CHANNEL_FRAME_HEADER_SIZE && total < sizeof(body));
+    CHECK(total >= CHANNEL_FRAME_HEADER_SIZE &&
+          wire_align8(total) - CHANNEL_FRAME_HEADER_SIZE <= cap);
+    CHECK(wire_load_u16(hdr + 8) == 0); /* no fds: this reader would not see them */
     size_t rest = wire_align8(total) - CHANNEL_FRAME_HEADER_SIZE;
-    CHECK(read_exact(s, body, rest, deadline));
+    CHECK(read_exact(s, payload, rest, deadline));
+    *len = total - CHANNEL_FRAME_HEADER_SIZE;
     return wire_load_u16(hdr + 6);
 }
 

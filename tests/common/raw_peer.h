@@ -31,6 +31,13 @@ void cmojo_raw_send(int s, const void *buf, size_t len, const int *fds, size_t n
 /* Reads one whole frame (the parent's INVITE) and returns its type; fails on anything else. */
 uint16_t cmojo_raw_read_frame(int s);
 
+/*
+ * Reads one whole frame that carries no fds: its payload (at most cap bytes,
+ * with its padding) into payload, its unpadded length into *len; returns its
+ * type. Fails (CMOJO_MP_CHECK) on a timeout, EOF or anything larger.
+ */
+uint16_t cmojo_raw_read_frame_payload(int s, uint8_t *payload, size_t cap, size_t *len);
+
 /* Reads (and drops) until the other side closes the connection: false on timeout or error. */
 bool cmojo_raw_wait_eof(int s);
 

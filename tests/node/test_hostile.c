@@ -3,7 +3,8 @@
  * child speaks raw bytes on the socket instead of using cmojo (garbage, lying
  * or truncated or oversized frame headers, fds beyond what frames claim,
  * an EVENT carrying a port it does not own, an EVENT before the handshake,
- * node messages of an unknown type or one only the broker may send).
+ * node messages of an unknown type or one only the broker may send, a
+ * PEER_CUT naming itself).
  *
  * Pinned, for each: the parent survives and disconnects the child (the child
  * sees EOF; a child that half-closed sees it too); the error handler given to
@@ -12,7 +13,9 @@
  * closed by the parent (the child holds the write ends of those pipes and
  * sees EPIPE, and the parent's fd count returns to where it was); and a
  * well-behaved child of the same parent keeps working before, during and
- * after.
+ * after. A PEER_CUT naming a node the parent does not know is no offence
+ * (that node may just have gone): the child is cut off for what it sends
+ * next.
  */
 #include "cmojo_test.h"
 #include "mp.h"
@@ -108,6 +111,19 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
     } else if (strcmp(arg, "introduce_from_client") == 0) {
         /* Only the broker introduces; this one even hands over a socket. */
         num_sent = 1;
+    } else if (strcmp(arg, "peer_cut_naming_itself") == 0 ||
+               strcmp(arg, "peer_cut_of_a_stranger") == 0) {
+        const ports_name stranger = {0x5757575757575757ull, 0x5858585858585858ull};
+        bool itself = strcmp(arg, "peer_cut_naming_itself") == 0;
+        cmojo_raw_send_accept(s, &me);
+        cmojo_raw_frame_header(buf, CHANNEL_FRAME_HEADER_SIZE + NODE_NAME_WIRE_SIZE,
+                               NODE_MSG_PEER_CUT, 0);
+        node_wire_write_name(buf + CHANNEL_FRAME_HEADER_SIZE, itself ? &me : &stranger);
+        cmojo_raw_send(s, buf, CHANNEL_FRAME_HEADER_SIZE + NODE_NAME_WIRE_SIZE, NULL, 0);
+        if (!itself) {
+            cmojo_raw_frame_header(buf, CHANNEL_FRAME_HEADER_SIZE + 8, 200, 0);
+            cmojo_raw_send(s, buf, CHANNEL_FRAME_HEADER_SIZE + 8, NULL, 0);
+        }
     } else {
         return 5;
     }
@@ -161,7 +177,8 @@ static int role_hostile(const int *fds, size_t n, const char *arg)
 
 /* ------------------------------------------------------------------------ */
 
-static void run_hostile(const char *scenario)
+/* reason: what the error handler must be told last (NULL: anything not empty). */
+static void run_hostile_saying(const char *scenario, const char *reason)
 {
     MojoHandle attached;
     cmojo_mp_witness good;
@@ -179,6 +196,8 @@ static void run_hostile(const char *scenario)
     fprintf(stderr, "hostile %s: %d report(s), last: \"%s\"\n", scenario, log.reports, log.last);
     assert_int_equal(log.empty_messages, 0);
     assert_true(strlen(log.last) > 0);
+    if (reason)
+        assert_string_equal(log.last, reason);
 
     assert_true(cmojo_mp_wait_exit(&bad, CMOJO_MP_CHILD_TIMEOUT_MS, 0));
     cmojo_mp_expect_peer_closed(attached);
@@ -188,6 +207,11 @@ static void run_hostile(const char *scenario)
     assert_true(cmojo_mp_wait_counts("parent", 1, 1, CMOJO_MP_SETTLE_MS));
 
     cmojo_mp_witness_finish(&good, 4);
+}
+
+static void run_hostile(const char *scenario)
+{
+    run_hostile_saying(scenario, NULL);
 }
 
 static void test_garbage(void **state)
@@ -250,6 +274,18 @@ static void test_introduce_from_a_client(void **state)
     run_hostile("introduce_from_client");
 }
 
+static void test_peer_cut_naming_itself(void **state)
+{
+    (void)state;
+    run_hostile_saying("peer_cut_naming_itself", "PEER_CUT naming its sender or the broker");
+}
+
+static void test_peer_cut_of_a_stranger_is_ignored(void **state)
+{
+    (void)state;
+    run_hostile_saying("peer_cut_of_a_stranger", "unknown node message type");
+}
+
 static const cmojo_mp_role roles[] = {
     {CMOJO_MP_WITNESS_ROLE, cmojo_mp_role_witness},
     {"hostile", role_hostile},
@@ -274,6 +310,8 @@ int main(int argc, char **argv)
         HOSTILE_TEST(test_unknown_message_type),
         HOSTILE_TEST(test_event_before_the_handshake),
         HOSTILE_TEST(test_introduce_from_a_client),
+        HOSTILE_TEST(test_peer_cut_naming_itself),
+        HOSTILE_TEST(test_peer_cut_of_a_stranger_is_ignored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,8 +11,12 @@
  * (same open file, close-on-exec); the 253-fd limit; kill -9 of a child
  * (error handler, PEER_CLOSED, survivors unaffected); MojoWait inside a trap
  * handler for a message from another process; messages up to 1 MiB
- * forwarded back as they arrived, byte for byte; and after the traffic
- * settles every process holds exactly the ports of its open pipes.
+ * forwarded back as they arrived, byte for byte; a message over the limit
+ * refused for another process, and one that must follow its peer there
+ * cutting the connection -- the broker's to a child, a child's to its
+ * broker, a child's to another the broker introduced -- with the pipes over
+ * it closing on both sides; and after the traffic settles every process
+ * holds exactly the ports of its open pipes.
  *
  * Every wait has a deadline; every child is reaped and its exit status
  * checked; children check their own handles, ports and fds before exiting.
@@ -878,7 +882,10 @@ static void test_large_messages_arrive_and_forward_intact(void **state)
     assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
 }
 
-/* An UNLIMITED_SIZE message just over the limit every message may carry to another process. */
+/*
+ * An UNLIMITED_SIZE message just over the limit every message may carry to
+ * another process. (For the parent and child roles alike.)
+ */
 static MojoMessageHandle over_the_limit(const MojoHandle *handles, uint32_t num_handles)
 {
     const struct MojoCreateMessageOptions unlimited = {sizeof(unlimited),
@@ -887,10 +894,10 @@ static MojoMessageHandle over_the_limit(const MojoHandle *handles, uint32_t num_
                                                         MOJO_APPEND_MESSAGE_DATA_FLAG_COMMIT_SIZE};
     MojoMessageHandle m;
     void *buf;
-    assert_int_equal(MojoCreateMessage(&unlimited, &m), OK);
-    assert_int_equal(MojoAppendMessageData(m, CMOJO_MAX_MESSAGE_NUM_BYTES + 8u, handles,
-                                           num_handles, &commit, &buf, NULL),
-                     OK);
+    CHECK_RESULT(MojoCreateMessage(&unlimited, &m), OK);
+    CHECK_RESULT(MojoAppendMessageData(m, CMOJO_MAX_MESSAGE_NUM_BYTES + 8u, handles, num_handles,
+                                       &commit, &buf, NULL),
+                 OK);
     memset(buf, 0x5a, CMOJO_MAX_MESSAGE_NUM_BYTES + 8u);
     return m;
 }
@@ -994,6 +1001,226 @@ static void test_message_over_the_limit_that_must_follow_its_peer_cuts_the_conne
 }
 
 /* ------------------------------------------------------------------------ */
+/* The same cut between two clients, on the connection the broker made.     */
+
+#define CUT_MESSAGES 20
+/*
+ * How long the far side of a cut may take to see its pipes close: far more
+ * than it needs, and shorter than the parent waits for it, so that a
+ * regression fails in the far side, saying so, instead of at a timeout.
+ */
+#define CUT_PEER_CLOSED_MS SETTLE_MS
+
+/*
+ * A: gets a pipe end x whose peer is in B, talks to B until the broker's
+ * proxies are gone (so A and B talk over a channel of their own), then
+ * writes CUT_MESSAGES messages on x and sends B an end whose peer has a
+ * message queued for it that cannot follow it: that cuts A's connection to B.
+ */
+static int role_cutter(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl, x, c, d;
+    uint32_t nh = 1;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    cmojo_mp_recv_tag(ctl, TAG_HANDLES, &x, &nh);
+    CHECK_RESULT(nh, 1);
+    cmojo_mp_send(x, TAG_DATA, 0, ID_A, NULL, 0);
+    cmojo_mp_msg m = cmojo_mp_recv_tag(x, TAG_DATA, NULL, NULL);
+    CHECK_RESULT(m.value, ID_B);
+    cmojo_mp_send(ctl, TAG_READY, 0, 0, NULL, 0);
+    cmojo_mp_recv_tag(ctl, TAG_READY, NULL, NULL); /* the route is direct now */
+
+    for (uint32_t i = 1; i <= CUT_MESSAGES; i++)
+        cmojo_mp_send(x, TAG_DATA, i, ID_A, NULL, 0);
+    CHECK_RESULT(MojoCreateMessagePipe(NULL, &c, &d), OK);
+    CHECK_RESULT(MojoWriteMessage(c, over_the_limit(NULL, 0), NULL), OK);
+    cmojo_mp_send(x, TAG_HANDLES, CUT_MESSAGES + 1, ID_A, &d, 1);
+    /* Our side of the cut: the pipes through it end at once. */
+    cmojo_mp_expect_peer_closed(x);
+    cmojo_mp_expect_peer_closed(c);
+    cmojo_mp_send(ctl, TAG_READY, 1, 0, NULL, 0);
+
+    cmojo_mp_echo_pings(ctl, TAG_DATA, TAG_DONE);
+    /*
+     * Closing x sends B its closure: the broker introduces us to B anew (B
+     * may not have read the end of the old channel yet).
+     */
+    MojoHandle left[] = {ctl, x, c};
+    return cmojo_mp_child_finish("cutter", left, 3);
+}
+
+/*
+ * B: holds y (x's peer) and gets the end A sent; reads what A sent before
+ * the cut, then both pipes routed to A must close within CUT_PEER_CLOSED_MS
+ * (exit code 3 if not), with nothing beyond: the message that could not
+ * follow never comes. B blames nobody and keeps talking to the broker.
+ */
+static int role_cut_victim(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl, y, far;
+    uint32_t nh = 1;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    CHECK_RESULT(MojoSetDefaultProcessErrorHandler(NULL, NULL), OK);
+    CHECK_RESULT(MojoSetDefaultProcessErrorHandler(until_cut_on_error, NULL), OK);
+    cmojo_mp_recv_tag(ctl, TAG_HANDLES, &y, &nh);
+    CHECK_RESULT(nh, 1);
+    cmojo_mp_msg m = cmojo_mp_recv_tag(y, TAG_DATA, NULL, NULL);
+    CHECK_RESULT(m.value, ID_A);
+    cmojo_mp_send(y, TAG_DATA, 0, ID_B, NULL, 0);
+    cmojo_mp_send(ctl, TAG_READY, 0, 0, NULL, 0);
+
+    for (uint32_t i = 1; i <= CUT_MESSAGES; i++) {
+        m = cmojo_mp_recv_tag(y, TAG_DATA, NULL, NULL);
+        CHECK_RESULT(m.seq, i);
+        CHECK_RESULT(m.value, ID_A);
+    }
+    m = cmojo_mp_recv_tag(y, TAG_HANDLES, &far, &nh);
+    CHECK_RESULT(nh, 1);
+    CHECK_RESULT(m.seq, CUT_MESSAGES + 1);
+
+    const MojoHandle routed[] = {y, far};
+    for (size_t i = 0; i < 2; i++) {
+        MojoResult r =
+            MojoWait(routed[i], PEER_CLOSED, (MojoDeadline)CUT_PEER_CLOSED_MS * 1000, NULL);
+        if (r != OK) {
+            fprintf(stderr,
+                    "cut victim: the %s pipe to the cutter did not see PEER_CLOSED within %d ms "
+                    "(MojoWait: %u)\n",
+                    i == 0 ? "first" : "second", CUT_PEER_CLOSED_MS, (unsigned)r);
+            return 3;
+        }
+        cmojo_mp_expect_peer_closed(routed[i]); /* and nothing left to read */
+    }
+    cmojo_mp_send(ctl, TAG_READY, 1, 0, NULL, 0);
+
+    cmojo_mp_echo_pings(ctl, TAG_DATA, TAG_DONE);
+    MojoHandle left[] = {ctl, y, far};
+    int rc = cmojo_mp_child_finish("cut victim", left, 3);
+    if (rc == 0 && until_cut_error[0] != '\0') {
+        fprintf(stderr, "cut victim: the cutter was blamed: \"%s\"\n", until_cut_error);
+        rc = 2;
+    }
+    return rc;
+}
+
+/* Reads the child's READY number `step` on ctl; if its pipe closes instead, says how it ended. */
+static void expect_ready(MojoHandle ctl, cmojo_mp_child *child, uint32_t step)
+{
+    MojoResult r = MojoWait(ctl, READABLE, (MojoDeadline)IO_TIMEOUT_MS * 1000, NULL);
+    if (r != OK) {
+        assert_true(cmojo_mp_wait_exit(child, CHILD_TIMEOUT_MS, 0));
+        fail_msg("%s: no READY %u (MojoWait: %u)", child->role, step, (unsigned)r);
+    }
+    cmojo_mp_msg m = cmojo_mp_recv_tag(ctl, TAG_READY, NULL, NULL);
+    CHECK_RESULT(m.seq, step);
+}
+
+/*
+ * A cuts its connection to B, which the broker (this process) introduced,
+ * the way the test above makes the parent cut the connection to its child.
+ * On its own, B would take the closing for A dying, and wait for the broker
+ * to confirm that -- forever, as A lives. A tells the broker, and the
+ * broker tells B: B's pipes routed to A see PEER_CLOSED after what A sent
+ * before the cut, nobody is blamed, and both still talk to the broker.
+ * Afterwards A closes its dead end of x, whose closure makes the broker
+ * introduce A and B again, while the old connection may still be draining
+ * on B's side.
+ */
+static void test_cut_of_a_broker_introduced_connection_closes_both_sides(void **state)
+{
+    MojoHandle ctl_a, ctl_b, x, y;
+    cmojo_mp_child a, b;
+
+    (void)state;
+    cmojo_mp_invite("cutter", NULL, ctl_name, 1, &ctl_a, &a, 0);
+    cmojo_mp_invite("cut_victim", NULL, ctl_name, 1, &ctl_b, &b, 1);
+    cmojo_test_make_pipe(&x, &y);
+    cmojo_mp_send(ctl_a, TAG_HANDLES, 0, 0, &x, 1);
+    cmojo_mp_send(ctl_b, TAG_HANDLES, 0, 0, &y, 1);
+    expect_ready(ctl_a, &a, 0);
+    expect_ready(ctl_b, &b, 0);
+    /* Our proxies for x and y are gone: A and B talk over their own channel. */
+    assert_true(cmojo_mp_wait_counts("broker", 2, 2, SETTLE_MS));
+    cmojo_mp_send(ctl_a, TAG_READY, 0, 0, NULL, 0);
+
+    expect_ready(ctl_a, &a, 1);
+    expect_ready(ctl_b, &b, 1);
+    /* Neither connection to us was in question. */
+    assert_int_equal(cmojo_mp_log(0).reports, 0);
+    assert_int_equal(cmojo_mp_log(1).reports, 0);
+    cmojo_mp_ping(ctl_a, TAG_DATA, 1, 10);
+    cmojo_mp_ping(ctl_b, TAG_DATA, 2, 10);
+
+    cmojo_mp_send(ctl_a, TAG_DONE, 0, 0, NULL, 0);
+    cmojo_mp_send(ctl_b, TAG_DONE, 0, 0, NULL, 0);
+    assert_true(cmojo_mp_wait_exit(&a, CHILD_TIMEOUT_MS, 0));
+    assert_true(cmojo_mp_wait_exit(&b, CHILD_TIMEOUT_MS, 0));
+    cmojo_mp_expect_peer_closed(ctl_a);
+    cmojo_mp_expect_peer_closed(ctl_b);
+    MojoHandle left[] = {ctl_a, ctl_b};
+    cmojo_mp_close_all(left, 2);
+    assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
+    assert_true(cmojo_mp_wait_disconnected(1, IO_TIMEOUT_MS));
+}
+
+/*
+ * The child makes the cut, to its broker: it sends the parent an end whose
+ * peer holds a message that cannot follow it. Its pipes to the parent end at
+ * once; the parent's end when the channel closes, as for any invitee that
+ * goes away.
+ */
+static int role_cuts_its_broker(const int *fds, size_t n, const char *arg)
+{
+    MojoHandle ctl, c, d;
+
+    (void)n;
+    (void)arg;
+    cmojo_mp_accept(fds[0], ctl_name, 1, &ctl);
+    cmojo_mp_expect_peer_remote(ctl);
+    CHECK_RESULT(MojoSetDefaultProcessErrorHandler(NULL, NULL), OK);
+    CHECK_RESULT(MojoSetDefaultProcessErrorHandler(until_cut_on_error, NULL), OK);
+    CHECK_RESULT(MojoCreateMessagePipe(NULL, &c, &d), OK);
+    CHECK_RESULT(MojoWriteMessage(c, over_the_limit(NULL, 0), NULL), OK);
+    cmojo_mp_send(ctl, TAG_HANDLES, 0, 0, &d, 1);
+    cmojo_mp_expect_peer_closed(ctl);
+    cmojo_mp_expect_peer_closed(c);
+    MojoHandle left[] = {ctl, c};
+    int rc = cmojo_mp_child_finish("cuts its broker", left, 2);
+    if (rc == 0 && until_cut_error[0] != '\0') {
+        fprintf(stderr, "cuts its broker: the broker was blamed: \"%s\"\n", until_cut_error);
+        rc = 2;
+    }
+    return rc;
+}
+
+/* A client's cut of its broker: the pipes between them end on both sides. */
+static void
+test_client_that_cuts_its_broker_sees_its_pipes_close_and_so_does_the_broker(void **state)
+{
+    MojoHandle ctl, far;
+    cmojo_mp_child child;
+    uint32_t nh = 1;
+
+    (void)state;
+    cmojo_mp_invite("cuts_its_broker", NULL, ctl_name, 1, &ctl, &child, 0);
+    /* The end it sends arrives before the cut: the cut is over the message that follows it. */
+    cmojo_mp_recv_tag(ctl, TAG_HANDLES, &far, &nh);
+    CHECK_RESULT(nh, 1);
+    cmojo_mp_expect_peer_closed(far);
+    cmojo_mp_expect_peer_closed(ctl);
+    assert_true(cmojo_mp_wait_exit(&child, CHILD_TIMEOUT_MS, 0));
+    assert_true(cmojo_mp_wait_disconnected(0, IO_TIMEOUT_MS));
+    MojoHandle left[] = {ctl, far};
+    cmojo_mp_close_all(left, 2);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int setup(void **state)
 {
@@ -1002,10 +1229,21 @@ static int setup(void **state)
 }
 
 static const cmojo_mp_role roles[] = {
-    {"pair", role_pair},           {"bulk_a", role_bulk_a},       {"bulk_b", role_bulk_b},
-    {"ring1", role_ring1},         {"ring2", role_ring2},         {"ring3", role_ring3},
-    {"many_fds", role_many_fds},   {"victim", role_victim},       {"survivor", role_survivor},
-    {"forwarder", role_forwarder}, {"until_cut", role_until_cut}, {NULL, NULL},
+    {"pair", role_pair},
+    {"bulk_a", role_bulk_a},
+    {"bulk_b", role_bulk_b},
+    {"ring1", role_ring1},
+    {"ring2", role_ring2},
+    {"ring3", role_ring3},
+    {"many_fds", role_many_fds},
+    {"victim", role_victim},
+    {"survivor", role_survivor},
+    {"forwarder", role_forwarder},
+    {"until_cut", role_until_cut},
+    {"cutter", role_cutter},
+    {"cut_victim", role_cut_victim},
+    {"cuts_its_broker", role_cuts_its_broker},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv)
@@ -1032,6 +1270,12 @@ int main(int argc, char **argv)
                                         setup, cmojo_mp_core_teardown),
         cmocka_unit_test_setup_teardown(
             test_message_over_the_limit_that_must_follow_its_peer_cuts_the_connection, setup,
+            cmojo_mp_core_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cut_of_a_broker_introduced_connection_closes_both_sides, setup,
+            cmojo_mp_core_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_client_that_cuts_its_broker_sees_its_pipes_close_and_so_does_the_broker, setup,
             cmojo_mp_core_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

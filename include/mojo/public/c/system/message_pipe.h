@@ -220,7 +220,10 @@ MojoCreateMessagePipe(const struct MojoCreateMessagePipeOptions *options,
  *
  * Such a message written while its peer was here cannot follow that peer to
  * another process later: this process then cuts its connection to that one
- * (this process's pipes through it see PEER_CLOSED) rather than send it.
+ * rather than send it. The pipes routed over that connection see PEER_CLOSED
+ * in both processes (in the other one after what reached it before the cut;
+ * when the broker introduced the two, once the broker has passed the cut on),
+ * and the two processes treat each other as lost from then on.
  */
 MOJO_SYSTEM_EXPORT MojoResult MojoWriteMessage(MojoHandle message_pipe_handle,
                                                MojoMessageHandle message,
