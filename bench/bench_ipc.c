@@ -45,7 +45,7 @@
  *                  a new one: like for like with the socketpair child, which
  *                  writes back the buffer it read into and copies nothing.
  *                  The other cmojo cases copy every reply into a new
- *                  message (zeroed by MojoAppendMessageData first), as an
+ *                  message (MojoAppendMessageData, then a copy), as an
  *                  application that builds its answer does; the parent
  *                  builds every message it sends in all of them.
  *   stream       the parent writes M messages of N bytes as fast as it can;
