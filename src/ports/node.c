@@ -253,16 +253,6 @@ void *ports_port_get_user_data(const ports_port_ref *ref)
     return data;
 }
 
-void *ports_port_acquire_user_data(const ports_port_ref *ref, void (*acquire)(void *data))
-{
-    lock_port(ref->port);
-    void *data = ref->port->user_data;
-    if (data)
-        acquire(data);
-    unlock_port(ref->port);
-    return data;
-}
-
 /* ----------------------------------------------------------------- names */
 
 static void random_bytes(ports_node *node, void *buf, size_t len)

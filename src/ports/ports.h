@@ -128,13 +128,9 @@ void *ports_port_get_user_data(const ports_port_ref *port);
  * the port lock is released. An embedder that clears the data
  * (set_user_data(NULL)) before dropping its own reference can then use the
  * object until it releases the reference acquire took, even if another
- * thread is tearing it down.
- */
-void *ports_port_acquire_user_data(const ports_port_ref *port, void (*acquire)(void *data));
-
-/*
- * ports_port_acquire_user_data and ports_node_get_status in one look: the
- * status is filled if the port is receiving, else its version is 0.
+ * thread is tearing it down. In the same look, *status is what
+ * ports_node_get_status would give if the port is receiving; else its
+ * version is 0.
  */
 void *ports_node_acquire_user_data_status(ports_node *node, const ports_port_ref *port,
                                           void (*acquire)(void *data), ports_port_status *status);
