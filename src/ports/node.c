@@ -118,6 +118,7 @@ static ports_port *port_new(uint64_t next_seq_to_send, uint64_t next_seq_to_rece
         return NULL;
     atomic_init(&p->refs, 1);
     plat_mutex_init(&p->lock);
+    atomic_init(&p->nothing_to_read, false);
     p->state = PORT_UNINITIALIZED;
     p->next_control_sequence_num_to_send = PORTS_INITIAL_SEQUENCE_NUM;
     p->next_control_sequence_num_to_receive = PORTS_INITIAL_SEQUENCE_NUM;
@@ -204,7 +205,24 @@ void ports_port_ref_release(ports_port_ref *ref)
     ref->name = PORTS_INVALID_NAME;
 }
 
+/*
+ * Every change to a port happens under its lock, so taking the lock ends the
+ * lock-free "nothing to read" answer (see ports_port.nothing_to_read). A
+ * relaxed store: the unlock that follows publishes it, so whoever learns of
+ * this holder's change (a message queued, the peer closed) sees it too.
+ */
 static void lock_port(ports_port *p)
+{
+    plat_mutex_lock(&p->lock);
+    atomic_store_explicit(&p->nothing_to_read, false, memory_order_relaxed);
+}
+
+/*
+ * lock_port for a sender that only reads the port's route and state and
+ * takes sequence numbers: nothing a read's answer depends on (the message
+ * queue, the state, the peer's closure), so a "nothing to read" stands.
+ */
+static void lock_port_to_send(ports_port *p)
 {
     plat_mutex_lock(&p->lock);
 }
@@ -1084,6 +1102,9 @@ int ports_node_get_message_status(ports_node *node, const ports_port_ref *ref, p
         return PORTS_ERROR_INVALID_ARGUMENT;
     *out = NULL;
     ports_port *p = ref->port;
+    /* A reader draining until empty ends on this, twice per message. */
+    if (atomic_load_explicit(&p->nothing_to_read, memory_order_acquire))
+        return PORTS_OK;
     ports_event *ack = NULL;
     ports_name peer_node;
 
@@ -1118,6 +1139,9 @@ int ports_node_get_message_status(ports_node *node, const ports_port_ref *ref, p
     }
     if (after && msg)
         status_locked(node, p, after);
+    /* Also when this read took the last message: the next one finds nothing. */
+    if (!mq_has_next(&p->mq) && can_accept_more_messages(p))
+        atomic_store_explicit(&p->nothing_to_read, true, memory_order_relaxed);
     unlock_port(p);
 
     if (ack)
@@ -1283,7 +1307,7 @@ static int prepare_to_forward(ports_node *node, const ports_port_ref *ref,
     const bool hook = ev->u.user.payload && ev->u.user.payload->ops->will_be_routed_externally;
 
     for (;;) {
-        lock_port(p);
+        lock_port_to_send(p);
         ports_name target_node = p->peer_node;
         /*
          * A message without ports keeps this lock, nothing else is needed,

@@ -97,6 +97,12 @@ struct ports_port {
 
     void *user_data;
     uint64_t status_version; /* the last status snapshot's (ports_port_status) */
+    /*
+     * Set by a read that found nothing to take, cleared by whoever locks the
+     * port next (lock_port): while it holds, a read may answer "nothing"
+     * without the lock, since nothing that could change that answer has run.
+     */
+    atomic_bool nothing_to_read;
 };
 
 #endif /* CMOJO_PORTS_PORT_H_ */

@@ -119,6 +119,49 @@ static void test_close_reports_peer_closed_after_last_message(void **state)
 }
 
 /*
+ * A read that finds nothing lets the next read answer without the port lock,
+ * until anything locks the port: a message arriving, or the closure, must be
+ * seen by the very next read, locally and from another node.
+ */
+static void test_empty_read_answer_ends_with_any_change(void **state)
+{
+    (void)state;
+    ph_harness h;
+    ph_init(&h, 2);
+    ports_port_ref a, b, c, d;
+    ph_connect(&h, 0, 1, &a, &b);
+    assert_int_equal(ports_node_create_port_pair(N(&h, 1), &c, &d), PORTS_OK);
+
+    expect_nothing(&h, 1, &b);
+    expect_nothing(&h, 1, &b); /* the lock-free answer */
+    ph_write(&h, 0, &a, "remote", NULL, 0);
+    ph_deliver_all(&h);
+    expect_read(&h, 1, &b, "remote");
+
+    expect_nothing(&h, 1, &d);
+    ph_write(&h, 1, &d, "reply", NULL, 0); /* sending from d leaves its answer */
+    expect_nothing(&h, 1, &d);
+    ph_write(&h, 1, &c, "local", NULL, 0);
+    expect_read(&h, 1, &d, "local");
+    expect_read(&h, 1, &c, "reply");
+    expect_nothing(&h, 1, &d);
+    close_and_release(&h, 1, &c);
+    ph_deliver_all(&h);
+    expect_peer_closed(&h, 1, &d);
+
+    expect_nothing(&h, 1, &b);
+    close_and_release(&h, 0, &a);
+    ph_deliver_all(&h);
+    expect_peer_closed(&h, 1, &b);
+
+    close_and_release(&h, 1, &b);
+    close_and_release(&h, 1, &d);
+    ph_deliver_all(&h);
+    assert_int_equal(total_ports(&h), 0);
+    ph_free(&h);
+}
+
+/*
  * The core of the protocol: an end sent to another node leaves a proxy that
  * forwards, then removes itself, so the route is two ports again.
  */
@@ -1012,6 +1055,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_pipe_delivers_in_order),
         cmocka_unit_test(test_close_reports_peer_closed_after_last_message),
+        cmocka_unit_test(test_empty_read_answer_ends_with_any_change),
         cmocka_unit_test(test_sent_port_proxy_collapses),
         cmocka_unit_test(test_event_from_non_previous_peer_is_held_not_applied),
         cmocka_unit_test(test_replayed_control_sequence_is_bad_peer),
