@@ -150,6 +150,7 @@ struct channel {
 
     /* IO thread only (or with no callback possible, under mu). */
     bool in_io_cb;
+    bool watch_ref_owed; /* see release_watch_ref */
     uint8_t *rx;
     size_t rx_cap;
     bool rx_small;   /* buffers of RX_SMALL_CAPACITY (see there) */
@@ -392,6 +393,19 @@ static void rx_discard_locked(channel *c)
 }
 
 /*
+ * Drops the watch's reference, its watch removed. Inside this channel's own
+ * watch callback (on_io) that reference is what keeps c alive, so the drop
+ * waits for on_io's end. on_loop: the caller runs on the IO loop.
+ */
+static void release_watch_ref(channel *c, bool on_loop)
+{
+    if (on_loop && c->in_io_cb)
+        c->watch_ref_owed = true;
+    else
+        channel_release(c);
+}
+
+/*
  * On the IO thread, inside on_io or error_task: delivers a recorded failure
  * once, after unregistering, unless the channel was shut down.
  */
@@ -419,7 +433,7 @@ static void deliver_error(channel *c)
 
     if (w != NULL) {
         plat_io_remove(w);
-        channel_release(c); /* the watch's; our caller holds another */
+        release_watch_ref(c, true); /* our caller holds another */
     }
     c->delegate.on_error(c->delegate.ctx, protocol, why);
 }
@@ -723,8 +737,11 @@ static bool on_io(void *ctx, uint32_t events)
     channel *c = ctx;
     bool more = false;
 
-    /* The watch's reference is alive now; ours keeps c if a callback drops the rest. */
-    channel_acquire(c);
+    /*
+     * The watch's reference keeps c alive until this returns: a removal from
+     * another thread waits for us, and one from inside (a delegate shutting
+     * the channel, or deliver_error) leaves its drop to our end.
+     */
     bool failed = false;
     if (!(events & PLAT_IO_WRITABLE) && !atomic_load(&c->stopped)) {
         /*
@@ -737,7 +754,6 @@ static bool on_io(void *ctx, uint32_t events)
         plat_mutex_lock(&c->mu);
         if (c->shut) {
             plat_mutex_unlock(&c->mu);
-            channel_release(c);
             return false;
         }
         atomic_fetch_add(&c->in_callback, 1);
@@ -754,9 +770,11 @@ static bool on_io(void *ctx, uint32_t events)
         more = rx_read(c, (events & PLAT_IO_HANGUP) != 0);
     deliver_error(c);
     c->in_io_cb = false;
+    bool owed = c->watch_ref_owed;
 
     callback_exit(c);
-    channel_release(c);
+    if (owed)
+        channel_release(c); /* the last use of c */
     return more;
 }
 
@@ -983,7 +1001,7 @@ void channel_shutdown(channel *c)
 
     if (w != NULL) {
         plat_io_remove(w);
-        channel_release(c); /* the watch's; the caller holds another */
+        release_watch_ref(c, on_io); /* the caller holds another */
     }
 
     plat_mutex_lock(&c->mu);
