@@ -9,7 +9,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +73,51 @@ static void signal_task(void *arg)
     event_signal(arg);
 }
 
+static pid_t current_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/*
+ * Whether thread tid of this process is asleep inside epoll_wait: the kernel
+ * names the system call of a task only while it is blocked in one (else
+ * /proc says "running"), and a thread blocked in epoll_wait is on the epoll
+ * set's queue of waiters.
+ */
+static bool blocked_in_epoll(pid_t tid)
+{
+    char path[64];
+    long nr = -1;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    int got = fscanf(f, "%ld", &nr);
+    fclose(f);
+    if (got != 1)
+        return false;
+#ifdef SYS_epoll_pwait2
+    if (nr == SYS_epoll_pwait2)
+        return true;
+#endif
+#ifdef SYS_epoll_wait
+    if (nr == SYS_epoll_wait)
+        return true;
+#endif
+    return nr == SYS_epoll_pwait;
+}
+
+/* Waits (up to 10 s) until thread tid is blocked in epoll_wait; whether it is. */
+static bool wait_blocked_in_epoll(pid_t tid)
+{
+    for (int ms = 0; ms < 10000; ms++) {
+        if (blocked_in_epoll(tid))
+            return true;
+        sleep_ms(1);
+    }
+    return false;
+}
+
 /* Returns once the IO thread has run a task posted now (so finished a loop turn). */
 static void sync_io(plat_io *io)
 {
@@ -79,6 +126,32 @@ static void sync_io(plat_io *io)
     assert_int_equal(plat_io_post(io, signal_task, &e), 0);
     assert_true(event_wait(&e));
     event_destroy(&e);
+}
+
+typedef struct tid_task {
+    event done;
+    pid_t tid;
+} tid_task;
+
+static void record_tid_task(void *arg)
+{
+    tid_task *t = arg;
+    t->tid = current_tid();
+    event_signal(&t->done);
+}
+
+/*
+ * Returns once the IO thread is asleep in epoll_wait with nothing to do, so
+ * that a guest polling from now on entered epoll_wait after it.
+ */
+static void wait_io_thread_in_epoll(plat_io *io)
+{
+    tid_task t;
+    event_init(&t.done);
+    assert_int_equal(plat_io_post(io, record_tid_task, &t), 0);
+    assert_true(event_wait(&t.done));
+    event_destroy(&t.done);
+    assert_true(wait_blocked_in_epoll(t.tid));
 }
 
 static void test_start_stop(void **state)
@@ -643,10 +716,14 @@ static bool guest_wait(plat_io *io, plat_wakeup *wake)
 typedef struct script {
     plat_io *io;
     plat_wakeup *wake;
-    int write_fd; /* >= 0: write a byte here first */
-    int task_ms;  /* > 0: then post a task that keeps the loop busy this long */
-    int kick_ms;  /* then, this much later, set wake and kick the guest */
+    pid_t guest_tid;   /* the guest: everything starts once it is in epoll_wait */
+    int write_fd;      /* >= 0: write a byte here first */
+    int task_ms;       /* > 0: then post a task that keeps the loop busy this long, */
+    watch_state *busy; /* once this watch's callback runs (if not NULL) */
+    int kick_ms;       /* then (after the task), this much later, set wake and kick the guest */
     atomic_int task_ran_on_loop;
+    atomic_bool task_done;
+    atomic_bool late; /* something it waited for did not happen within 10 s */
 } script;
 
 static void busy_task(void *arg)
@@ -654,18 +731,31 @@ static void busy_task(void *arg)
     script *sc = arg;
     atomic_store(&sc->task_ran_on_loop, plat_io_on_thread(sc->io));
     sleep_ms(sc->task_ms);
+    atomic_store(&sc->task_done, true);
 }
 
 static void *script_main(void *arg)
 {
     script *sc = arg;
-    sleep_ms(100); /* the guest is in epoll_wait by now */
+    if (!wait_blocked_in_epoll(sc->guest_tid))
+        atomic_store(&sc->late, true);
+    /*
+     * Not a synchronisation: a loop that left epoll_wait and came back
+     * meanwhile (it must not) would now be the waiter woken, and fail the test.
+     */
+    sleep_ms(20);
     if (sc->write_fd >= 0 && write(sc->write_fd, "x", 1) != 1)
         abort();
     if (sc->task_ms > 0) {
-        sleep_ms(20);
+        int ms = 0;
+        while (sc->busy != NULL && !atomic_load(&sc->busy->running) && ms++ < 10000)
+            sleep_ms(1);
         if (plat_io_post(sc->io, busy_task, sc) != 0)
             abort();
+        while (!atomic_load(&sc->task_done) && ms++ < 20000)
+            sleep_ms(1);
+        if (!atomic_load(&sc->task_done))
+            atomic_store(&sc->late, true);
     }
     for (int ms = 0; ms < sc->kick_ms && !plat_wakeup_is_set(sc->wake); ms++)
         sleep_ms(1);
@@ -709,12 +799,14 @@ static void test_guest_is_kicked_or_times_out(void **state)
     assert_int_equal(plat_io_start(&io), 0);
     plat_wakeup wake;
     plat_wakeup_init(&wake);
-    script sc = {.io = io, .wake = &wake, .write_fd = -1, .kick_ms = 20};
+    script sc = {
+        .io = io, .wake = &wake, .guest_tid = current_tid(), .write_fd = -1, .kick_ms = 20};
     pthread_t t;
     assert_true(plat_io_guest_begin(io));
     assert_int_equal(pthread_create(&t, NULL, script_main, &sc), 0);
     assert_true(guest_wait(io, &wake));
     assert_int_equal(pthread_join(t, NULL), 0);
+    assert_false(atomic_load(&sc.late));
 
     plat_wakeup never;
     plat_wakeup_init(&never);
@@ -750,19 +842,20 @@ static void test_guest_runs_callbacks_on_its_thread(void **state)
     plat_io *io = wp.io;
     int *p = wp.p;
     watch_state *s = &wp.s;
-    sync_io(io);
-    sleep_ms(20); /* the IO thread is back in epoll_wait */
 
     plat_wakeup wake; /* outlives every round: the callback may still hold it */
     for (int round = 1; round <= 5; round++) {
+        wait_io_thread_in_epoll(io);
         plat_wakeup_init(&wake);
         s->wake = &wake;
-        script sc = {.io = io, .wake = &wake, .write_fd = p[1], .kick_ms = 5000};
+        script sc = {
+            .io = io, .wake = &wake, .guest_tid = current_tid(), .write_fd = p[1], .kick_ms = 5000};
         pthread_t t;
         assert_true(plat_io_guest_begin(io));
         assert_int_equal(pthread_create(&t, NULL, script_main, &sc), 0);
         assert_true(guest_wait(io, &wake)); /* the callback set it, long before the kick */
         plat_io_guest_end(io);
+        assert_false(atomic_load(&sc.late));
         assert_int_equal(atomic_load(&s->calls), round);
         assert_true(atomic_load(&s->on_loop));
         assert_true(pthread_equal(atomic_load(&s->thread), pthread_self()));
@@ -785,18 +878,24 @@ static void test_kick_taken_by_io_thread_reaches_guest(void **state)
     plat_io *io = wp.io;
     int *p = wp.p;
     watch_state *s = &wp.s;
-    sync_io(io);
-    sleep_ms(20);
+    wait_io_thread_in_epoll(io);
 
     plat_wakeup wake;
     plat_wakeup_init(&wake);
-    script sc = {.io = io, .wake = &wake, .write_fd = p[1], .task_ms = 150, .kick_ms = 300};
+    script sc = {.io = io,
+                 .wake = &wake,
+                 .guest_tid = current_tid(),
+                 .write_fd = p[1],
+                 .task_ms = 150,
+                 .busy = s,
+                 .kick_ms = 300};
     pthread_t t;
     assert_true(plat_io_guest_begin(io));
     assert_int_equal(pthread_create(&t, NULL, script_main, &sc), 0);
     assert_true(guest_wait(io, &wake));
     plat_io_guest_end(io);
     assert_int_equal(pthread_join(t, NULL), 0);
+    assert_false(atomic_load(&sc.late));
     assert_int_equal(atomic_load(&s->calls), 1);
     assert_true(pthread_equal(atomic_load(&s->thread), pthread_self()));
     assert_int_equal(atomic_load(&sc.task_ran_on_loop), 1);
