@@ -15,10 +15,12 @@
  *
  * Callbacks. Every delegate call happens inside on_io (the watch callback)
  * or error_task (posted), both run by the IO loop (its thread, or a thread
- * in MojoWait polling as its guest), each counted in in_callback.
- * channel_shutdown from outside the loop removes the watch and then waits
- * for in_callback to reach zero; from inside it never waits (it may be
- * inside one of those callbacks).
+ * in MojoWait polling as its guest). error_task counts itself in
+ * in_callback; on_io is covered by its watch, whose removal waits for it,
+ * and is counted only once the watch is removed from inside it
+ * (take_watch_locked). channel_shutdown from outside the loop removes the
+ * watch and then waits for in_callback to reach zero; from inside it never
+ * waits (it may be inside one of those callbacks).
  */
 #include "channel/channel.h"
 
@@ -143,7 +145,7 @@ struct channel {
     bool fd_closed;
     int error_protocol;
     const char *error_why;
-    atomic_uint in_callback; /* changed under mu, or see callback_exit */
+    atomic_uint in_callback; /* changed under mu; see take_watch_locked */
 
     /* failed || shut, readable without mu by the receive loop. */
     atomic_bool stopped;
@@ -393,16 +395,33 @@ static void rx_discard_locked(channel *c)
 }
 
 /*
- * Drops the watch's reference, its watch removed. Inside this channel's own
- * watch callback (on_io) that reference is what keeps c alive, so the drop
- * waits for on_io's end. on_loop: the caller runs on the IO loop.
+ * Takes the watch out of c for removal; mu held, on_loop if the caller runs
+ * on the IO loop. Until now on_io was covered by its watch: a removal from
+ * another thread waits for it, so on_io neither counts itself in in_callback
+ * nor holds a reference of its own. A removal from inside on_io (a delegate
+ * shutting the channel down, or deliver_error) cannot wait for it, so it
+ * counts the rest of that on_io in in_callback and leaves the drop of the
+ * watch's reference, which keeps c alive there, to on_io's end. True then.
  */
-static void release_watch_ref(channel *c, bool on_loop)
+static bool take_watch_locked(channel *c, bool on_loop, plat_io_watch **w)
 {
-    if (on_loop && c->in_io_cb)
-        c->watch_ref_owed = true;
-    else
-        channel_release(c);
+    *w = c->watch;
+    c->watch = NULL;
+    if (*w == NULL || !on_loop || !c->in_io_cb)
+        return false;
+    atomic_fetch_add(&c->in_callback, 1);
+    c->watch_ref_owed = true;
+    return true;
+}
+
+/* Removes a watch taken by take_watch_locked (mu not held), dropping its reference unless owed. */
+static void remove_watch(channel *c, plat_io_watch *w, bool owed)
+{
+    if (w == NULL)
+        return;
+    plat_io_remove(w);
+    if (!owed)
+        channel_release(c); /* the caller holds another */
 }
 
 /*
@@ -423,41 +442,25 @@ static void deliver_error(channel *c)
         return;
     }
     c->error_delivered = true;
-    plat_io_watch *w = c->watch;
-    c->watch = NULL;
+    plat_io_watch *w;
+    bool owed = take_watch_locked(c, true, &w);
     int protocol = c->error_protocol;
     const char *why = c->error_why;
     /* Whoever called us is done with the receive buffer. */
     rx_discard_locked(c);
     plat_mutex_unlock(&c->mu);
 
-    if (w != NULL) {
-        plat_io_remove(w);
-        release_watch_ref(c, true); /* our caller holds another */
-    }
+    remove_watch(c, w, owed);
     c->delegate.on_error(c->delegate.ctx, protocol, why);
 }
 
+/*
+ * The end of a callback counted in in_callback: error_task, or an on_io whose
+ * watch was removed from inside it (take_watch_locked). Both are rare, so
+ * this simply locks.
+ */
 static void callback_exit(channel *c)
 {
-    /*
-     * While the channel runs nobody waits for in_callback, so the common exit
-     * takes no lock: the thread it would otherwise contend with is the one
-     * this callback just woke, writing its reply. A shutdown stores `stopped`
-     * before it waits; if this load misses that store, the shutdown's later
-     * look at in_callback sees the decrement (both are sequentially
-     * consistent), and if it sees it, the broadcast below is under mu.
-     */
-    if (!atomic_load(&c->stopped)) {
-        unsigned was = atomic_fetch_sub(&c->in_callback, 1);
-        assert(was > 0);
-        if (was == 1 && atomic_load(&c->stopped)) {
-            plat_mutex_lock(&c->mu);
-            plat_cond_broadcast(&c->cond);
-            plat_mutex_unlock(&c->mu);
-        }
-        return;
-    }
     plat_mutex_lock(&c->mu);
     if (c->shut || c->failed)
         rx_discard_locked(c);
@@ -738,9 +741,8 @@ static bool on_io(void *ctx, uint32_t events)
     bool more = false;
 
     /*
-     * The watch's reference keeps c alive until this returns: a removal from
-     * another thread waits for us, and one from inside (a delegate shutting
-     * the channel, or deliver_error) leaves its drop to our end.
+     * The watch covers this callback (see take_watch_locked): no reference or
+     * count of our own unless it is removed from inside.
      */
     bool failed = false;
     if (!(events & PLAT_IO_WRITABLE) && !atomic_load(&c->stopped)) {
@@ -749,14 +751,12 @@ static bool on_io(void *ctx, uint32_t events)
          * racing this removes the watch, which waits for this callback to
          * return (and the receive loop stops at `stopped`).
          */
-        atomic_fetch_add(&c->in_callback, 1);
     } else {
         plat_mutex_lock(&c->mu);
         if (c->shut) {
             plat_mutex_unlock(&c->mu);
             return false;
         }
-        atomic_fetch_add(&c->in_callback, 1);
         if (!c->failed && !c->write_broken && (events & PLAT_IO_WRITABLE)) {
             if (flush_locked(c) < 0)
                 mark_write_broken_locked(c);
@@ -770,11 +770,11 @@ static bool on_io(void *ctx, uint32_t events)
         more = rx_read(c, (events & PLAT_IO_HANGUP) != 0);
     deliver_error(c);
     c->in_io_cb = false;
-    bool owed = c->watch_ref_owed;
 
-    callback_exit(c);
-    if (owed)
-        channel_release(c); /* the last use of c */
+    if (c->watch_ref_owed) {
+        callback_exit(c);
+        channel_release(c); /* the watch's, and the last use of c */
+    }
     return more;
 }
 
@@ -994,15 +994,11 @@ void channel_shutdown(channel *c)
     }
     c->shut = true;
     atomic_store(&c->stopped, true);
-    plat_io_watch *w = c->watch;
-    c->watch = NULL;
+    plat_io_watch *w;
+    bool owed = take_watch_locked(c, on_io, &w);
     tx_drop_all_locked(c);
     plat_mutex_unlock(&c->mu);
-
-    if (w != NULL) {
-        plat_io_remove(w);
-        release_watch_ref(c, on_io); /* the caller holds another */
-    }
+    remove_watch(c, w, owed);
 
     plat_mutex_lock(&c->mu);
     /* On the IO thread we may be inside a callback ourselves: never wait there. */
