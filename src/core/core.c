@@ -37,6 +37,12 @@ static void port_status_changed(const ports_port_ref *ref)
     core_pipe_port_status_changed(ref);
 }
 
+static void port_status_seen(const ports_port_ref *ref, void *data, const ports_port_status *status)
+{
+    (void)ref;
+    core_pipe_port_status_seen(data, status);
+}
+
 /* ------------------------------------------------------------- state */
 
 static core_state *create_state(void)
@@ -46,6 +52,8 @@ static core_state *create_state(void)
         return NULL;
     node_delegate delegate = {
         .port_status_changed = port_status_changed,
+        .acquire_user_data = core_dispatcher_acquire_obj,
+        .port_status_seen = port_status_seen,
         .payload_measure = core_message_wire_measure,
         .payload_serialize = core_message_wire_serialize,
         .payload_serialize_head = core_message_wire_serialize_head,

@@ -139,15 +139,20 @@ core_dispatcher *core_pipe_new(const ports_port_ref *port)
 void core_pipe_port_status_changed(const ports_port_ref *ref)
 {
     ports_port_status st;
-    core_dispatcher *d =
-        ports_node_acquire_user_data_status(node(), ref, core_dispatcher_acquire_obj, &st);
+    void *d = ports_node_acquire_user_data_status(node(), ref, core_dispatcher_acquire_obj, &st);
+    core_pipe_port_status_seen(d, &st);
+}
+
+void core_pipe_port_status_seen(void *data, const ports_port_status *st)
+{
+    core_dispatcher *d = data;
     if (!d)
         return;
     core_rc_enter();
     if (d->ops->port_status_changed)
         d->ops->port_status_changed(d);
-    else if (d->type == CORE_DISPATCHER_MESSAGE_PIPE && st.version != 0)
-        pipe_notify_taken((core_pipe *)d, &st);
+    else if (d->type == CORE_DISPATCHER_MESSAGE_PIPE && st->version != 0)
+        pipe_notify_taken((core_pipe *)d, st);
     else
         core_dispatcher_notify(d);
     core_dispatcher_release(d);

@@ -14,6 +14,12 @@
 
 /* The ports layer's port_status_changed callback. */
 void core_pipe_port_status_changed(const ports_port_ref *ref);
+/*
+ * Its port_status_seen: data is the port's user data (a dispatcher, whose
+ * reference this drops) or NULL, and *status the port's status as the change
+ * left it.
+ */
+void core_pipe_port_status_seen(void *data, const ports_port_status *status);
 
 /*
  * A new endpoint for a receiving port of this node (one reference, the

@@ -738,6 +738,13 @@ static void port_status_changed(void *ctx, const ports_port_ref *ref)
     n->d.port_status_changed(ref);
 }
 
+static void port_status_seen(void *ctx, const ports_port_ref *ref, void *data,
+                             const ports_port_status *status)
+{
+    node_controller *n = ctx;
+    n->d.port_status_seen(ref, data, status);
+}
+
 /* ----------------------------------------------------------- frames in */
 
 /*
@@ -1342,6 +1349,8 @@ int node_create(const node_delegate *delegate, node_controller **out)
         .forward_event = forward_event,
         .broadcast_event = broadcast_event,
         .port_status_changed = port_status_changed,
+        .acquire_user_data = n->d.acquire_user_data,
+        .port_status_seen = n->d.port_status_seen ? port_status_seen : NULL,
     };
     if (ports_node_create(&name, &pd, &n->ports) != PORTS_OK)
         goto fail;

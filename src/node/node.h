@@ -41,8 +41,14 @@ typedef struct node_invitation node_invitation;
 
 /* How the embedder (core) takes part. */
 typedef struct node_delegate {
-    /* ports_delegate.port_status_changed, passed through. */
+    /*
+     * ports_delegate.port_status_changed, acquire_user_data and
+     * port_status_seen, passed through (the last two optional, together).
+     */
     void (*port_status_changed)(const ports_port_ref *ref);
+    void (*acquire_user_data)(void *data);
+    void (*port_status_seen)(const ports_port_ref *ref, void *data,
+                             const ports_port_status *status);
     /*
      * The envelope of a user message that leaves this process: its size and
      * fd count. Nonzero refuses (the message is dropped, its route closed).

@@ -464,7 +464,8 @@ static void release_refs(ports_port_ref *refs, size_t n)
 int ports_node_create(const ports_name *name, const ports_delegate *delegate, ports_node **out)
 {
     if (!name || !ports_name_is_valid(name) || !delegate || !out || !delegate->forward_event ||
-        !delegate->broadcast_event || !delegate->port_status_changed)
+        !delegate->broadcast_event || !delegate->port_status_changed ||
+        !delegate->acquire_user_data != !delegate->port_status_seen)
         return PORTS_ERROR_INVALID_ARGUMENT;
     ports_node *node = calloc(1, sizeof(*node));
     if (!node)
@@ -746,6 +747,7 @@ static int queue_user_message(ports_port *p, ports_event *ev, bool *accepted, bo
 static int finish_user_message(ports_node *node, const ports_port_ref *ref, ports_event *ev, int rv,
                                bool accepted, bool has_next);
 static void try_remove_proxy(ports_node *node, const ports_port_ref *ref);
+static void status_locked(ports_node *node, ports_port *p, ports_port_status *out);
 static void initiate_proxy_removal(ports_node *node, const ports_port_ref *ref);
 static void destroy_all_ports_with_peer(ports_node *node, const ports_name *peer_node,
                                         const ports_name *peer_port);
@@ -849,6 +851,17 @@ static int dispatch(ports_node *node, const ports_port_ref *ref, const ports_nam
             bool accepted, has_next;
             int rv = queue_user_message(p, ev, &accepted, &has_next);
             p->next_control_sequence_num_to_receive++;
+            if (accepted && has_next && node->delegate.port_status_seen) {
+                /* The reader's look, taken now rather than under the lock again. */
+                void *data = p->user_data;
+                if (data)
+                    node->delegate.acquire_user_data(data);
+                ports_port_status st;
+                status_locked(node, p, &st);
+                unlock_port(p);
+                node->delegate.port_status_seen(node->delegate.ctx, ref, data, &st);
+                return PORTS_OK;
+            }
             unlock_port(p);
             return finish_user_message(node, ref, ev, rv, accepted, has_next);
         }

@@ -51,23 +51,6 @@ typedef struct ports_port_ref {
 void ports_port_ref_copy(ports_port_ref *dst, const ports_port_ref *src);
 void ports_port_ref_release(ports_port_ref *ref); /* zeroes *ref; NULL port ok */
 
-typedef struct ports_delegate {
-    void *ctx;
-    /* Deliver event to node `to` (which may be this node). Owns event. */
-    void (*forward_event)(void *ctx, const ports_name *to, ports_event *event);
-    /* Deliver event to every node this node knows (dead-proxy notices). */
-    void (*broadcast_event)(void *ctx, ports_event *event);
-    /* Something observable about this receiving port may have changed. */
-    void (*port_status_changed)(void *ctx, const ports_port_ref *port);
-    /*
-     * Optional: fill buf with random bytes for port names. NULL means
-     * getrandom(2). Tests pass a seeded generator to make runs replayable.
-     * The one callback made with ports locks held: it must not call back
-     * into the node.
-     */
-    void (*random_bytes)(void *ctx, void *buf, size_t len);
-} ports_delegate;
-
 typedef struct ports_port_status {
     bool has_messages;       /* a message can be read now */
     bool receiving_messages; /* more messages may still arrive */
@@ -83,6 +66,33 @@ typedef struct ports_port_status {
      */
     uint64_t version;
 } ports_port_status;
+
+typedef struct ports_delegate {
+    void *ctx;
+    /* Deliver event to node `to` (which may be this node). Owns event. */
+    void (*forward_event)(void *ctx, const ports_name *to, ports_event *event);
+    /* Deliver event to every node this node knows (dead-proxy notices). */
+    void (*broadcast_event)(void *ctx, ports_event *event);
+    /* Something observable about this receiving port may have changed. */
+    void (*port_status_changed)(void *ctx, const ports_port_ref *port);
+    /*
+     * Optional, both or neither: port_status_changed with its look already
+     * taken. Where the node can (a message queued for a reader), it takes
+     * the port's user data (acquire_user_data called on it, if not NULL)
+     * and its status in the same hold of the port lock as the change, and
+     * passes both to port_status_seen, which owns the reference acquired.
+     */
+    void (*acquire_user_data)(void *data);
+    void (*port_status_seen)(void *ctx, const ports_port_ref *port, void *data,
+                             const ports_port_status *status);
+    /*
+     * Optional: fill buf with random bytes for port names. NULL means
+     * getrandom(2). Tests pass a seeded generator to make runs replayable.
+     * The one callback made with ports locks held: it must not call back
+     * into the node.
+     */
+    void (*random_bytes)(void *ctx, void *buf, size_t len);
+} ports_delegate;
 
 /* Creates a node named *name. The delegate is copied. */
 int ports_node_create(const ports_name *name, const ports_delegate *delegate, ports_node **out);

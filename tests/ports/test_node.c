@@ -161,6 +161,109 @@ static void test_empty_read_answer_ends_with_any_change(void **state)
     ph_free(&h);
 }
 
+/* A delegate that records port_status_seen (one node; events to itself go straight back in). */
+typedef struct seen_log {
+    ports_node *node;
+    int acquired, seen, changed;
+    void *data;
+    ports_port_status status;
+} seen_log;
+
+static seen_log *g_seen;
+
+static void seen_forward(void *ctx, const ports_name *to, ports_event *ev)
+{
+    seen_log *log = ctx;
+    ports_node_accept_event(log->node, to, ev);
+}
+
+static void seen_broadcast(void *ctx, ports_event *ev)
+{
+    (void)ctx;
+    ports_event_destroy(ev);
+}
+
+static void seen_changed(void *ctx, const ports_port_ref *port)
+{
+    (void)port;
+    ((seen_log *)ctx)->changed++;
+}
+
+static void seen_acquire(void *data)
+{
+    assert_ptr_equal(data, &g_seen->data); /* the user data this test set */
+    g_seen->acquired++;
+}
+
+static void seen_status(void *ctx, const ports_port_ref *port, void *data,
+                        const ports_port_status *status)
+{
+    (void)port;
+    seen_log *log = ctx;
+    log->seen++;
+    log->data = data;
+    log->status = *status;
+}
+
+/*
+ * A message queued for a reader hands the delegate the port's user data
+ * (acquired) and its status from the same hold of the lock: no second look.
+ */
+static void test_status_seen_carries_user_data_and_status(void **state)
+{
+    (void)state;
+    seen_log log = {0};
+    g_seen = &log;
+    ports_delegate d = {.ctx = &log,
+                        .forward_event = seen_forward,
+                        .broadcast_event = seen_broadcast,
+                        .port_status_changed = seen_changed,
+                        .acquire_user_data = seen_acquire};
+    ports_name name = {0x77, 0x88};
+    /* Both or neither. */
+    assert_int_equal(ports_node_create(&name, &d, &log.node), PORTS_ERROR_INVALID_ARGUMENT);
+    d.port_status_seen = seen_status;
+    assert_int_equal(ports_node_create(&name, &d, &log.node), PORTS_OK);
+
+    ports_port_ref a, b;
+    assert_int_equal(ports_node_create_port_pair(log.node, &a, &b), PORTS_OK);
+    assert_int_equal(ports_node_send_user_message(log.node, &a, ph_message("bare", 0)), PORTS_OK);
+    assert_int_equal(log.seen, 1);
+    assert_null(log.data);
+    assert_int_equal(log.acquired, 0);
+
+    ports_port_set_user_data(&b, &log.data);
+    assert_int_equal(ports_node_send_user_message(log.node, &a, ph_message("two", 0)), PORTS_OK);
+    assert_int_equal(log.seen, 2);
+    assert_int_equal(log.acquired, 1);
+    assert_ptr_equal(log.data, &log.data);
+    assert_true(log.status.has_messages);
+    assert_true(log.status.receiving_messages);
+    assert_false(log.status.peer_closed);
+    assert_int_equal(log.status.queued_message_count, 2);
+    assert_int_equal(log.status.queued_num_bytes, strlen("bare") + strlen("two"));
+    uint64_t version = log.status.version;
+    assert_true(version != 0);
+
+    /* A read's status is newer than the one the arrival handed over. */
+    ports_event *ev = NULL;
+    ports_port_status after;
+    assert_int_equal(ports_node_get_message_status(log.node, &b, &ev, &after), PORTS_OK);
+    assert_non_null(ev);
+    ports_event_destroy(ev);
+    assert_true(after.version > version);
+    assert_int_equal(after.queued_message_count, 1);
+
+    ports_port_set_user_data(&b, NULL);
+    assert_int_equal(ports_node_close_port(log.node, &a), PORTS_OK);
+    assert_int_equal(ports_node_close_port(log.node, &b), PORTS_OK);
+    ports_port_ref_release(&a);
+    ports_port_ref_release(&b);
+    assert_int_equal(ports_node_port_count(log.node), 0);
+    ports_node_destroy(log.node);
+    g_seen = NULL;
+}
+
 /*
  * The core of the protocol: an end sent to another node leaves a proxy that
  * forwards, then removes itself, so the route is two ports again.
@@ -1056,6 +1159,7 @@ int main(void)
         cmocka_unit_test(test_local_pipe_delivers_in_order),
         cmocka_unit_test(test_close_reports_peer_closed_after_last_message),
         cmocka_unit_test(test_empty_read_answer_ends_with_any_change),
+        cmocka_unit_test(test_status_seen_carries_user_data_and_status),
         cmocka_unit_test(test_sent_port_proxy_collapses),
         cmocka_unit_test(test_event_from_non_previous_peer_is_held_not_applied),
         cmocka_unit_test(test_replayed_control_sequence_is_bad_peer),
