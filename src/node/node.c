@@ -85,6 +85,10 @@ struct peer {
 
     /* A copy of state, for a frame's first look without n->lock. */
     _Atomic(peer_state) live_state;
+
+    /* IO loop only. */
+    bool in_frame;     /* channel_frame_cb is running for it */
+    bool release_owed; /* drop_peer left it the all-list's reference (see there) */
 };
 
 struct node_invitation {
@@ -473,7 +477,15 @@ static void drop_peer(peer *p, const char *why, bool protocol)
         introduced(n, &p->name, reintro_fd);
     if (in_map)
         peer_release(p); /* the name map's reference */
-    peer_release(p);     /* the all-list's */
+    /*
+     * The all-list's. A frame callback of p's takes no reference of its own:
+     * a drop from another thread waits for it (channel_shutdown above), and
+     * one from inside it leaves this last drop to its end.
+     */
+    if (plat_io_on_thread(node_io(n)) && p->in_frame)
+        p->release_owed = true;
+    else
+        peer_release(p);
 }
 
 /* ------------------------------------------------------ serialising events */
@@ -1123,7 +1135,7 @@ static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, s
 {
     peer *p = ctx;
     node_controller *n = p->n;
-    peer_acquire(p); /* dropping it inside must not free it under us */
+    p->in_frame = true; /* dropping it inside must not free it under us (see drop_peer) */
     peer_state state = atomic_load_explicit(&p->live_state, memory_order_acquire);
     ports_name from;
     if (state == PEER_CONNECTED) {
@@ -1201,7 +1213,9 @@ static void channel_frame_cb(void *ctx, uint16_t type, const uint8_t *payload, s
     close_fds(fds, num_fds);
     drop_peer(p, why, true);
 out:
-    peer_release(p);
+    p->in_frame = false;
+    if (p->release_owed)
+        peer_release(p); /* the last use of p */
 }
 
 static void channel_error_cb(void *ctx, int protocol, const char *why)
