@@ -152,7 +152,7 @@ struct channel {
 
     /* IO thread only (or with no callback possible, under mu). */
     bool in_io_cb;
-    bool watch_ref_owed; /* see release_watch_ref */
+    bool watch_ref_owed; /* see take_watch_locked */
     uint8_t *rx;
     size_t rx_cap;
     bool rx_small;   /* buffers of RX_SMALL_CAPACITY (see there) */
@@ -1012,6 +1012,11 @@ void channel_shutdown(channel *c)
     c->shut_done = true;
     plat_cond_broadcast(&c->cond);
     plat_mutex_unlock(&c->mu);
+}
+
+bool channel_on_its_loop(const channel *c)
+{
+    return plat_io_on_thread(c->io);
 }
 
 void channel_acquire(channel *c)

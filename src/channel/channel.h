@@ -28,8 +28,10 @@
  * are the channel's on success and on failure alike: closed once sent (the
  * receiver has its own copies), or when the channel fails or shuts down.
  *
- * Lifetime: reference counted. The creator holds one reference; the IO
- * thread holds one while a callback runs. channel_shutdown stops all
+ * Lifetime: reference counted. The creator holds one reference; a started
+ * channel's IO watch holds another, which keeps the channel alive through
+ * each callback, even one that drops every other reference (a shutdown from
+ * inside a callback lets go of it when that callback returns). channel_shutdown stops all
  * activity: when it returns no callback of this channel is running or will
  * run (called from inside one of its own callbacks, none runs after the
  * current one). Memory goes with the last channel_release.
@@ -121,6 +123,9 @@ bool channel_write_idle(channel *c);
 
 void channel_acquire(channel *c);
 void channel_release(channel *c); /* NULL is fine */
+
+/* True on the IO loop that runs c's callbacks (its thread, or a guest of it). */
+bool channel_on_its_loop(const channel *c);
 
 /*
  * Test hooks: the syscalls the channel makes, replaceable so tests can force

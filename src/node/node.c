@@ -480,9 +480,11 @@ static void drop_peer(peer *p, const char *why, bool protocol)
     /*
      * The all-list's. A frame callback of p's takes no reference of its own:
      * a drop from another thread waits for it (channel_shutdown above), and
-     * one from inside it leaves this last drop to its end.
+     * one from inside it leaves this last drop to its end. That holds because
+     * this, which runs once per peer (PEER_GONE), is the only place that shuts
+     * a peer's channel down or drops these two references.
      */
-    if (plat_io_on_thread(node_io(n)) && p->in_frame)
+    if (channel_on_its_loop(p->ch) && p->in_frame)
         p->release_owed = true;
     else
         peer_release(p);
