@@ -1773,8 +1773,8 @@ static void ch_settle(sim *s)
 }
 
 /*
- * A scheduler "deliver" step: let the IO thread work. Mostly a yield, so
- * that actions and deliveries interleave finely; sometimes a short sleep;
+ * A scheduler "deliver" step: let the IO thread work. Mostly the shortest
+ * sleep, so that actions and deliveries interleave finely; sometimes a longer one;
  * now and then a full settle, as the in-memory scheduler sometimes drains.
  * Scenarios whose seed picks a non-uniform policy also stall the IO thread
  * now and then for tens to hundreds of steps (see ch_stall).

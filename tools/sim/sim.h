@@ -33,7 +33,7 @@
  * scenario's actions go on calling the same ports nodes from the calling
  * thread. An event a node sends to itself is posted to the IO thread as a
  * task. A scheduler "deliver" step becomes "let the IO thread work" (a
- * yield, a short sleep, now and then a full settle). The seed's policy still
+ * 1 ns sleep, a longer one, now and then a full settle). The seed's policy still
  * shapes the run: sticky and starve scenarios now and then stall the IO
  * thread for tens to hundreds of steps, so frames pile up in the sockets,
  * and starve scenarios also shrink the sockets' send buffers to the minimum,
