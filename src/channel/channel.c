@@ -396,12 +396,13 @@ static void rx_discard_locked(channel *c)
 
 /*
  * Takes the watch out of c for removal; mu held, on_loop if the caller runs
- * on the IO loop. Until now on_io was covered by its watch: a removal from
- * another thread waits for it, so on_io neither counts itself in in_callback
- * nor holds a reference of its own. A removal from inside on_io (a delegate
- * shutting the channel down, or deliver_error) cannot wait for it, so it
- * counts the rest of that on_io in in_callback and leaves the drop of the
- * watch's reference, which keeps c alive there, to on_io's end. True then.
+ * on the IO loop. While the watch is registered it covers on_io: a removal
+ * from another thread waits for the callback, so on_io neither counts itself
+ * in in_callback nor holds a reference of its own. A removal from inside
+ * on_io (a delegate shutting the channel down, or deliver_error) cannot wait
+ * for it, so it counts the rest of that on_io in in_callback and leaves the
+ * drop of the watch's reference, which keeps c alive there, to on_io's end.
+ * True in that case.
  */
 static bool take_watch_locked(channel *c, bool on_loop, plat_io_watch **w)
 {
@@ -742,16 +743,13 @@ static bool on_io(void *ctx, uint32_t events)
 
     /*
      * The watch covers this callback (see take_watch_locked): no reference or
-     * count of our own unless it is removed from inside.
+     * count of our own unless it is removed from inside. Only reading to do,
+     * on a running channel, takes no lock either: a shutdown racing this
+     * removes the watch, which waits for this callback to return (and the
+     * receive loop stops at `stopped`).
      */
     bool failed = false;
-    if (!(events & PLAT_IO_WRITABLE) && !atomic_load(&c->stopped)) {
-        /*
-         * Only reading to do, on a running channel: no lock. A shutdown
-         * racing this removes the watch, which waits for this callback to
-         * return (and the receive loop stops at `stopped`).
-         */
-    } else {
+    if ((events & PLAT_IO_WRITABLE) || atomic_load(&c->stopped)) {
         plat_mutex_lock(&c->mu);
         if (c->shut) {
             plat_mutex_unlock(&c->mu);

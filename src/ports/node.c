@@ -1115,7 +1115,7 @@ int ports_node_get_message_status(ports_node *node, const ports_port_ref *ref, p
         return PORTS_ERROR_INVALID_ARGUMENT;
     *out = NULL;
     ports_port *p = ref->port;
-    /* A reader draining until empty ends on this, twice per message. */
+    /* A reader that drains until empty ends each drain on this: no lock then. */
     if (atomic_load_explicit(&p->nothing_to_read, memory_order_acquire))
         return PORTS_OK;
     ports_event *ack = NULL;
